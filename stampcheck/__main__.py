@@ -1,0 +1,3 @@
+from stampcheck.cli import main
+
+main()

@@ -1,0 +1,40 @@
+"""Writes that never leave a half-written file: write to a temporary name beside, then rename."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: Path):
+    """Yield a temporary path in the same folder; it replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A hidden name unique to this process; cheaper than mkstemp, and remove_partials finds it.
+    tmp = str(path.parent / f".{path.name}.{os.getpid()}.part")
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def remove_partials(folder: Path) -> int:
+    """Delete temp files left by a run that was killed (SIGKILL skips the cleanup above)."""
+    removed = 0
+    for tmp in Path(folder).glob(".*.part"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed

@@ -1,0 +1,133 @@
+"""Image checks shared by every stage that reads images someone else made (crawl, compose, qa).
+
+One function, :func:`open_checked`, decides whether bytes are a usable photo and turns them into
+an upright 8-bit RGB image; callers only choose the limits.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+class ImageRejected(Exception):
+    """Why an image cannot be used; ``reason`` is a short stable code, the message says more."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    min_side: int = 64
+    # Far above any camera, far below what a crafted header can claim (decompression bombs).
+    max_pixels: int = 80_000_000
+    max_aspect: float = 6.0
+
+
+def open_checked(source: Path | bytes, limits: ImageLimits = ImageLimits(),
+                 draft_size: int | None = None) -> Image.Image:
+    """Fully decode ``source`` and return it upright, in RGB; raise ImageRejected otherwise.
+
+    ``draft_size`` lets JPEG decode at a reduced scale (a power of two, never below that long side),
+    which is much faster when only a few hundred pixels are needed. Sizes are checked on the
+    original dimensions, before any draft.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            if path.stat().st_size == 0:
+                raise ImageRejected("empty", "0 bytes")
+            fp = path.open("rb")
+        except OSError as e:
+            raise ImageRejected("unreadable", str(e)) from e
+    else:
+        if not source:
+            raise ImageRejected("empty", "0 bytes")
+        fp = io.BytesIO(source)
+    with fp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            try:
+                img = Image.open(fp)
+            except Image.DecompressionBombError as e:
+                raise ImageRejected("too-large", str(e)) from e
+            except UnidentifiedImageError as e:
+                raise ImageRejected("not-an-image", "not a recognised image format") from e
+            except Exception as e:  # broken headers raise anything from SyntaxError to struct.error
+                raise ImageRejected("not-an-image", f"{type(e).__name__}: {e}") from e
+            w, h = img.size
+            _check_size(w, h, limits)
+            try:
+                img.seek(0)  # first frame of an animation
+                if draft_size and img.format == "JPEG" and max(w, h) > draft_size:
+                    k = max(w, h) / draft_size
+                    img.draft("RGB", (int(w / k), int(h / k)))
+                img.load()
+            except Exception as e:
+                raise ImageRejected("truncated", f"cannot decode: {e}") from e
+            try:
+                img = ImageOps.exif_transpose(img)
+            except Exception:  # a broken EXIF block should not cost the photo
+                pass
+    return to_rgb8(img)
+
+
+def _check_size(w: int, h: int, limits: ImageLimits) -> None:
+    if w * h > limits.max_pixels:
+        raise ImageRejected("too-large", f"{w}x{h} exceeds {limits.max_pixels} pixels")
+    if min(w, h) < limits.min_side:
+        raise ImageRejected("too-small", f"{w}x{h} is below {limits.min_side} px on the short side")
+    if max(w, h) / min(w, h) > limits.max_aspect:
+        raise ImageRejected("bad-aspect", f"{w}x{h} is more elongated than {limits.max_aspect}:1")
+
+
+def to_rgb8(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: CMYK, palette, grey, 16-bit grey, with alpha flattened on white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def fit_within(img: Image.Image, max_size: int | None) -> Image.Image:
+    """Downscale so the long side is at most ``max_size``; never upscale."""
+    if not max_size or max(img.size) <= max_size:
+        return img
+    scale = max_size / max(img.size)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(size, Image.BILINEAR, reducing_gap=2.0)
+
+
+def jpeg_bytes(img: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=int(quality))
+    return buf.getvalue()
+
+
+def find_images(paths: list[Path]) -> list[Path]:
+    """Files among ``paths``; folders are searched recursively for image suffixes. Sorted, unique."""
+    found: set[Path] = set()
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.update(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            found.add(p)
+    return sorted(found)

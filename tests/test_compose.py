@@ -1,0 +1,240 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools.coco import COCO
+
+from compose.composer import ComposeConfig, compose_dataset
+from compose.looks import Looks, compose_image
+from compose.preview import write_preview
+from compose.stamps import DEFAULT_STAMP, StampError, load_stamp
+from stampcheck.dataset import read_labels, yolo_to_box
+from stampcheck.images import open_checked
+from tests.conftest import photo, write_bad_files, write_odd_good_files
+
+ROOT = Path(__file__).resolve().parents[1]
+# Looks that change nothing but the stamp itself, so a diff against the plain background shows
+# exactly the stamp's visible pixels.
+CLEAN = dict(noise=(0.0, 0.0), brightness=(1.0, 1.0), glare_share=0.0, ink_colours=("#000000",),
+             negative_share=0.0, hard_negative_share=0.0, multi_share=0.0)
+
+
+def diff_box(img: Image.Image, bg_value=255, threshold=26):
+    diff = bg_value - np.asarray(img, dtype=np.int16).min(axis=2)
+    ys, xs = np.nonzero(diff >= threshold)
+    return (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) if len(xs) else None
+
+
+@pytest.mark.parametrize("multiply", [0.0, 1.0])
+def test_boxes_are_tight_around_visible_pixels(multiply):
+    stamp = load_stamp(DEFAULT_STAMP)
+    looks = Looks(**CLEAN, multiply_share=multiply, truncate_share=0.5)
+    clipped = 0
+    for seed in range(40):
+        bg = Image.new("RGB", (300, 220), "white")
+        img, boxes, _ = compose_image(bg, [stamp], looks, np.random.default_rng(seed))
+        assert len(boxes) == 1
+        b = boxes[0]
+        expected = diff_box(img)
+        assert expected is not None
+        assert np.abs(np.array(b.as_tuple()) - np.array(expected)).max() <= 1, (seed, b, expected)
+        assert 0 <= b.x0 < b.x1 <= 300 and 0 <= b.y0 < b.y1 <= 220
+        clipped += b.x0 == 0 or b.y0 == 0 or b.x1 == 300 or b.y1 == 220
+    assert clipped >= 5  # truncated stamps were exercised, and clipped to the image
+
+
+def test_several_stamps_each_boxed():
+    stamp = load_stamp(DEFAULT_STAMP)
+    looks = Looks(**{**CLEAN, "multi_share": 1.0}, max_stamps=3, scale=(0.1, 0.2), truncate_share=0)
+    for seed in range(10):
+        img, boxes, _ = compose_image(Image.new("RGB", (400, 300), "white"), [stamp], looks,
+                                      np.random.default_rng(seed))
+        assert len(boxes) >= 2
+        ink = (255 - np.asarray(img, dtype=np.int16).min(axis=2)) >= 27  # 26 +1 grey level of rounding
+        covered = np.zeros_like(ink)
+        for b in boxes:
+            covered[b.y0:b.y1, b.x0:b.x1] = True
+            assert ink[b.y0:b.y1, b.x0:b.x1].any()
+        assert not (ink & ~covered).any()
+
+
+def test_hard_negatives_are_unlabelled_distractors():
+    stamp = load_stamp(DEFAULT_STAMP)
+    looks = Looks(**{**CLEAN, "negative_share": 1.0, "hard_negative_share": 1.0})
+    img, boxes, hard = compose_image(Image.new("RGB", (300, 300), "white"), [stamp], looks,
+                                     np.random.default_rng(3))
+    assert boxes == [] and hard
+    assert diff_box(img) is not None  # something stamp-like was drawn
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds")
+    compose_dataset(ComposeConfig(count=30, seed=5, max_size=256), out, workers=1)
+    return out
+
+
+def test_splits_share_no_background(small_dataset):
+    items = read_labels(small_dataset)
+    train = {i.background for i in items if i.split == "train"}
+    valid = {i.background for i in items if i.split == "valid"}
+    assert train and valid and not (train & valid)
+    summary = json.loads((small_dataset / "dataset.json").read_text())
+    assert summary["images"] == 30 and summary["stamped"] + summary["negatives"] == 30
+    assert 0 < summary["stamped"] < 30
+    assert summary["stamps"][0]["sha256"]
+
+
+def test_labels_csv_rows_follow_the_contract(small_dataset):
+    rows = list(csv.DictReader((small_dataset / "labels.csv").open()))
+    assert list(rows[0]) == ["file", "split", "background", "has_stamp", "x0", "y0", "x1", "y1", "class"]
+    for r in rows:
+        img = Image.open(small_dataset / "images" / r["file"])
+        if r["has_stamp"] == "0":
+            assert r["x0"] == r["y0"] == r["x1"] == r["y1"] == ""
+        else:
+            x0, y0, x1, y1 = (int(r[k]) for k in ("x0", "y0", "x1", "y1"))
+            assert 0 <= x0 < x1 <= img.width and 0 <= y0 < y1 <= img.height
+    assert max(Image.open(p).size[0] for p in (small_dataset / "images").iterdir()) <= 256
+
+
+def test_coco_agrees_with_labels(small_dataset):
+    coco = COCO(str(small_dataset / "coco.json"))
+    items = {i.file: i for i in read_labels(small_dataset)}
+    assert len(coco.getImgIds()) == len(items)
+    for img in coco.loadImgs(coco.getImgIds()):
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=img["id"]))
+        got = sorted((a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3])
+                     for a in anns)
+        assert got == sorted(b.as_tuple() for b in items[img["file_name"]].boxes)
+        w, h = Image.open(small_dataset / "images" / img["file_name"]).size
+        assert (img["width"], img["height"]) == (w, h)
+
+
+def test_yolo_round_trips_to_the_same_pixels(small_dataset):
+    classes = ["qc-passed"]
+    for item in read_labels(small_dataset):
+        lines = (small_dataset / "yolo" / (Path(item.file).stem + ".txt")).read_text().splitlines()
+        w, h = Image.open(small_dataset / "images" / item.file).size
+        back = [yolo_to_box(line, w, h, classes) for line in lines]
+        assert sorted(b.as_tuple() for b in back) == sorted(b.as_tuple() for b in item.boxes)
+    assert "names:" in (small_dataset / "yolo" / "data.yaml").read_text()
+
+
+def test_same_seed_same_bytes_with_1_and_2_workers(tmp_path):
+    cfg = ComposeConfig(count=12, seed=11, max_size=200)
+    compose_dataset(cfg, tmp_path / "a", workers=1)
+    compose_dataset(cfg, tmp_path / "b", workers=2)
+    names = sorted(p.name for p in (tmp_path / "a" / "images").iterdir())
+    assert len(names) == 12
+    for n in names:
+        assert (tmp_path / "a" / "images" / n).read_bytes() == (tmp_path / "b" / "images" / n).read_bytes()
+    assert (tmp_path / "a" / "labels.csv").read_text() == (tmp_path / "b" / "labels.csv").read_text()
+    other = compose_dataset(replace(cfg, seed=12), tmp_path / "c", workers=1)
+    assert other["images"] == 12
+    assert (tmp_path / "c" / "images" / names[0]).read_bytes() != (tmp_path / "a" / "images" / names[0]).read_bytes()
+
+
+def test_bad_backgrounds_are_reported_not_fatal(tmp_path):
+    folder = tmp_path / "bg"
+    expected = write_bad_files(folder / "bad")
+    good = write_odd_good_files(folder / "odd")
+    for i in range(3):
+        photo(i).save(folder / f"ok{i}.jpg")
+    summary = compose_dataset(ComposeConfig(count=10, seed=1, backgrounds=folder), tmp_path / "out")
+    skipped = {Path(s["file"]).name: s["reason"] for s in summary["skipped_backgrounds"]}
+    assert skipped == expected
+    used = {Path(b["name"]).name for b in summary["backgrounds"]}
+    assert used == set(good) | {f"ok{i}.jpg" for i in range(3)}
+    assert summary["images"] == 10
+
+
+def test_odd_images_are_converted_and_upright(tmp_path):
+    names = write_odd_good_files(tmp_path)
+    for n in names:
+        img = open_checked(tmp_path / n)
+        assert img.mode == "RGB"
+    assert open_checked(tmp_path / "rotated.jpg").size == (320, 200)  # EXIF orientation applied
+    grey = np.asarray(open_checked(tmp_path / "grey16.png"))
+    assert grey.max() > 128  # 16-bit values scaled, not clipped to white or black
+
+
+def test_stamp_without_alpha_is_keyed_and_bad_stamps_fail(tmp_path):
+    rgb = Image.new("RGB", (100, 100), "white")
+    rgb.paste((200, 0, 0), (30, 30, 70, 60))
+    rgb.save(tmp_path / "plain.jpg", quality=95)
+    s = load_stamp(tmp_path / "plain.jpg")
+    assert s.name == "plain"
+    h, w = s.rgba.shape[:2]
+    assert abs(h - 30) <= 2 and abs(w - 40) <= 2  # cropped to the red patch
+    assert s.rgba[..., 3].max() == 255
+    (tmp_path / "x.png").write_text("not an image")
+    with pytest.raises(StampError, match="not a readable image"):
+        load_stamp(tmp_path / "x.png")
+    Image.new("RGBA", (50, 50), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    with pytest.raises(StampError, match="fully transparent"):
+        load_stamp(tmp_path / "clear.png")
+
+
+def test_cli_reports_bad_stamp_clearly(tmp_path):
+    (tmp_path / "s.png").write_text("nope")
+    r = subprocess.run([sys.executable, "-m", "stampcheck", "compose", "--stamp", str(tmp_path / "s.png"),
+                        "--out", str(tmp_path / "o"), "--count", "2"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2
+    assert "not a readable image" in r.stderr + r.stdout
+
+
+def test_interrupted_run_resumes_to_the_same_bytes(tmp_path):
+    args = [sys.executable, "-m", "stampcheck", "compose", "--count", "60", "--seed", "4", "--max-size", "256",
+            "--no-preview"]
+    clean = subprocess.run(args + ["--out", str(tmp_path / "clean")], capture_output=True, cwd=ROOT)
+    assert clean.returncode == 0, clean.stderr
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(args + ["--out", str(cut)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list((cut / "images").glob("*.jpg"))) < 10:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = list((cut / "images").glob("*.jpg"))
+    assert 0 < len(done) < 60 and not (cut / "labels.csv").exists()
+    for f in done:  # whatever is there under a final name is whole
+        Image.open(f).load()
+    r = subprocess.run(args + ["--out", str(cut)], capture_output=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert not list((cut / "images").glob(".*part"))
+    for f in (tmp_path / "clean" / "images").iterdir():
+        assert (cut / "images" / f.name).read_bytes() == f.read_bytes()
+    assert (cut / "labels.csv").read_text() == (tmp_path / "clean" / "labels.csv").read_text()
+
+
+def test_other_parameters_in_same_folder_are_refused(tmp_path):
+    compose_dataset(ComposeConfig(count=4, seed=1), tmp_path)
+    with pytest.raises(Exception, match="other parameters"):
+        compose_dataset(ComposeConfig(count=4, seed=2), tmp_path)
+    compose_dataset(ComposeConfig(count=4, seed=2), tmp_path, overwrite=True)
+
+
+def test_preview_draws_a_grid(small_dataset, tmp_path):
+    out = write_preview(small_dataset, tmp_path / "p.png", n=8)
+    img = Image.open(out)
+    assert img.size[0] == 4 * 256 and img.size[1] >= 2 * 256
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[2] / "shared/data/product-photos").is_dir(),
+                    reason="shared product photos absent")
+def test_compose_on_real_product_photos(tmp_path):
+    from tests.conftest import SHARED_PHOTOS
+    summary = compose_dataset(ComposeConfig(count=20, seed=0, backgrounds=SHARED_PHOTOS / "Milk"), tmp_path)
+    assert summary["images"] == 20 and not summary["skipped_backgrounds"]
+    assert len({b["name"] for b in summary["backgrounds"]}) > 20
