@@ -66,8 +66,8 @@ def check_background(path: Path, limits: ImageLimits) -> dict | None:
         return {"reason": e.reason, "detail": e.detail}
 
 
-def builtin_source(count: int) -> BackgroundSource:
-    return BackgroundSource([f"{BUILTIN_PREFIX}{i:05d}" for i in range(count)], None, [])
+def builtin_source(count: int, offset: int = 0) -> BackgroundSource:
+    return BackgroundSource([f"{BUILTIN_PREFIX}{i:05d}" for i in range(offset, offset + count)], None, [])
 
 
 def builtin_background(index: int, max_size: int = 640) -> Image.Image:

@@ -36,6 +36,7 @@ class ComposeConfig:
     stamps: list[Path] = field(default_factory=lambda: [DEFAULT_STAMP])
     backgrounds: Path | None = None     # None: built-in generated scenes
     builtin_backgrounds: int = 0        # how many scenes to generate; 0 means count // 4
+    builtin_offset: int = 0             # first scene number: another offset gives unseen scenes
     max_size: int = 512                 # long side of the written images
     valid_share: float = 0.2
     min_background_side: int = 64
@@ -141,7 +142,7 @@ def _compose(cfg, stamps, out: Path, pool, overwrite: bool, progress) -> dict:
         imap = partial(pool.imap, chunksize=16) if pool else map
         source = scan_folder(Path(cfg.backgrounds), limits, progress, imap=imap)
     else:
-        source = builtin_source(cfg.builtin_backgrounds or max(8, cfg.count // 4))
+        source = builtin_source(cfg.builtin_backgrounds or max(8, cfg.count // 4), cfg.builtin_offset)
     if not source.names:
         raise ComposeError(f"no usable background in {cfg.backgrounds} ({len(source.skipped)} files "
                            "skipped, reasons: " + ", ".join(sorted({s['reason'] for s in source.skipped})) + ")")

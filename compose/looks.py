@@ -20,6 +20,9 @@ from stampcheck.dataset import Box
 
 # A pixel is "visible" stamp when the stamp covers at least 10% of it; boxes enclose those pixels.
 VISIBLE_ALPHA = 0.1
+# A labelled stamp must change its strongest pixels by this many grey levels (90th percentile of
+# the change over its box); dark ink on dark print is re-drawn with other looks, up to 3 times.
+MIN_CONTRAST = 24.0
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,8 @@ class Looks:
     scale: tuple[float, float] = (0.08, 0.4)      # stamp long side / background short side (log-uniform)
     rotation: float = 40.0                        # degrees, uniform in +-rotation
     perspective: float = 0.15                     # largest corner shift, share of the stamp size
-    opacity: tuple[float, float] = (0.45, 1.0)    # ink strength
-    fade: tuple[float, float] = (0.0, 0.6)        # uneven ink: share of ink lost in patches
+    opacity: tuple[float, float] = (0.5, 1.0)     # ink strength
+    fade: tuple[float, float] = (0.0, 0.5)        # uneven ink: share of ink lost in patches
     multiply_share: float = 0.6                   # share of "ink" (multiply) blends, else normal paste
     ink_colours: tuple[str, ...] = ("keep", "#c0202a", "#1d3a9a", "#55287e", "#262626", "#1a6b39")
     blur: tuple[float, float] = (0.0, 1.2)        # Gaussian radius in output pixels
@@ -66,13 +69,21 @@ def compose_image(bg: Image.Image, stamps: list[Stamp], looks: Looks, rng: np.ra
     for k in range(n_stamps + distractors):
         is_stamp = k < n_stamps
         stamp = stamps[int(rng.integers(len(stamps)))] if is_stamp else None
-        src = stamp.rgba if is_stamp else np.asarray(random_distractor(rng))
-        mark, visible = render_mark(src, looks, rng, min(w, h))
-        placed = place(mark, visible, (w, h), looks, rng, taken)
+        for _ in range(3):  # a stamp the eye cannot see would be a wrong label: try other looks
+            src = stamp.rgba if is_stamp else np.asarray(random_distractor(rng))
+            mark, visible = render_mark(src, looks, rng, min(w, h))
+            placed = place(mark, visible, (w, h), looks, rng, taken)
+            if placed is None:
+                break
+            x, y, box = placed
+            before = canvas[box[1]:box[3], box[0]:box[2]].copy()
+            blend(canvas, mark, x, y, multiply=rng.random() < looks.multiply_share)
+            if not is_stamp or contrast(before, canvas[box[1]:box[3], box[0]:box[2]]) >= MIN_CONTRAST:
+                break
+            canvas[box[1]:box[3], box[0]:box[2]] = before
+            placed = None
         if placed is None:
             continue
-        x, y, box = placed
-        blend(canvas, mark, x, y, multiply=rng.random() < looks.multiply_share)
         taken.append(box)
         if is_stamp:
             boxes.append(Box(*box, label=stamp.name))
@@ -189,6 +200,11 @@ def _iou(a, b) -> float:
     inter = iw * ih
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union else 0.0
+
+
+def contrast(before: np.ndarray, after: np.ndarray) -> float:
+    diff = np.abs(after.astype(np.int16) - before.astype(np.int16)).max(axis=-1)
+    return float(np.percentile(diff, 90)) if diff.size else 0.0
 
 
 def blend(canvas: np.ndarray, mark: np.ndarray, x: int, y: int, multiply: bool) -> None:

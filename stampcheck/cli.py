@@ -109,17 +109,104 @@ def preview_cmd(dataset: Path = typer.Argument(..., help="Dataset folder."),
         fail(str(e))
 
 
+@app.command("train")
+def train_cmd(
+    dataset: Path = typer.Argument(..., help="Dataset folder (from `stampcheck compose`, or labelled by hand)."),
+    out: Path = typer.Option(DATA / "model", help="Model folder to write."),
+    arch: str = typer.Option("resnet34", help="ResNet body: resnet18, resnet34 or resnet50."),
+    size: int = typer.Option(224, min=64, help="Input size in pixels (images are squished to size x size)."),
+    epochs: int = typer.Option(10, min=1, help="Epochs of fit_one_cycle."),
+    bs: int = typer.Option(32, min=1, help="Batch size."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 3e-3)."),
+    lr_find: bool = typer.Option(False, "--lr-find", help="Run fastai's lr_find, save lr_find.png, use its suggestion."),
+    pretrained: bool = typer.Option(True, help="Start from ImageNet weights when they can be had (torch's cache "
+                                    "or a download); otherwise warn and train from scratch."),
+    weights: Optional[Path] = typer.Option(None, help="A local .pth of torchvision ResNet weights to start from."),
+    workers: Optional[int] = typer.Option(None, help="Data-loader processes (default: suited to the device)."),
+    device: Optional[str] = typer.Option(None, help="cuda, cuda:1, cpu... (default: the GPU when there is one)."),
+    patience: int = typer.Option(0, min=0, help="Stop after this many epochs without a better valid 'correct' "
+                                 "share (0: never stop early)."),
+    seed: int = typer.Option(0, help="Random seed."),
+):
+    """Train one ResNet detector for stamp presence and location; keeps the best epoch by the share of
+    valid images judged right (presence, and IoU >= 0.5 for stamped ones)."""
+    from stampcheck.dataset import DatasetError
+    from train.learner import TrainConfig, train
+
+    cfg = TrainConfig(arch=arch, size=size, epochs=epochs, bs=bs, lr=lr, lr_find=lr_find, pretrained=pretrained,
+                      weights=str(weights) if weights else None, workers=workers, device=device,
+                      patience=patience, seed=seed)
+    try:
+        train(dataset, out, cfg, log=console.print)
+    except (DatasetError, ValueError, FileNotFoundError) as e:
+        fail(str(e))
+
+
+@app.command()
+def qa(
+    model: Path = typer.Argument(..., help="Model folder (from `stampcheck train`)."),
+    photos: List[str] = typer.Argument(..., help="Photo files, folders (recursive) or globs."),
+    out: Path = typer.Option(DATA / "qa", help="Report folder: results.csv, results.jsonl, index.html."),
+    threshold: Optional[float] = typer.Option(None, min=0, max=1, help="Stamp score threshold "
+                                              "(default: the one stored with the model, chosen on its valid set)."),
+    bs: int = typer.Option(32, min=1, help="Batch size."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Photo-decoding processes."),
+    device: Optional[str] = typer.Option(None, help="cuda, cpu... (default: the GPU when there is one)."),
+    annotate: bool = typer.Option(False, help="Also write full-size annotated photos to REPORT/annotated/."),
+):
+    """Check photos for the stamp. Exit code 0: every readable photo has a stamp; 1: some are
+    missing; 2: bad usage. Unreadable photos are reported and counted, never fatal."""
+    from rich.table import Table
+
+    from stampcheck.qa import UsageError, run_qa
+    from train.predict import ModelError
+
+    try:
+        summary = run_qa(model, photos, out, threshold, bs, workers, device, annotate, progress=progress_bar)
+    except (UsageError, ModelError, ValueError) as e:
+        fail(str(e))
+    table = Table(title=f"stampcheck qa ({summary.photos} photos, threshold {summary.threshold:.2f})")
+    for col in ("stamped", "missing", "unreadable"):
+        table.add_column(col, justify="right")
+    table.add_row(str(summary.stamped), str(summary.missing), str(summary.unreadable))
+    console.print(table)
+    console.print(f"report: {out / 'index.html'}  table: {out / 'results.csv'}")
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="Model folder."),
+    dataset: Path = typer.Argument(..., help="Labelled set in the dataset contract (labels.csv + images/)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for metrics.json and pr_curve.png."),
+    split: Optional[str] = typer.Option(None, help="Only this split (train or valid); default all images."),
+    bs: int = typer.Option(32, min=1), workers: Optional[int] = typer.Option(None, min=0),
+    device: Optional[str] = typer.Option(None),
+):
+    """Presence accuracy, precision, recall, F1, mean IoU, IoU>=0.5 share and COCO AP on a labelled set."""
+    from stampcheck.dataset import DatasetError
+    from stampcheck.evaluate import evaluate as run_evaluate
+    from train.predict import ModelError
+
+    try:
+        report = run_evaluate(model, dataset, out, split, bs, workers, device, progress=progress_bar)
+    except (DatasetError, ModelError, ValueError) as e:
+        fail(str(e))
+    m = report["metrics"]
+    console.print(" ".join(f"{k} {m[k]:.3f}" for k in ("accuracy", "precision", "recall", "f1", "mean_iou",
+                                                       "iou50", "ap50", "ap")))
+    if out:
+        console.print(f"written: {out / 'metrics.json'}, {out / 'pr_curve.png'}")
+
+
 @app.command()
 def demo(out: Path = typer.Option(DATA / "demo", help="Folder for everything the demo writes."),
-         count: int = typer.Option(400, min=8, help="Images to compose.")):
-    """The whole pipeline offline on the built-in stamp and backgrounds."""
-    from compose.composer import ComposeConfig, compose_dataset
-    from compose.preview import write_preview
+         quick: bool = typer.Option(False, help="A reduced run (tests, smoke checks): tiny data, one epoch.")):
+    """The whole pipeline offline: compose on the built-in stamp and backgrounds, train, then QA on
+    freshly composed photos the model never saw; prints the held-out metrics and the report path."""
+    from stampcheck.demo import run_demo
 
-    summary = compose_dataset(ComposeConfig(count=count, seed=0), out / "dataset", workers=2,
-                              progress=progress_bar)
-    console.print(f"dataset: {out / 'dataset'} ({summary['images']} images); "
-                  f"preview: {write_preview(out / 'dataset')}")
+    run_demo(out, quick=quick, log=console.print)
 
 
 def main():

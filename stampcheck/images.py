@@ -38,9 +38,9 @@ def open_checked(source: Path | bytes, limits: ImageLimits = ImageLimits(),
                  draft_size: int | None = None) -> Image.Image:
     """Fully decode ``source`` and return it upright, in RGB; raise ImageRejected otherwise.
 
-    ``draft_size`` lets JPEG decode at a reduced scale (a power of two, never below that long side),
-    which is much faster when only a few hundred pixels are needed. Sizes are checked on the
-    original dimensions, before any draft.
+    ``draft_size`` lets JPEG decode at a reduced scale (a power of two that keeps the short side at
+    least that long), much faster when only a few hundred pixels are needed. Sizes are checked on
+    the original dimensions, before any draft.
     """
     if isinstance(source, (str, Path)):
         path = Path(source)
@@ -69,8 +69,8 @@ def open_checked(source: Path | bytes, limits: ImageLimits = ImageLimits(),
             _check_size(w, h, limits)
             try:
                 img.seek(0)  # first frame of an animation
-                if draft_size and img.format == "JPEG" and max(w, h) > draft_size:
-                    k = max(w, h) / draft_size
+                if draft_size and img.format == "JPEG" and min(w, h) > draft_size:
+                    k = min(w, h) / draft_size
                     img.draft("RGB", (int(w / k), int(h / k)))
                 img.load()
             except Exception as e:

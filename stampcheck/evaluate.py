@@ -1,0 +1,96 @@
+"""Evaluate a model on any labelled set in the dataset contract (composed, or real photos labelled
+by hand): the presence and IoU metrics of train.metrics, COCO AP from pycocotools, and a threshold
+sweep with its precision-recall curve."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+from stampcheck.atomic import atomic_path, atomic_write_text
+from stampcheck.dataset import IMAGES_DIR, coco_dict, read_labels
+from train.metrics import ImageResult, summarise
+from train.predict import Predictor, predict_photos
+
+AP_THRESHOLD = 0.01  # detections kept for AP: AP integrates over all scores
+
+
+def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str | None = None, bs: int = 32,
+             workers: int | None = None, device: str | None = None, progress=None) -> dict:
+    dataset = Path(dataset)
+    items = [i for i in read_labels(dataset) if split is None or i.split == split]
+    if not items:
+        raise ValueError(f"{dataset} has no images in split {split!r}")
+    predictor = Predictor(model_dir, device)
+    files = [dataset / IMAGES_DIR / i.file for i in items]
+    results, detections, errors = [], [], []
+    with progress(len(files), "evaluating") as advance:
+        for item, r in zip(items, predict_photos(predictor, files, bs=bs, workers=workers,
+                                                 low_threshold=AP_THRESHOLD)):
+            advance(1)
+            if r.error:
+                errors.append({"file": item.file, "error": r.error})
+                continue
+            item.width, item.height = r.width, r.height
+            truth = torch.tensor([b.as_tuple() for b in item.boxes], dtype=torch.float32).view(-1, 4)
+            iou = float(box_iou(torch.tensor([r.top_box]), truth).max()) if len(truth) else 0.0
+            results.append(ImageResult(item.has_stamp, r.score, iou))
+            detections.append((item, r.detections))
+    thr = predictor.threshold
+    metrics = {**summarise(results, thr), **coco_ap([i for i, _ in detections], [d for _, d in detections],
+                                                    predictor.classes)}
+    sweep = [summarise(results, float(t)) for t in np.round(np.arange(0.05, 0.96, 0.05), 2)]
+    report = {"metrics": metrics, "sweep": [{k: s[k] for k in ("threshold", "accuracy", "precision", "recall", "f1")}
+                                            for s in sweep], "unreadable": errors, "model": str(model_dir),
+              "dataset": str(dataset), "split": split or "all"}
+    if out:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "metrics.json", json.dumps(report, indent=2))
+        plot_pr(report["sweep"], thr, out / "pr_curve.png")
+    return report
+
+
+def coco_ap(items, detections, classes: list[str]) -> dict:
+    """AP@0.5 and AP@[.5:.95] by pycocotools; NaN when the set holds no stamp at all."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = coco_dict(items, classes)
+    if not gt["annotations"]:
+        return {"ap50": float("nan"), "ap": float("nan")}
+    dets = [{"image_id": k + 1, "category_id": classes.index(c) + 1, "score": s,
+             "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
+            for k, found in enumerate(detections) for s, c, b in (found or [])]
+    if not dets:
+        return {"ap50": 0.0, "ap": 0.0}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its tables
+        coco = COCO()
+        coco.dataset = gt
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes(dets), "bbox")
+        ev.evaluate(); ev.accumulate(); ev.summarize()
+    return {"ap50": float(ev.stats[1]), "ap": float(ev.stats[0])}
+
+
+def plot_pr(sweep: list[dict], threshold: float, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.plot([s["recall"] for s in sweep], [s["precision"] for s in sweep], marker="o")
+    for s in sweep[::3]:
+        ax.annotate(f"{s['threshold']:.2f}", (s["recall"], s["precision"]), fontsize=7)
+    ax.set_xlabel("recall"); ax.set_ylabel("precision"); ax.set_xlim(0, 1.02); ax.set_ylim(0, 1.02)
+    ax.set_title(f"presence precision-recall (model threshold {threshold:.2f})")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)

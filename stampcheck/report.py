@@ -1,0 +1,83 @@
+"""The QA report page (one self-contained HTML file) and optional annotated full-size images."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from stampcheck.atomic import atomic_path, atomic_write_text
+from stampcheck.images import open_checked
+from train.predict import PHOTO_LIMITS
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222}
+.counts{display:flex;gap:1em;margin:1em 0}.count{padding:.8em 1.2em;border-radius:8px;background:#fff;
+box-shadow:0 1px 3px #0002}.count b{display:block;font-size:1.8em}.missing b{color:#c62828}
+.stamped b{color:#2e7d32}.unreadable b{color:#ef6c00}.grid{display:flex;flex-wrap:wrap;gap:10px}
+figure{margin:0;background:#fff;padding:6px;border-radius:6px;box-shadow:0 1px 3px #0002;width:200px}
+figcaption{font-size:12px;word-break:break-all}.tag{font-weight:bold}.tag.missing{color:#c62828}
+.tag.stamped{color:#2e7d32}table{border-collapse:collapse}td{padding:2px 8px;border-bottom:1px solid #ddd}
+"""
+
+
+def _thumb_with_box(r, stamped: bool) -> str:
+    if not r.thumbnail:
+        return ""
+    img = Image.open(io.BytesIO(r.thumbnail)).convert("RGB")
+    if r.top_box and r.width:
+        sx, sy = img.width / r.width, img.height / r.height
+        d = ImageDraw.Draw(img)
+        boxes = [b for s, _, b in (r.detections or [])] if stamped else [r.top_box]
+        for b in boxes:
+            d.rectangle((b[0] * sx, b[1] * sy, b[2] * sx - 1, b[3] * sy - 1),
+                        outline=(0, 200, 0) if stamped else (255, 160, 0), width=2)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=80)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def write_html(summary, path: Path, model_dir: Path) -> None:
+    """Counts first, then unreadable photos, then thumbnails: missing stamps and the least certain first."""
+    readable = [r for r in summary.results if not r.error]
+    stamped = {id(r) for r in readable if any(d[0] >= summary.threshold for d in (r.detections or []))}
+    readable.sort(key=lambda r: (id(r) in stamped, r.score))
+    figures = []
+    for r in readable:
+        ok = id(r) in stamped
+        data = _thumb_with_box(r, ok)
+        tag = "stamped" if ok else "missing"
+        figures.append(f'<figure class="photo {tag}"><img alt="" src="data:image/jpeg;base64,{data}" width="192">'
+                       f'<figcaption><span class="tag {tag}">{tag}</span> score {r.score:.2f}<br>'
+                       f'{html.escape(str(r.path))}</figcaption></figure>')
+    errors = "".join(f"<tr><td>{html.escape(str(r.path))}</td><td>{html.escape(r.error)}</td></tr>"
+                     for r in summary.results if r.error)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>stampcheck QA report</title>
+<style>{STYLE}</style></head><body><h1>stampcheck QA report</h1>
+<p>Model: {html.escape(str(model_dir))} &middot; threshold {summary.threshold:.2f} &middot; {summary.photos} photos</p>
+<div class="counts"><div class="count stamped" id="stamped"><b>{summary.stamped}</b>stamped</div>
+<div class="count missing" id="missing"><b>{summary.missing}</b>missing</div>
+<div class="count unreadable" id="unreadable"><b>{summary.unreadable}</b>unreadable</div></div>
+{"<h2>Unreadable</h2><table>" + errors + "</table>" if errors else ""}
+<h2>Photos (missing stamps and least certain first)</h2><div class="grid">{"".join(figures)}</div>
+</body></html>"""
+    atomic_write_text(path, page)
+
+
+def write_annotated(summary, folder: Path) -> None:
+    """Full-size copies of readable photos with the detected boxes drawn."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, r in enumerate(summary.results):
+        if r.error:
+            continue
+        img = open_checked(r.path, PHOTO_LIMITS)
+        d = ImageDraw.Draw(img)
+        width = max(2, img.width // 200)
+        for s, _, b in r.detections or []:
+            if s >= summary.threshold:
+                d.rectangle((b[0], b[1], b[2] - 1, b[3] - 1), outline=(0, 220, 0), width=width)
+        with atomic_path(folder / f"{k:05d}_{r.path.stem}.jpg") as tmp:
+            img.save(tmp, "JPEG", quality=90)

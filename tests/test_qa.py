@@ -1,0 +1,141 @@
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from compose.composer import ComposeConfig, compose_dataset
+from stampcheck.evaluate import coco_ap, evaluate
+from stampcheck.dataset import read_labels
+from train.learner import TrainConfig, train
+from train.metrics import ImageResult, best_threshold, summarise
+from tests.conftest import photo, write_exif_rotated
+from tests.test_train import EASY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qa")
+    compose_dataset(ComposeConfig(count=24, seed=2, max_size=96, looks=EASY), root / "ds")
+    train(root / "ds", root / "model", TrainConfig(arch="resnet18", size=64, epochs=1, bs=8, pretrained=False,
+                                                   workers=0))
+    return root
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tiny_model):
+    folder = tiny_model / "photos"
+    folder.mkdir()
+    ds = tiny_model / "ds" / "images"
+    for f in sorted(ds.iterdir())[:3]:
+        shutil.copy(f, folder / f.name)
+    (folder / "corrupt.jpg").write_bytes((ds / "000000.jpg").read_bytes()[:300])
+    (folder / "notes.txt").write_text("shift 2: line stopped at 14:00")
+    photo(5).convert("CMYK").save(folder / "cmyk.jpg")
+    upright = photo(6, (300, 200))
+    upright.save(folder / "upright.png")
+    write_exif_rotated(folder / "rotated.png", upright)
+    photo(7, (4000, 3000)).save(folder / "large.jpg", quality=85)
+    return folder
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "stampcheck", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+def rows_by_file(report: Path):
+    rows = {}
+    for r in csv.DictReader(open(report / "results.csv")):
+        rows.setdefault(Path(r["file"]).name, []).append(r)
+    return rows
+
+
+def test_qa_reports_every_photo_with_statuses_and_exit_codes(tiny_model, photo_folder, tmp_path):
+    r = run_cli("qa", tiny_model / "model", photo_folder, "--out", tmp_path / "all", "--threshold", "0", "--workers", "1")
+    assert r.returncode == 0, r.stdout + r.stderr  # threshold 0: every readable photo "has" a stamp
+    rows = rows_by_file(tmp_path / "all")
+    assert set(rows) == {p.name for p in photo_folder.iterdir()}
+    for name in ("corrupt.jpg", "notes.txt"):
+        assert len(rows[name]) == 1 and rows[name][0]["status"] == "error" and rows[name][0]["error"]
+    for name in ("cmyk.jpg", "upright.png", "rotated.png", "large.jpg", "000000.jpg"):
+        assert all(row["status"] == "ok" and row["has_stamp"] == "1" for row in rows[name])
+    # Boxes are in the photo's own upright pixels: the EXIF-rotated copy gives the same boxes.
+    assert [(x["x0"], x["y0"], x["x1"], x["y1"]) for x in rows["rotated.png"]] == \
+           [(x["x0"], x["y0"], x["x1"], x["y1"]) for x in rows["upright.png"]]
+    sizes = {json.loads(line)["file"].split("/")[-1]: (json.loads(line)["width"], json.loads(line)["height"])
+             for line in open(tmp_path / "all" / "results.jsonl")}
+    assert sizes["rotated.png"] == (300, 200) and sizes["large.jpg"] == (4000, 3000)
+    assert max(float(x["x1"]) for x in rows["large.jpg"]) > 300  # mapped back to full-size pixels
+
+    r = run_cli("qa", tiny_model / "model", photo_folder, "--out", tmp_path / "none", "--threshold", "1")
+    assert r.returncode == 1  # no stamp found anywhere
+    assert "missing" in r.stdout
+    assert run_cli("qa", tiny_model / "model", tmp_path / "nope", "--out", tmp_path / "x").returncode == 2
+    assert run_cli("qa", tmp_path, photo_folder, "--out", tmp_path / "x").returncode == 2
+
+
+def test_report_html_shows_counts_in_a_real_browser(tiny_model, photo_folder, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("chromium not installed (.ci/run installs it)")
+    run_cli("qa", tiny_model / "model", photo_folder, "--out", tmp_path, "--threshold", "1", "--annotate")
+    page = tmp_path / "index.html"
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--disable-component-update", "--disable-sync", "--no-first-run",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert '<div class="count missing" id="missing"><b>7</b>' in dom
+    assert '<div class="count unreadable" id="unreadable"><b>2</b>' in dom
+    assert dom.count('<figure class="photo missing"') == 7
+    assert len(list((tmp_path / "annotated").iterdir())) == 7
+
+
+def test_summarise_matches_hand_computed_case():
+    results = [ImageResult(True, 0.9, 0.8), ImageResult(True, 0.4, 0.6), ImageResult(True, 0.7, 0.3),
+               ImageResult(False, 0.2, 0.0), ImageResult(False, 0.6, 0.0)]
+    m = summarise(results, 0.5)
+    # predicted: T F T F T; truth: T T T F F -> TP 2, FP 1, FN 1, TN 1
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
+    assert m["mean_iou"] == pytest.approx((0.8 + 0.6 + 0.3) / 3)
+    assert m["iou50"] == pytest.approx(2 / 3)
+    assert m["correct"] == pytest.approx(2 / 5)  # image 1 (hit, IoU .8) and image 4 (true negative)
+    best = best_threshold(results)
+    assert 0.6 < best <= 0.7 and summarise(results, best)["accuracy"] == pytest.approx(4 / 5)
+
+
+def test_coco_ap_is_one_for_perfect_and_lower_for_shifted(tiny_model):
+    items = [i for i in read_labels(tiny_model / "ds") if i.boxes]
+    for i in items:
+        i.width, i.height = 96, 96
+    perfect = [[(0.9, b.label, list(b.as_tuple())) for b in i.boxes] for i in items]
+    assert coco_ap(items, perfect, ["qc-passed"])["ap50"] == pytest.approx(1.0)
+    shifted = [[(0.9, b.label, [b.x0 + b.width, b.y0, b.x1 + b.width, b.y1]) for b in i.boxes] for i in items]
+    assert coco_ap(items, shifted, ["qc-passed"])["ap50"] < 0.2
+
+
+def test_evaluate_writes_metrics_and_curve(tiny_model, tmp_path):
+    r = run_cli("evaluate", tiny_model / "model", tiny_model / "ds", "--out", tmp_path, "--workers", "0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    m = report["metrics"]
+    assert m["images"] == 24 and 0 <= m["accuracy"] <= 1 and "ap50" in m and len(report["sweep"]) > 10
+    assert (tmp_path / "pr_curve.png").stat().st_size > 1000
+
+
+def test_demo_runs_end_to_end_in_quick_mode(tmp_path):
+    r = run_cli("demo", "--quick", "--out", tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    summary = json.loads((tmp_path / "demo.json").read_text())
+    assert summary["photos"] == 8 and 0 <= summary["held_out_accuracy"] <= 1
+    assert (tmp_path / "report" / "index.html").exists() and (tmp_path / "model" / "model.pkl").exists()
+    assert "held-out" in r.stdout

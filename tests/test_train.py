@@ -1,0 +1,182 @@
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from compose.composer import ComposeConfig, compose_dataset
+from compose.looks import Looks
+from stampcheck.dataset import DatasetError, read_labels
+from train.data import stamp_dataloaders
+from train.detect import StampLoss, assign, detect, plain
+from train.learner import TrainConfig, train
+from train.model import build_model
+from train.predict import Predictor
+
+ROOT = Path(__file__).resolve().parents[1]
+# Big, clear stamps so tiny CPU runs learn something in seconds.
+EASY = Looks(scale=(0.3, 0.45), fade=(0.0, 0.1), opacity=(0.9, 1.0), blur=(0.0, 0.3), noise=(0.0, 2.0),
+             glare_share=0.0, hard_negative_share=0.0, truncate_share=0.0, multi_share=0.0, negative_share=0.3,
+             rotation=15, perspective=0.05)
+
+
+def square_dataset(root: Path, n: int = 8) -> Path:
+    """White squares at known places on black: the boxes are obvious from the pixels."""
+    (root / "images").mkdir(parents=True)
+    rows = []
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img = np.zeros((96, 128, 3), np.uint8)
+        x0, y0 = int(rng.integers(10, 70)), int(rng.integers(10, 40))
+        img[y0:y0 + 30, x0:x0 + 40] = 255
+        Image.fromarray(img).save(root / "images" / f"{i}.png")
+        rows.append({"file": f"{i}.png", "split": "valid" if i >= n - 2 else "train", "background": f"b{i}",
+                     "has_stamp": 1, "x0": x0, "y0": y0, "x1": x0 + 40, "y1": y0 + 30, "class": "square"})
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def test_augmentation_moves_boxes_with_pixels(tmp_path):
+    torch.manual_seed(0)
+    dls, _ = stamp_dataloaders(square_dataset(tmp_path), size=64, bs=8, workers=0, device=torch.device("cpu"))
+    xb, boxes, labels = dls.train.one_batch()
+    xb, boxes = plain(xb), plain(boxes)
+    moved = 0
+    for b in range(len(xb)):
+        bright = xb[b].mean(0) > 1.0  # normalised white
+        ys, xs = torch.nonzero(bright, as_tuple=True)
+        pix = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+        box = (boxes[b, 0] + 1) / 2 * 64
+        assert (box - pix).abs().max() <= 3.0, (b, box, pix)
+        moved += 1
+    assert moved == 8
+
+
+def test_assignment_gives_every_stamp_a_cell_and_padding_none():
+    boxes = torch.tensor([[[-0.9, -0.9, -0.85, -0.85], [0.0, 0.0, 0.8, 0.8]], [[0, 0, 0, 0], [0, 0, 0, 0]]])
+    labels = torch.tensor([[1, 1], [0, 0]])
+    cls_t, box_t, pos = assign(boxes, labels, 8, 8, 1)
+    assert pos[0].sum() >= 2 and pos[1].sum() == 0
+    # The tiny box is smaller than a cell, yet the cell holding its centre (the first) owns it.
+    assert pos[0, 0] and torch.allclose(box_t[0, 0], boxes[0, 0])
+    assert cls_t[0][pos[0]].sum() == pos[0].sum() and cls_t[1].sum() == 0
+
+
+@pytest.fixture(scope="module")
+def easy_dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("easy")
+    compose_dataset(ComposeConfig(count=24, seed=2, max_size=96, looks=EASY), out)
+    return out
+
+
+def test_training_runs_and_loss_goes_down(easy_dataset, tmp_path):
+    logs = []
+    metrics = train(easy_dataset, tmp_path, TrainConfig(arch="resnet18", size=64, epochs=4, bs=8, pretrained=True,
+                                                        workers=0), log=logs.append)
+    losses = [e["train_loss"] for e in metrics["epochs"]]
+    assert losses[-1] < losses[0]
+    assert any("from scratch" in line for line in logs)  # no weights offline: a warning, not a crash
+    for name in ("model.pkl", "model.pth", "config.json", "metrics.json", "curves.png", "samples.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["classes"] == ["qc-passed"] and 0 < config["threshold"] < 1
+    assert set(metrics["final"]) >= {"accuracy", "precision", "recall", "mean_iou", "iou50"}
+
+
+def test_export_reload_predict_same_numbers(easy_dataset, tmp_path):
+    from fastai.learner import load_learner
+
+    train(easy_dataset, tmp_path, TrainConfig(arch="resnet18", size=64, epochs=1, bs=8, pretrained=False, workers=0))
+    learn = load_learner(tmp_path / "model.pkl")
+    p1, p2 = Predictor(tmp_path, "cpu"), Predictor(tmp_path, "cpu")
+    img = Image.open(next((easy_dataset / "images").iterdir())).convert("RGB")
+    x = p1.to_input(img)[None]
+    r1, r2 = p1.predict(x), p2.predict(x)
+    assert r1[0]["score"] == r2[0]["score"] and torch.equal(r1[0]["box"], r2[0]["box"])
+    learn.model.eval()
+    with torch.no_grad():
+        xin = (x.float() - p1.mean) / p1.std
+        assert torch.allclose(learn.model(xin), p1.model(xin), atol=1e-5)
+
+
+def test_overfits_16_images(tmp_path):
+    src = tmp_path / "ds"
+    compose_dataset(ComposeConfig(count=16, seed=3, max_size=96, looks=Looks(**{**EASY.to_dict(), "negative_share": 0.0})), src)
+    rows = list(csv.DictReader(open(src / "labels.csv")))
+    out = []
+    for r in rows:  # the same 16 images as train and (copied) as valid
+        out.append({**r, "split": "train"})
+        out.append({**r, "split": "valid", "file": "v" + r["file"], "background": "v" + r["background"]})
+        shutil.copy(src / "images" / r["file"], src / "images" / ("v" + r["file"]))
+    with open(src / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(out)
+    m = train(src, tmp_path / "m", TrainConfig(arch="resnet18", size=64, epochs=40, bs=4, lr=2e-3, pretrained=False,
+                                               augment=False, workers=0))
+    assert m["final"]["mean_iou"] > 0.8, m["final"]
+
+
+def test_bad_dataset_names_the_bad_rows(easy_dataset, tmp_path):
+    shutil.copytree(easy_dataset, tmp_path / "d")
+    lines = (tmp_path / "d" / "labels.csv").read_text().splitlines()
+    lines[2] = lines[2].replace(",train,", ",test,").replace(",valid,", ",test,")
+    lines.append("missing.jpg,train,x,1,1,2,3,4,qc-passed")
+    (tmp_path / "d" / "labels.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError) as e:
+        read_labels(tmp_path / "d")
+    assert "line 3" in str(e.value) and "missing.jpg" in str(e.value) and "2 bad rows" in str(e.value)
+    r = subprocess.run([sys.executable, "-m", "stampcheck", "train", str(tmp_path / "d"), "--out", str(tmp_path / "m")],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "bad rows" in r.stdout + r.stderr
+
+
+def test_local_weights_file_is_used(tmp_path):
+    from torchvision.models import resnet18
+    torch.save(resnet18().state_dict(), tmp_path / "w.pth")
+    model, source = build_model("resnet18", 1, weights=tmp_path / "w.pth")
+    assert str(tmp_path / "w.pth") in source
+    with pytest.raises(ValueError):
+        build_model("resnet18", 1, weights=None, pretrained=False) and build_model("vgg", 1)
+
+
+def test_interrupt_keeps_the_best_model(easy_dataset, tmp_path):
+    out = tmp_path / "m"
+    proc = subprocess.Popen([sys.executable, "-m", "stampcheck", "train", str(easy_dataset), "--out", str(out),
+                             "--arch", "resnet18", "--size", "64", "--bs", "8", "--epochs", "200",
+                             "--no-pretrained", "--workers", "0"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "model.pth").exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert "interrupted" in output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["interrupted"] and len(metrics["epochs"]) < 200
+    Predictor(out, "cpu")  # the kept model loads
+
+
+@pytest.mark.timeout(300)
+def test_two_process_distributed_run(easy_dataset, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                        "-m", "stampcheck", "train", str(easy_dataset), "--out", str(tmp_path / "m"),
+                        "--arch", "resnet18", "--size", "64", "--bs", "4", "--epochs", "2", "--no-pretrained",
+                        "--workers", "0", "--device", "cpu"], capture_output=True, text=True, cwd=ROOT, env=env,
+                       timeout=280)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (tmp_path / "m" / "model.pkl").exists()
+    assert len(json.loads((tmp_path / "m" / "metrics.json").read_text())["epochs"]) == 2

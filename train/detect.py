@@ -1,0 +1,132 @@
+"""The head's maths: which cells own which stamp, the loss, and turning outputs into detections.
+
+Coordinates inside the model are fastai's: x and y in -1..1 across the (squished) input, boxes
+``x0, y0, x1, y1``; :func:`to_pixels` maps them to the pixels of an image.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import batched_nms, box_iou, generalized_box_iou_loss, sigmoid_focal_loss
+
+CENTRE_RADIUS = 1.5  # cells: a cell owns a stamp when its centre is inside it and this near its centre
+MAX_LOG_DIST = 6.0   # clamp before exp: no box is e^6 = 400 cells wide
+
+
+def plain(t: torch.Tensor) -> torch.Tensor:
+    """fastai's typed tensors (TensorBBox, TensorMultiCategory) as plain tensors, which index freely."""
+    return t.as_subclass(torch.Tensor)
+
+
+def cell_centres(h: int, w: int, device) -> torch.Tensor:
+    """(h*w, 2) centres of the grid cells, row-major, in -1..1."""
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h * 2 - 1
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w * 2 - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx.flatten(), gy.flatten()], -1)
+
+
+def split_output(out: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C+4, H, W) -> score logits (B, HW, C) and boxes (B, HW, 4) in -1..1."""
+    b, _, h, w = out.shape
+    flat = out.float().flatten(2).transpose(1, 2)
+    return flat[..., :n_classes], decode_boxes(flat[..., n_classes:], h, w)
+
+
+def decode_boxes(raw: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Log distances (in cells) from each cell centre to the four edges -> boxes in -1..1."""
+    c = cell_centres(h, w, raw.device)
+    d = raw.clamp(max=MAX_LOG_DIST).exp() * torch.tensor([2 / w, 2 / h, 2 / w, 2 / h], device=raw.device)
+    return torch.stack([c[:, 0] - d[..., 0], c[:, 1] - d[..., 1], c[:, 0] + d[..., 2], c[:, 1] + d[..., 3]], -1)
+
+
+def assign(boxes: torch.Tensor, labels: torch.Tensor, h: int, w: int, n_classes: int):
+    """Targets for every cell: class one-hot (B, HW, C), box (B, HW, 4), positive mask (B, HW).
+
+    A cell owns a stamp when its centre lies inside the box and within CENTRE_RADIUS cells of the
+    box centre; the cell holding the box centre always does, so even the smallest stamp is learnt.
+    Where boxes compete for a cell, the smaller one wins. Label 0 is fastai's padding (no box).
+    """
+    bsz, n = labels.shape[:2]
+    hw = h * w
+    device = labels.device
+    cls_t = torch.zeros(bsz, hw, n_classes, device=device)
+    if n == 0:
+        return cls_t, torch.zeros(bsz, hw, 4, device=device), torch.zeros(bsz, hw, dtype=torch.bool, device=device)
+    boxes = boxes.float().clamp(-1, 1)
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    valid = (labels > 0) & (x1 > x0) & (y1 > y0)
+    gcx, gcy = (x0 + x1) / 2, (y0 + y1) / 2
+    c = cell_centres(h, w, device)
+    cx, cy = c[None, :, 0, None], c[None, :, 1, None]
+    inside = (cx > x0[:, None]) & (cx < x1[:, None]) & (cy > y0[:, None]) & (cy < y1[:, None])
+    near = ((cx - gcx[:, None]).abs() <= CENTRE_RADIUS * 2 / w) & ((cy - gcy[:, None]).abs() <= CENTRE_RADIUS * 2 / h)
+    centre_cell = (((gcy + 1) / 2 * h).long().clamp(0, h - 1) * w + ((gcx + 1) / 2 * w).long().clamp(0, w - 1))
+    owns = (inside & near) | F.one_hot(centre_cell, hw).bool().transpose(1, 2)
+    owns &= valid[:, None, :]
+    area = ((x1 - x0) * (y1 - y0))[:, None, :].expand(bsz, hw, n)
+    area = torch.where(owns, area, torch.full_like(area, float("inf")))
+    best_area, best = area.min(-1)
+    pos = torch.isfinite(best_area)
+    box_t = boxes.gather(1, best[..., None].expand(bsz, hw, 4))
+    cls_idx = (labels.long().gather(1, best) - 1).clamp(min=0)
+    cls_t[pos] = F.one_hot(cls_idx[pos], n_classes).float()
+    return cls_t, box_t, pos
+
+
+class StampLoss(nn.Module):
+    """Focal loss on every cell's scores + ``l1_weight`` * L1 + ``giou_weight`` * GIoU loss on the
+    boxes of cells that own a stamp; each term is divided by the number of such cells.
+
+    Weights (2.5 and 2) balance the terms for coordinates in -1..1 (L1 there is twice L1 in 0..1).
+    """
+
+    def __init__(self, n_classes: int, l1_weight: float = 2.5, giou_weight: float = 2.0,
+                 alpha: float = 0.25, gamma: float = 2.0):
+        super().__init__()
+        self.n_classes, self.l1_weight, self.giou_weight = n_classes, l1_weight, giou_weight
+        self.alpha, self.gamma = alpha, gamma
+
+    def forward(self, out: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        out, boxes, labels = plain(out), plain(boxes), plain(labels)
+        logits, pred = split_output(out, self.n_classes)
+        cls_t, box_t, pos = assign(boxes, labels, out.shape[2], out.shape[3], self.n_classes)
+        n_pos = pos.sum().clamp(min=1).float()
+        loss = sigmoid_focal_loss(logits, cls_t, self.alpha, self.gamma, reduction="sum") / n_pos
+        if pos.any():
+            p, t = pred[pos], box_t[pos]
+            loss = loss + self.l1_weight * F.l1_loss(p, t, reduction="sum") / n_pos / 4
+            loss = loss + self.giou_weight * generalized_box_iou_loss(p, t, reduction="sum") / n_pos
+        return loss
+
+
+def detect(out: torch.Tensor, n_classes: int, threshold: float, nms_iou: float = 0.5, max_det: int = 10):
+    """Per image: ``score`` (the highest stamp score anywhere: presence), ``box``/``cls`` of that
+    cell, and ``dets``: (scores, classes, boxes) at or above ``threshold`` after NMS."""
+    logits, boxes = split_output(out, n_classes)
+    probs = logits.sigmoid()
+    score, cls = probs.max(-1)  # per cell
+    top = score.argmax(-1)
+    results = []
+    for b in range(out.shape[0]):
+        keep = score[b] >= threshold
+        s, c, bx = score[b][keep], cls[b][keep], boxes[b][keep]
+        k = batched_nms(bx, s, c, nms_iou)[:max_det]
+        results.append({"score": float(score[b, top[b]]), "box": boxes[b, top[b]], "cls": int(cls[b, top[b]]),
+                        "dets": (s[k], c[k], bx[k])})
+    return results
+
+
+def to_pixels(box: torch.Tensor, width: int, height: int) -> list[float]:
+    """A -1..1 box -> pixels of a width x height image (x1/y1 exclusive), clipped to the image."""
+    x0, y0, x1, y1 = ((box.detach().float().cpu().clamp(-1, 1) + 1) / 2).tolist()
+    return [x0 * width, y0 * height, x1 * width, y1 * height]
+
+
+def best_iou(box: torch.Tensor, truth: torch.Tensor) -> float:
+    """IoU of one predicted box with the true box it overlaps most (0 when there is none)."""
+    if truth.numel() == 0:
+        return 0.0
+    return float(box_iou(box[None].float(), truth.float()).max())

@@ -1,0 +1,250 @@
+"""Train one StampNet with fastai and write everything `qa` and a fastai user need to a model folder.
+
+MODEL_DIR gets: ``model.pth`` + ``config.json`` (the best epoch so far, written as soon as it is
+reached, so an interrupted run leaves a usable model), and at the end ``model.pkl`` (fastai
+export), ``metrics.json``, ``curves.png``, ``samples.png`` and, with --lr-find, ``lr_find.png``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import fastai.callback.fp16  # noqa: F401  (adds Learner.to_fp16 / to_bf16)
+import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle / lr_find)
+import torch
+from fastai.callback.core import Callback
+from fastai.callback.tracker import EarlyStoppingCallback
+from fastai.learner import Learner
+from fastai.optimizer import Adam
+from fastai.torch_core import rank_distrib
+
+from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from stampcheck.device import autocast_dtype, cpu_count, pick_device
+from train.data import MEAN, STD, stamp_dataloaders
+from train.detect import StampLoss
+from train.metrics import METRIC_KEYS, best_threshold, detection_metrics, image_results, summarise
+from train.model import build_model
+
+MONITOR = "correct"  # see train.metrics: share of valid images judged right, presence and box
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "resnet34"
+    size: int = 224
+    epochs: int = 10
+    bs: int = 32
+    lr: float | None = None        # None: 3e-3, or lr_find's suggestion with lr_find=True
+    lr_find: bool = False
+    pretrained: bool = True
+    weights: str | None = None
+    workers: int | None = None     # data-loader processes; None: picked for the device
+    device: str | None = None      # None: cuda if available
+    patience: int = 0              # early stopping after this many epochs without improvement
+    seed: int = 0
+    augment: bool = True
+
+
+class KeepBest(Callback):
+    """After each epoch, if MONITOR improved, write model.pth and config.json (atomically)."""
+
+    order = 70  # after the Recorder has the epoch's metrics
+
+    def __init__(self, out: Path, config: dict):
+        self.out, self.config, self.best, self.best_epoch = Path(out), config, -math.inf, -1
+
+    def after_epoch(self):
+        value = float(self.recorder.values[-1][self.recorder.metric_names[1:-1].index(MONITOR)])
+        if rank_distrib() != 0 or math.isnan(value) or value <= self.best:
+            return
+        self.best, self.best_epoch = value, self.epoch
+        save_weights(self.learn.model, self.out, {**self.config, "best_epoch": self.epoch, MONITOR: value})
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)
+
+
+def save_weights(model, out: Path, config: dict) -> None:
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}, buf)
+    atomic_write_bytes(out / "model.pth", buf.getvalue())
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2))
+
+
+def train(dataset: Path, out: Path, cfg: TrainConfig, log=print) -> dict:
+    """Train on ``dataset`` (the dataset contract) and fill ``out``; return metrics.json's content."""
+    from fastai.torch_core import set_seed
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    workers = cfg.workers if cfg.workers is not None else (min(8, cpu_count()) if device.type == "cuda"
+                                                           else max(0, min(2, cpu_count() - 1)))
+    dls, classes = stamp_dataloaders(dataset, cfg.size, cfg.bs, workers, device, cfg.augment)
+    model, weights_source = build_model(cfg.arch, len(classes), cfg.pretrained,
+                                        Path(cfg.weights) if cfg.weights else None, log=log)
+    log(f"{cfg.arch} on {device}; {'from scratch' if 'could not' in weights_source else weights_source}; "
+        f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images")
+    learn = Learner(dls, model, loss_func=StampLoss(len(classes)), opt_func=Adam,
+                    metrics=detection_metrics(len(classes)), path=out, model_dir=".")
+    dtype = autocast_dtype(device)
+    if dtype is not None:
+        learn.model = learn.model.to(memory_format=torch.channels_last)
+        learn = learn.to_bf16() if dtype == torch.bfloat16 else learn.to_fp16()
+    config = {"arch": cfg.arch, "size": cfg.size, "classes": classes, "mean": list(MEAN), "std": list(STD),
+              "threshold": 0.5, "weights_source": weights_source, "train": asdict(cfg),
+              "dataset": str(Path(dataset).resolve())}
+    lr = cfg.lr
+    if cfg.lr_find:
+        suggestion = learn.lr_find(show_plot=True)
+        _save_current_figure(out / "lr_find.png")
+        lr = float(suggestion.valley)
+        log(f"lr_find suggests {lr:.2e}")
+    lr = lr or 3e-3
+    cbs = [KeepBest(out, {**config, "lr": lr})]
+    if cfg.patience:
+        cbs.append(EarlyStoppingCallback(monitor=MONITOR, comp=lambda a, b: a > b, patience=cfg.patience))
+    start = time.time()
+    interrupted = False
+    try:
+        if _distributed():
+            import fastai.distributed  # noqa: F401  (adds Learner.distrib_ctx; needs accelerate)
+        with learn.distrib_ctx(sync_bn=False) if _distributed() else _nullctx():
+            learn.fit_one_cycle(cfg.epochs, lr, cbs=cbs)
+    except KeyboardInterrupt:
+        interrupted = True
+        log("interrupted: keeping the best epoch saved so far")
+    train_seconds = time.time() - start
+    if not (out / "model.pth").exists():
+        raise RuntimeError("training stopped before the first epoch ended; no model was saved")
+    if rank_distrib() != 0:
+        return {}
+    return finish(learn, out, classes, dls, device, train_seconds, interrupted, log)
+
+
+def finish(learn: Learner, out: Path, classes: list[str], dls, device, train_seconds: float,
+           interrupted: bool, log=print) -> dict:
+    """Reload the best epoch, choose the threshold on valid, export, plot and write metrics."""
+    config = json.loads((out / "config.json").read_text())
+    model = _unwrap(learn.model)
+    model.load_state_dict(torch.load(out / "model.pth", map_location=device, weights_only=True))
+    results = valid_results(model, dls.valid, len(classes), device)
+    config["threshold"] = best_threshold(results)
+    final = summarise(results, config["threshold"])
+    config["valid"] = final
+    atomic_write_text(out / "config.json", json.dumps(config, indent=2))
+    history = [dict(zip(learn.recorder.metric_names[1:-1], [_num(v) for v in row]))
+               for row in learn.recorder.values]
+    metrics = {"final": final, "best_epoch": config.get("best_epoch"), "epochs": history,
+               "monitor": MONITOR, "train_seconds": round(train_seconds, 1), "interrupted": interrupted,
+               "device": str(device)}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    plot_curves(history, out / "curves.png")
+    plot_samples(model, dls.valid, len(classes), device, config["threshold"], out / "samples.png")
+    learn.model = model
+    with atomic_path(out / "model.pkl") as tmp:
+        learn.export(tmp)
+    log(f"valid: accuracy {final['accuracy']:.3f}, mean IoU {final['mean_iou']:.3f}, "
+        f"IoU>=0.5 {final['iou50']:.3f} at threshold {config['threshold']:.2f} -> {out}")
+    return metrics
+
+
+@torch.no_grad()
+def valid_results(model, dl, n_classes: int, device) -> list:
+    model.eval()
+    results = []
+    dtype = autocast_dtype(device)
+    for xb, boxes, labels in dl:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = model(xb)
+        results += image_results(out.float(), boxes, labels, n_classes)
+    return results
+
+
+def _num(v):
+    v = float(v) if v is not None else float("nan")
+    return None if math.isnan(v) else v
+
+
+def _distributed() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+class _nullctx:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _save_current_figure(path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        plt.gcf().savefig(tmp, format="png", dpi=100)
+    plt.close("all")
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = range(1, len(history) + 1)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in ("train_loss", "valid_loss"):
+        ax1.plot(epochs, [h.get(key) for h in history], marker="o", label=key)
+    ax1.set_xlabel("epoch"); ax1.set_title("loss"); ax1.legend()
+    for key in METRIC_KEYS:
+        ax2.plot(epochs, [h.get(key) for h in history], marker=".", label=key)
+    ax2.set_xlabel("epoch"); ax2.set_ylim(0, 1.02); ax2.set_title("valid metrics (threshold 0.5)"); ax2.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def plot_samples(model, dl, n_classes: int, device, threshold: float, path: Path, n: int = 12) -> None:
+    """Valid images with true boxes (green) and the top predicted box (red, with its score)."""
+    from PIL import Image, ImageDraw
+
+    from compose.draw import font
+    from train.detect import detect, plain, to_pixels
+
+    model.eval()
+    xb, boxes, labels = next(iter(dl))
+    xb, boxes, labels = plain(xb)[:n], plain(boxes)[:n], plain(labels)[:n]
+    found = detect(model(xb).float(), n_classes, threshold)
+    mean = torch.tensor(MEAN, device=xb.device)[:, None, None]
+    std = torch.tensor(STD, device=xb.device)[:, None, None]
+    tiles = []
+    for b in range(len(xb)):
+        arr = ((xb[b].float() * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).cpu().numpy()
+        img = Image.fromarray(arr)
+        d = ImageDraw.Draw(img)
+        h, w = arr.shape[:2]
+        for box, lab in zip(boxes[b], labels[b]):
+            if lab > 0:
+                d.rectangle(to_pixels(box, w, h), outline=(0, 230, 0), width=2)
+        f = found[b]
+        colour = (255, 40, 40) if f["score"] >= threshold else (255, 200, 0)
+        d.rectangle(to_pixels(f["box"], w, h), outline=colour, width=2)
+        d.text((3, 3), f"{f['score']:.2f}", fill=colour, font=font(14))
+        tiles.append(img)
+    cols = 4
+    size = tiles[0].size
+    grid = Image.new("RGB", (cols * size[0], ((len(tiles) + cols - 1) // cols) * size[1]))
+    for k, t in enumerate(tiles):
+        grid.paste(t, ((k % cols) * size[0], (k // cols) * size[1]))
+    with atomic_path(path) as tmp:
+        grid.save(tmp, format="PNG")

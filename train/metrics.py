@@ -1,0 +1,97 @@
+"""Presence and location metrics: one implementation, used every epoch and by `stampcheck evaluate`.
+
+Per image we keep the presence score (highest stamp score) and the IoU of the top-scoring box
+with the true box it overlaps most. For a threshold t:
+
+- accuracy: share of images where (score >= t) equals "has a stamp";
+- precision, recall, f1: of presence, stamped images being the positives;
+- mean_iou: mean IoU of the top box over stamped images (localisation, whatever the score);
+- iou50: share of stamped images whose top box has IoU >= 0.5;
+- correct: share of images judged right end to end: an unstamped image scored below t, or a
+  stamped image scored at or above t with IoU >= 0.5. Training keeps the epoch with the best one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from fastai.learner import Metric
+
+from train.detect import best_iou, detect, plain
+
+METRIC_KEYS = ("accuracy", "precision", "recall", "mean_iou", "iou50", "correct")
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    has_stamp: bool
+    score: float
+    iou: float
+
+
+def image_results(out: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor, n_classes: int) -> list[ImageResult]:
+    """Results of a batch; ``boxes``/``labels`` are fastai's padded targets (label 0 = padding)."""
+    boxes, labels = plain(boxes), plain(labels)
+    found = detect(out, n_classes, threshold=1.1)  # only the top cell is needed here
+    results = []
+    for b, f in enumerate(found):
+        truth = boxes[b][labels[b] > 0] if labels.shape[1] else boxes.new_zeros(0, 4)
+        results.append(ImageResult(bool(truth.numel()), f["score"], best_iou(f["box"], truth)))
+    return results
+
+
+def summarise(results: list[ImageResult], threshold: float) -> dict:
+    if not results:
+        return {k: float("nan") for k in METRIC_KEYS}
+    has = np.array([r.has_stamp for r in results])
+    pred = np.array([r.score >= threshold for r in results])
+    iou = np.array([r.iou for r in results])
+    tp, fp, fn = int((has & pred).sum()), int((~has & pred).sum()), int((has & ~pred).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "accuracy": float((has == pred).mean()),
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "mean_iou": float(iou[has].mean()) if has.any() else float("nan"),
+        "iou50": float((iou[has] >= 0.5).mean()) if has.any() else float("nan"),
+        "correct": float(np.where(has, pred & (iou >= 0.5), ~pred).mean()),
+        "images": len(results), "stamped": int(has.sum()), "threshold": threshold,
+    }
+
+
+def best_threshold(results: list[ImageResult]) -> float:
+    """The threshold with the most correct presence calls; ties go to the one nearest 0.5."""
+    grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
+    acc = [summarise(results, float(t))["accuracy"] for t in grid]
+    best = max(acc)
+    return float(min((t for t, a in zip(grid, acc) if a == best), key=lambda t: abs(t - 0.5)))
+
+
+class DetectionMetric(Metric):
+    """One of METRIC_KEYS as a fastai metric, at a fixed threshold, over the valid set."""
+
+    def __init__(self, key: str, n_classes: int, threshold: float = 0.5):
+        self.key, self.n_classes, self.threshold = key, n_classes, threshold
+        self.results: list[ImageResult] = []
+
+    def reset(self):
+        self.results = []
+
+    def accumulate(self, learn):
+        self.results += image_results(learn.pred, *learn.yb, self.n_classes)
+
+    @property
+    def value(self):
+        return summarise(self.results, self.threshold)[self.key]
+
+    @property
+    def name(self):
+        return self.key
+
+
+def detection_metrics(n_classes: int) -> list[DetectionMetric]:
+    return [DetectionMetric(k, n_classes) for k in METRIC_KEYS]

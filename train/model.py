@@ -1,0 +1,99 @@
+"""The network: a ResNet body from torchvision (cut by fastai) and a small dense detection head."""
+
+from __future__ import annotations
+
+import math
+import socket
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from fastai.layers import ConvLayer
+from fastai.vision.learner import create_body, num_features_model
+from torch import nn
+from torchvision import models
+
+ARCHS = {"resnet18": models.resnet18, "resnet34": models.resnet34, "resnet50": models.resnet50}
+WEIGHTS = {"resnet18": models.ResNet18_Weights.IMAGENET1K_V1, "resnet34": models.ResNet34_Weights.IMAGENET1K_V1,
+           "resnet50": models.ResNet50_Weights.IMAGENET1K_V2}
+SCORE_PRIOR = 0.01  # initial stamp probability of every cell, so early focal loss is not swamped
+
+
+class StampNet(nn.Module):
+    """ResNet body plus a dense head that predicts, for every cell of a stride-16 grid, one score
+    per stamp class and one box.
+
+    - Neck: layer4 (stride 32) is projected to ``width`` channels, upsampled and added to the
+      projected layer3 (stride 16), then two 3x3 conv-BN-ReLU layers. Stride 16 keeps small stamps
+      (20 px on a 224 px input) inside a cell of their own.
+    - Output: ``(B, n_classes + 4, H, W)``. Channels ``:n_classes`` are score logits; the last four
+      are the log distances from the cell centre to the box's left, top, right and bottom edges,
+      in cells (see :func:`train.detect.decode_boxes`).
+    """
+
+    def __init__(self, body: nn.Sequential, n_classes: int, width: int = 128):
+        super().__init__()
+        self.n_classes = n_classes
+        self.stem, self.last = body[:-1], body[-1]
+        c3, c4 = num_features_model(self.stem), num_features_model(body)
+        self.lat3 = nn.Conv2d(c3, width, 1)
+        self.lat4 = nn.Conv2d(c4, width, 1)
+        self.smooth = nn.Sequential(ConvLayer(width, width), ConvLayer(width, width))
+        self.out = nn.Conv2d(width, n_classes + 4, 3, padding=1)
+        nn.init.normal_(self.out.weight, std=0.01)
+        nn.init.zeros_(self.out.bias)
+        nn.init.constant_(self.out.bias[:n_classes], -math.log((1 - SCORE_PRIOR) / SCORE_PRIOR))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f3 = self.stem(x)
+        f4 = self.last(f3)
+        p = self.lat3(f3) + F.interpolate(self.lat4(f4), size=f3.shape[-2:], mode="nearest")
+        return self.out(self.smooth(p))
+
+
+def build_model(arch: str, n_classes: int, pretrained: bool = True, weights: Path | None = None,
+                log=print) -> tuple[StampNet, str]:
+    """Build the network; return it and a sentence saying where the body's weights came from."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    resnet = ARCHS[arch](weights=None)
+    source = "random initialisation (--no-pretrained)"
+    if weights:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        missing, unexpected = resnet.load_state_dict(state.get("state_dict", state), strict=False)
+        if len(missing) > 10:
+            raise ValueError(f"{weights} does not hold {arch} weights ({len(missing)} layers missing)")
+        source = f"weights from {weights}"
+    elif pretrained:
+        state, source = imagenet_weights(arch)
+        if state is None:
+            log(f"warning: {source}; training {arch} from scratch")
+        else:
+            resnet.load_state_dict(state)
+    # layer4 is the last stage kept; cut=-2 drops the pooling and the classifier.
+    body = create_body(resnet, pretrained=False, cut=-2)
+    return StampNet(body, n_classes), source
+
+
+def imagenet_weights(arch: str, timeout: float = 10.0) -> tuple[dict | None, str]:
+    """ImageNet weights from torch's cache, else a download; never raises."""
+    w = WEIGHTS[arch]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
+    if cached.is_file():
+        try:
+            return torch.load(cached, map_location="cpu", weights_only=True), f"ImageNet weights from {cached}"
+        except Exception as e:  # a corrupt cache file must not stop training
+            return None, f"cached ImageNet weights {cached} are unreadable ({e})"
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = w.get_state_dict(progress=False)
+        return state, f"ImageNet weights downloaded to {cached}"
+    except Exception as e:
+        return None, (f"ImageNet weights for {arch} are not in {cached.parent} and could not be "
+                      f"downloaded ({type(e).__name__}); pass --weights PATH to use a local file")
+    finally:
+        socket.setdefaulttimeout(old)

@@ -1,0 +1,141 @@
+"""Inference on photos: load a model folder, read photos in parallel, predict in batches.
+
+Used by `qa` and `evaluate`. Photos are decoded at reduced scale (JPEG draft mode) since the
+model sees only ``size`` pixels, and each worker also returns a small thumbnail for reports, so
+nothing is decoded twice.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from stampcheck.device import autocast_dtype, cpu_count, pick_device
+from stampcheck.images import ImageLimits, ImageRejected, open_checked
+from train.detect import detect, to_pixels
+from train.model import build_model
+
+# Phone photos are fine; only headers claiming absurd sizes are refused.
+PHOTO_LIMITS = ImageLimits(min_side=16, max_pixels=250_000_000, max_aspect=20.0)
+THUMB = 192
+
+
+class ModelError(RuntimeError):
+    pass
+
+
+class Predictor:
+    """A trained model folder (config.json + model.pth) ready to score batches."""
+
+    def __init__(self, model_dir: Path, device: str | None = None):
+        model_dir = Path(model_dir)
+        try:
+            self.config = json.loads((model_dir / "config.json").read_text())
+            state = torch.load(model_dir / "model.pth", map_location="cpu", weights_only=True)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise ModelError(f"{model_dir} is not a stampcheck model folder ({e}); "
+                             "make one with `stampcheck train`") from e
+        self.classes = self.config["classes"]
+        self.size = int(self.config["size"])
+        self.threshold = float(self.config["threshold"])
+        self.device = pick_device(device)
+        self.dtype = autocast_dtype(self.device)
+        model, _ = build_model(self.config["arch"], len(self.classes), pretrained=False)
+        model.load_state_dict(state)
+        model.eval().to(self.device)
+        if self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.mean = torch.tensor(self.config["mean"], device=self.device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(self.config["std"], device=self.device).view(1, 3, 1, 1) * 255
+
+    def to_input(self, img: Image.Image) -> torch.Tensor:
+        """The model's view of a photo: squished to size x size, as in training; uint8 CHW."""
+        small = img.resize((self.size, self.size), Image.BILINEAR, reducing_gap=2.0)
+        return torch.from_numpy(np.asarray(small).copy()).permute(2, 0, 1)
+
+    @torch.no_grad()
+    def predict(self, batch: torch.Tensor, threshold: float | None = None) -> list[dict]:
+        """uint8 (B, 3, S, S) -> per photo: score, top box, detections (boxes in -1..1)."""
+        x = (batch.to(self.device, non_blocking=True).float() - self.mean) / self.std
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            out = self.model(x)
+        return detect(out.float(), len(self.classes), self.threshold if threshold is None else threshold)
+
+
+@dataclass
+class PhotoResult:
+    """What the model says about one photo; boxes in the photo's own (EXIF-upright) pixels."""
+
+    path: Path
+    width: int = 0
+    height: int = 0
+    score: float = 0.0
+    top_box: list[float] | None = None
+    detections: list[tuple[float, str, list[float]]] | None = None  # (score, class, box)
+    error: str | None = None
+    thumbnail: bytes | None = None
+
+
+class PhotoDataset(Dataset):
+    def __init__(self, files: list[Path], predictor: Predictor, thumbnails: bool):
+        self.files, self.size, self.thumbnails = files, predictor.size, thumbnails
+        self.to_input = predictor.to_input
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        try:
+            img = open_checked(self.files[i], PHOTO_LIMITS, draft_size=max(self.size, THUMB))
+        except ImageRejected as e:
+            return i, None, (0, 0), str(e), None
+        except Exception as e:  # whatever else a broken file does, it must not stop the batch
+            return i, None, (0, 0), f"unreadable: {type(e).__name__}: {e}", None
+        thumb = None
+        if self.thumbnails:
+            t = img.copy()
+            t.thumbnail((THUMB, THUMB))
+            buf = io.BytesIO()
+            t.save(buf, "JPEG", quality=80)
+            thumb = buf.getvalue()
+        return i, self.to_input(img), img.size, None, thumb
+
+
+def _collate(samples):
+    return samples
+
+
+def predict_photos(predictor: Predictor, files: list[Path], bs: int = 32, workers: int | None = None,
+                   threshold: float | None = None, thumbnails: bool = False, low_threshold: float | None = None):
+    """Yield a PhotoResult per file, in batches, in file order. ``low_threshold`` keeps lower
+    scoring detections too (for AP)."""
+    if workers is None:
+        workers = min(8, cpu_count()) if predictor.device.type == "cuda" else max(1, cpu_count() - 1)
+    workers = min(workers, max(0, len(files) - 1))
+    loader = DataLoader(PhotoDataset(files, predictor, thumbnails), batch_size=bs, num_workers=workers,
+                        collate_fn=_collate, pin_memory=False, prefetch_factor=4 if workers else None)
+    thr = predictor.threshold if threshold is None else threshold
+    for samples in loader:
+        good = [s for s in samples if s[1] is not None]
+        found = predictor.predict(torch.stack([s[1] for s in good]), low_threshold or thr) if good else []
+        by_index = {s[0]: f for s, f in zip(good, found)}
+        for i, tensor, (w, h), error, thumb in samples:
+            r = PhotoResult(files[i], w, h, error=error, thumbnail=thumb)
+            f = by_index.get(i)
+            if f is not None:
+                r.score = f["score"]
+                r.top_box = to_pixels(f["box"], w, h)
+                s, c, b = f["dets"]
+                r.detections = [(float(sc), predictor.classes[int(cl)], to_pixels(bx, w, h))
+                                for sc, cl, bx in zip(s, c, b)]
+            yield r
