@@ -109,6 +109,65 @@ def preview_cmd(dataset: Path = typer.Argument(..., help="Dataset folder."),
         fail(str(e))
 
 
+@app.command()
+def crawl(
+    keyword: List[str] = typer.Option(None, "--keyword", "-k", help="Search term, repeatable."),
+    keywords_file: Optional[Path] = typer.Option(None, help="File with one search term per line."),
+    engine: str = typer.Option("bing", help="Comma-separated search engines: bing, google, baidu, flickr "
+                               "(flickr needs FLICKR_APIKEY in the environment)."),
+    site: List[str] = typer.Option(None, help="Crawl a whole site for images (icrawler's greedy crawler), repeatable."),
+    urls: List[Path] = typer.Option(None, help="File with one image URL per line, repeatable."),
+    from_dir: List[Path] = typer.Option(None, help="Bring your own photos through the same checks, repeatable."),
+    out: Path = typer.Option(DATA / "backgrounds", help="Folder: images/, manifest.jsonl, rejected.jsonl."),
+    max_num: int = typer.Option(100, "--max", min=1, help="Images to keep per engine and keyword (or site/list)."),
+    min_size: int = typer.Option(128, min=16, help="Smallest short side kept, pixels."),
+    max_size: Optional[int] = typer.Option(1024, min=64, help="Downsize kept images to this long side (0: keep)."),
+    max_pixels: int = typer.Option(80_000_000, help="Refuse larger images (decompression bombs)."),
+    threads: int = typer.Option(4, min=1, help="Download threads."),
+    timeout: float = typer.Option(10.0, help="Per-request timeout, seconds."),
+    deadline: float = typer.Option(30.0, help="Longest time for one download, seconds."),
+    max_bytes: int = typer.Option(20_000_000, help="Largest download, bytes."),
+    delay: float = typer.Option(0.0, min=0, help="Pause after each download per thread, seconds (politeness)."),
+):
+    """Pull background product images through icrawler, check and de-duplicate them, keep provenance.
+
+    Every kept image is fully decoded, upright, RGB, at least --min-size, saved as JPEG under a
+    hash-based name; duplicates (exact, or perceptual hash within 6 bits) are dropped across engines,
+    keywords and runs. Running the same command again adds only what is missing."""
+    from rich.table import Table
+
+    from crawler.run import CrawlOptions, empty_engines, run_crawl
+    from crawler.store import ImageStore
+    from stampcheck.images import ImageLimits
+
+    keywords = list(keyword or [])
+    if keywords_file:
+        keywords += [k.strip() for k in keywords_file.read_text().splitlines() if k.strip()]
+    engines = [e.strip() for e in engine.split(",") if e.strip()] if keywords else []
+    if not (keywords or site or urls or from_dir):
+        fail("nothing to crawl: give --keyword, --keywords-file, --site, --urls or --from-dir")
+    store = ImageStore(out, ImageLimits(min_side=min_size, max_pixels=max_pixels), max_size or None)
+    before = store.kept()
+    opts = CrawlOptions(max_num=max_num, threads=threads, timeout=timeout, deadline=deadline,
+                        max_bytes=max_bytes, delay=delay)
+    try:
+        stats = run_crawl(out, keywords, engines, list(site or []), list(urls or []), list(from_dir or []), opts,
+                          store, progress_bar)
+    except (ValueError, OSError) as e:
+        fail(str(e))
+    table = Table(title=f"crawl into {out}")
+    for col in ("engine", "keyword / source", "pages", "links", "downloaded", "rejected", "duplicates", "kept", "known"):
+        table.add_column(col, justify="left" if col in ("engine", "keyword / source", "rejected") else "right")
+    for (eng, kw), row in sorted(stats.rows.items()):
+        reasons = ", ".join(f"{r} {n}" for r, n in stats.reasons[(eng, kw)].most_common()) or "0"
+        table.add_row(eng, kw, str(row["pages"]), str(row["links"]), str(row["downloaded"]), reasons,
+                      str(row["duplicates"]), str(row["kept"]), str(row["known"]))
+    console.print(table)
+    for warning in empty_engines(stats):
+        console.print(f"[bold yellow]warning:[/] {warning}")
+    console.print(f"{store.kept() - before} new images, {store.kept()} in {out / 'images'}")
+
+
 @app.command("train")
 def train_cmd(
     dataset: Path = typer.Argument(..., help="Dataset folder (from `stampcheck compose`, or labelled by hand)."),

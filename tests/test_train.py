@@ -50,7 +50,7 @@ def square_dataset(root: Path, n: int = 8) -> Path:
 
 def test_augmentation_moves_boxes_with_pixels(tmp_path):
     torch.manual_seed(0)
-    dls, _ = stamp_dataloaders(square_dataset(tmp_path), size=64, bs=8, workers=0, device=torch.device("cpu"))
+    dls, _ = stamp_dataloaders(square_dataset(tmp_path, n=12), size=64, bs=8, workers=0, device=torch.device("cpu"))
     xb, boxes, labels = dls.train.one_batch()
     xb, boxes = plain(xb), plain(boxes)
     moved = 0

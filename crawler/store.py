@@ -1,0 +1,143 @@
+"""Where crawled images end up: checked, de-duplicated, named by hash, with provenance.
+
+``DIR/images/<sha256[:20]>.jpg`` (our names, never the URL's), ``DIR/manifest.jsonl`` (one line
+per kept image) and ``DIR/rejected.jsonl`` (one line per refused URL, with the reason). Every
+source, search engine or a user's folder, goes through :meth:`ImageStore.add`.
+
+Duplicates: exact when the sha256 of the downloaded bytes or of the saved JPEG is known; near
+when the 64-bit perceptual hash (imagehash.phash) is within ``NEAR_DISTANCE`` bits of a kept
+one, so a resized or re-encoded copy counts as the same picture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import imagehash
+import numpy as np
+
+from stampcheck.atomic import atomic_write_bytes, atomic_write_text, remove_partials
+from stampcheck.images import ImageLimits, ImageRejected, fit_within, jpeg_bytes, open_checked
+
+NEAR_DISTANCE = 6  # of 64 phash bits; re-encodes and resizes land at 0-4, other photos above 20
+# Reasons that may pass on a later try; any other rejection is final and its URL is not fetched again.
+TRANSIENT = {"timeout", "http-error", "connection-error"}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kept: bool
+    reason: str          # "kept" or why not
+    file: str | None = None
+
+
+class ImageStore:
+    """Thread-safe: icrawler's downloader threads call :meth:`add` concurrently."""
+
+    def __init__(self, root: Path, limits: ImageLimits = ImageLimits(min_side=128), max_size: int | None = None,
+                 quality: int = 92):
+        self.root = Path(root)
+        self.images = self.root / "images"
+        self.images.mkdir(parents=True, exist_ok=True)
+        self.limits, self.max_size, self.quality = limits, max_size, quality
+        self.lock = threading.RLock()  # reject() is called with it held
+        self.sha: set[str] = set()
+        self.urls: set[str] = set()
+        self.final_rejects: set[str] = set()
+        self.phashes: list[int] = []
+        self._phash_array = np.zeros(0, dtype=np.uint64)
+        self._recover()
+
+    # -- resume -------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        """Load what earlier runs kept. Lines cut by a kill and files without a manifest line (or
+        lines without a file) are dropped, so the folder and the manifest agree again."""
+        remove_partials(self.images)
+        entries = [e for e in _read_jsonl(self.root / "manifest.jsonl") if (self.images / e["file"]).is_file()]
+        listed = {e["file"] for e in entries}
+        for f in self.images.glob("*.jpg"):
+            if f.name not in listed:
+                f.unlink()
+        atomic_write_text(self.root / "manifest.jsonl", "".join(json.dumps(e) + "\n" for e in entries))
+        for e in entries:
+            self.sha.update({e["sha256"], e.get("source_sha256", e["sha256"])})
+            self.urls.add(e["url"])
+            self.phashes.append(int(e["phash"], 16))
+        self._phash_array = np.array(self.phashes, dtype=np.uint64)
+        rejected = _read_jsonl(self.root / "rejected.jsonl")
+        atomic_write_text(self.root / "rejected.jsonl", "".join(json.dumps(r) + "\n" for r in rejected))
+        self.final_rejects = {r["url"] for r in rejected if r["reason"] not in TRANSIENT}
+
+    def seen(self, url: str) -> bool:
+        """True when a URL was kept or finally refused by an earlier run: no need to fetch it."""
+        return url in self.urls or url in self.final_rejects
+
+    # -- adding -------------------------------------------------------------------------------
+    def add(self, data: bytes, url: str, engine: str, keyword: str = "") -> Verdict:
+        source_sha = hashlib.sha256(data).hexdigest()
+        with self.lock:
+            if source_sha in self.sha:
+                return self.reject(url, engine, keyword, "duplicate", "same bytes as a kept image")
+        try:
+            img = fit_within(open_checked(data, self.limits), self.max_size)
+        except ImageRejected as e:
+            return self.reject(url, engine, keyword, e.reason, e.detail)
+        ph = int(str(imagehash.phash(img)), 16)
+        out = jpeg_bytes(img, self.quality)
+        sha = hashlib.sha256(out).hexdigest()
+        name = f"{sha[:20]}.jpg"
+        with self.lock:  # check and claim together, so two threads cannot keep the same picture
+            if sha in self.sha:
+                return self.reject(url, engine, keyword, "duplicate", "same picture as a kept image")
+            if len(self._phash_array):
+                dist = _popcount(self._phash_array ^ np.uint64(ph)).min()
+                if dist <= NEAR_DISTANCE:
+                    return self.reject(url, engine, keyword, "near-duplicate", f"phash distance {dist}")
+            self.sha.update({sha, source_sha})
+            self.urls.add(url)
+            self.phashes.append(ph)
+            self._phash_array = np.append(self._phash_array, np.uint64(ph))
+        atomic_write_bytes(self.images / name, out)
+        entry = {"file": name, "sha256": sha, "source_sha256": source_sha, "phash": f"{ph:016x}",
+                 "width": img.width, "height": img.height, "url": url, "engine": engine, "keyword": keyword,
+                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self._append("manifest.jsonl", entry)
+        return Verdict(True, "kept", name)
+
+    def reject(self, url: str, engine: str, keyword: str, reason: str, detail: str = "") -> Verdict:
+        self._append("rejected.jsonl", {"url": url, "reason": reason, "detail": detail, "engine": engine,
+                                        "keyword": keyword, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        if reason not in TRANSIENT:
+            with self.lock:
+                self.final_rejects.add(url)
+        return Verdict(False, reason)
+
+    def _append(self, name: str, entry: dict) -> None:
+        # One write of one line with O_APPEND: lines from several threads never interleave.
+        line = (json.dumps(entry) + "\n").encode()
+        with self.lock, open(self.root / name, "ab") as f:
+            f.write(line)
+
+    def kept(self) -> int:
+        return len(self.phashes)
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+    return out
