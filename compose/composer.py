@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import pickle
 import shutil
+import sys
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -111,6 +112,14 @@ def render_one(index: int, background: str, split: str) -> dict:
     return record
 
 
+def _spawn_can_start() -> bool:
+    """Spawned workers re-import the main module; from stdin or a notebook cell there is no file to
+    import and the pool would restart dying workers forever, so compose in-process instead."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return path is None and getattr(main, "__spec__", None) is not None or bool(path and Path(path).is_file())
+
+
 def fingerprint(cfg: ComposeConfig, stamps: list[Stamp], names: list[str]) -> str:
     blob = json.dumps([cfg.to_dict(), [s.sha256 for s in stamps], names], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -128,7 +137,7 @@ def compose_dataset(cfg: ComposeConfig, out: Path, workers: int = 1, overwrite: 
     if len({s.name for s in stamps}) != len(stamps):
         raise ComposeError("two stamps share a file name; the name is the class, so rename one")
     ctx = multiprocessing.get_context("spawn")
-    pool = ctx.Pool(workers) if workers > 1 else None
+    pool = ctx.Pool(workers) if workers > 1 and _spawn_can_start() else None
     try:
         return _compose(cfg, stamps, out, pool, overwrite, progress)
     finally:

@@ -50,6 +50,7 @@ class ImageStore:
         self.urls: set[str] = set()
         self.final_rejects: set[str] = set()
         self.phashes: list[int] = []
+        self.check_seconds = 0.0  # thread-seconds spent decoding, checking and hashing (bench/crawl.py)
         self._phash_array = np.zeros(0, dtype=np.uint64)
         self._recover()
 
@@ -79,6 +80,14 @@ class ImageStore:
 
     # -- adding -------------------------------------------------------------------------------
     def add(self, data: bytes, url: str, engine: str, keyword: str = "") -> Verdict:
+        start = time.perf_counter()
+        try:
+            return self._add(data, url, engine, keyword)
+        finally:
+            with self.lock:
+                self.check_seconds += time.perf_counter() - start
+
+    def _add(self, data: bytes, url: str, engine: str, keyword: str) -> Verdict:
         source_sha = hashlib.sha256(data).hexdigest()
         with self.lock:
             if source_sha in self.sha:

@@ -12,7 +12,8 @@ from typing import List, Optional, Tuple
 import typer
 
 from compose.looks import Looks
-from stampcheck.progress import console, progress_bar
+from stampcheck.device import cpu_count
+from stampcheck.progress import console, progress_bar, report
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   help="Prove from photos that a product carries its inspection stamp, and where.\n\n"
@@ -38,7 +39,7 @@ def compose(
     out: Path = typer.Option(DATA / "dataset", help="Dataset folder to write."),
     count: int = typer.Option(1000, min=1, help="Number of images."),
     seed: int = typer.Option(0, help="Random seed: same seed and options give byte-identical output."),
-    workers: int = typer.Option(1, min=1, help="Worker processes (output does not depend on it)."),
+    workers: int = typer.Option(cpu_count(), min=1, help="Worker processes (output does not depend on it)."),
     max_size: int = typer.Option(512, min=32, help="Long side of written images in pixels."),
     valid_share: float = typer.Option(0.2, min=0.0, max=0.9, help="Share of backgrounds held out for valid."),
     builtin_backgrounds: int = typer.Option(0, min=0, help="Number of built-in scenes (0: count/4)."),
@@ -87,12 +88,12 @@ def compose(
         console.print(f"[yellow]skipped background[/] {s['file']}: {s['reason']} {s['detail']}")
     for f in summary["failed_images"]:
         console.print(f"[yellow]failed image[/] {f['file']}: {f['error']}")
-    console.print(f"[green]dataset[/] {out}: {summary['images']} images, {summary['stamped']} stamped, "
+    report.print(f"[green]dataset[/] {out}: {summary['images']} images, {summary['stamped']} stamped, "
                   f"{summary['negatives']} without stamp ({summary['hard_negatives']} with distractors), "
                   f"train/valid {summary['splits']['train']}/{summary['splits']['valid']}, "
                   f"{len(summary['skipped_backgrounds'])} backgrounds skipped")
     if preview and summary["images"]:
-        console.print(f"preview: {write_preview(out)}")
+        report.print(f"preview: {write_preview(out)}")
 
 
 @app.command("preview")
@@ -104,7 +105,7 @@ def preview_cmd(dataset: Path = typer.Argument(..., help="Dataset folder."),
     from stampcheck.dataset import DatasetError
 
     try:
-        console.print(f"preview: {write_preview(dataset, out, n=n)}")
+        report.print(f"preview: {write_preview(dataset, out, n=n)}")
     except DatasetError as e:
         fail(str(e))
 
@@ -162,10 +163,10 @@ def crawl(
         reasons = ", ".join(f"{r} {n}" for r, n in stats.reasons[(eng, kw)].most_common()) or "0"
         table.add_row(eng, kw, str(row["pages"]), str(row["links"]), str(row["downloaded"]), reasons,
                       str(row["duplicates"]), str(row["kept"]), str(row["known"]))
-    console.print(table)
+    report.print(table)
     for warning in empty_engines(stats):
         console.print(f"[bold yellow]warning:[/] {warning}")
-    console.print(f"{store.kept() - before} new images, {store.kept()} in {out / 'images'}")
+    report.print(f"{store.kept() - before} new images, {store.kept()} in {out / 'images'}")
 
 
 @app.command("train")
@@ -196,7 +197,7 @@ def train_cmd(
                       weights=str(weights) if weights else None, workers=workers, device=device,
                       patience=patience, seed=seed)
     try:
-        train(dataset, out, cfg, log=console.print)
+        train(dataset, out, cfg, log=report.print)
     except (DatasetError, ValueError, FileNotFoundError) as e:
         fail(str(e))
 
@@ -228,8 +229,8 @@ def qa(
     for col in ("stamped", "missing", "unreadable"):
         table.add_column(col, justify="right")
     table.add_row(str(summary.stamped), str(summary.missing), str(summary.unreadable))
-    console.print(table)
-    console.print(f"report: {out / 'index.html'}  table: {out / 'results.csv'}")
+    report.print(table)
+    report.print(f"report: {out / 'index.html'}  table: {out / 'results.csv'}")
     raise typer.Exit(summary.exit_code)
 
 
@@ -248,14 +249,14 @@ def evaluate(
     from train.predict import ModelError
 
     try:
-        report = run_evaluate(model, dataset, out, split, bs, workers, device, progress=progress_bar)
+        result = run_evaluate(model, dataset, out, split, bs, workers, device, progress=progress_bar)
     except (DatasetError, ModelError, ValueError) as e:
         fail(str(e))
-    m = report["metrics"]
-    console.print(" ".join(f"{k} {m[k]:.3f}" for k in ("accuracy", "precision", "recall", "f1", "mean_iou",
+    m = result["metrics"]
+    report.print(" ".join(f"{k} {m[k]:.3f}" for k in ("accuracy", "precision", "recall", "f1", "mean_iou",
                                                        "iou50", "ap50", "ap")))
     if out:
-        console.print(f"written: {out / 'metrics.json'}, {out / 'pr_curve.png'}")
+        report.print(f"written: {out / 'metrics.json'}, {out / 'pr_curve.png'}")
 
 
 @app.command()
@@ -265,7 +266,7 @@ def demo(out: Path = typer.Option(DATA / "demo", help="Folder for everything the
     freshly composed photos the model never saw; prints the held-out metrics and the report path."""
     from stampcheck.demo import run_demo
 
-    run_demo(out, quick=quick, log=console.print)
+    run_demo(out, quick=quick, log=report.print)
 
 
 def main():

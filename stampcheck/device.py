@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def pick_device(name: str | None = None) -> torch.device:
+def pick_device(name: str | None = None):
     """``None``/``"auto"``: cuda if available, else cpu. Otherwise the named device, checked."""
+    import torch  # here, not at import time: `compose` and `--help` should not pay for torch
+
     if name in (None, "", "auto"):
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
@@ -23,8 +23,10 @@ def pick_device(name: str | None = None) -> torch.device:
     return device
 
 
-def autocast_dtype(device: torch.device) -> torch.dtype | None:
+def autocast_dtype(device):
     """Mixed precision on CUDA: bf16 where the GPU supports it, else fp16; none on the CPU."""
+    import torch
+
     if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -40,7 +40,8 @@ def open_checked(source: Path | bytes, limits: ImageLimits = ImageLimits(),
 
     ``draft_size`` lets JPEG decode at a reduced scale (a power of two that keeps the short side at
     least that long), much faster when only a few hundred pixels are needed. Sizes are checked on
-    the original dimensions, before any draft.
+    the original dimensions, before any draft; ``img.info["source_size"]`` keeps them (upright),
+    so results can be given in the photo's own pixels.
     """
     if isinstance(source, (str, Path)):
         path = Path(source)
@@ -76,10 +77,13 @@ def open_checked(source: Path | bytes, limits: ImageLimits = ImageLimits(),
             except Exception as e:
                 raise ImageRejected("truncated", f"cannot decode: {e}") from e
             try:
+                turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
                 img = ImageOps.exif_transpose(img)
             except Exception:  # a broken EXIF block should not cost the photo
-                pass
-    return to_rgb8(img)
+                turned = False
+    rgb = to_rgb8(img)
+    rgb.info["source_size"] = (h, w) if turned else (w, h)
+    return rgb
 
 
 def _check_size(w: int, h: int, limits: ImageLimits) -> None:

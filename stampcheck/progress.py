@@ -8,7 +8,8 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress, warnings and errors
+report = Console()              # results: summary tables and figures, on stdout
 
 
 @contextmanager

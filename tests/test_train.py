@@ -124,7 +124,7 @@ def test_overfits_16_images(tmp_path):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(out)
-    m = train(src, tmp_path / "m", TrainConfig(arch="resnet18", size=64, epochs=40, bs=4, lr=2e-3, pretrained=False,
+    m = train(src, tmp_path / "m", TrainConfig(arch="resnet18", size=96, epochs=60, bs=8, lr=2e-3, pretrained=False,
                                                augment=False, workers=0))
     assert m["final"]["mean_iou"] > 0.8, m["final"]
 

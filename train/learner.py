@@ -17,6 +17,7 @@ from pathlib import Path
 
 import fastai.callback.fp16  # noqa: F401  (adds Learner.to_fp16 / to_bf16)
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle / lr_find)
+import numpy as np
 import torch
 from fastai.callback.core import Callback
 from fastai.callback.tracker import EarlyStoppingCallback
@@ -28,10 +29,12 @@ from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from train.data import MEAN, STD, stamp_dataloaders
 from train.detect import StampLoss
+from train.distributed import distributed_training
 from train.metrics import METRIC_KEYS, best_threshold, detection_metrics, image_results, summarise
 from train.model import build_model
 
-MONITOR = "correct"  # see train.metrics: share of valid images judged right, presence and box
+MONITOR = "correct"  # see train.metrics: share of valid images judged right, presence and box;
+# ties (common once it reaches 1.0 on small sets) go to the epoch with the better mean IoU
 
 
 @dataclass
@@ -52,19 +55,21 @@ class TrainConfig:
 
 
 class KeepBest(Callback):
-    """After each epoch, if MONITOR improved, write model.pth and config.json (atomically)."""
+    """After each epoch, if MONITOR improved (ties broken by mean IoU), write model.pth and
+    config.json (atomically)."""
 
     order = 70  # after the Recorder has the epoch's metrics
 
     def __init__(self, out: Path, config: dict):
-        self.out, self.config, self.best, self.best_epoch = Path(out), config, -math.inf, -1
+        self.out, self.config, self.best, self.best_epoch = Path(out), config, (-math.inf, -math.inf), -1
 
     def after_epoch(self):
-        value = float(self.recorder.values[-1][self.recorder.metric_names[1:-1].index(MONITOR)])
-        if rank_distrib() != 0 or math.isnan(value) or value <= self.best:
+        row = dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1]))
+        value = (float(row[MONITOR]), float(row["mean_iou"]))
+        if rank_distrib() != 0 or math.isnan(value[0]) or not value > self.best:
             return
         self.best, self.best_epoch = value, self.epoch
-        save_weights(self.learn.model, self.out, {**self.config, "best_epoch": self.epoch, MONITOR: value})
+        save_weights(self.learn.model, self.out, {**self.config, "best_epoch": self.epoch, MONITOR: value[0]})
 
 
 def _unwrap(model):
@@ -78,12 +83,10 @@ def save_weights(model, out: Path, config: dict) -> None:
     atomic_write_text(out / "config.json", json.dumps(config, indent=2))
 
 
-def train(dataset: Path, out: Path, cfg: TrainConfig, log=print) -> dict:
-    """Train on ``dataset`` (the dataset contract) and fill ``out``; return metrics.json's content."""
+def build_learner(dataset: Path, out: Path, cfg: TrainConfig, log=print):
+    """DataLoaders, StampNet and Learner on the chosen device and precision; also used by bench/train.py."""
     from fastai.torch_core import set_seed
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)
     device = pick_device(cfg.device)
     workers = cfg.workers if cfg.workers is not None else (min(8, cpu_count()) if device.type == "cuda"
@@ -91,14 +94,22 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print) -> dict:
     dls, classes = stamp_dataloaders(dataset, cfg.size, cfg.bs, workers, device, cfg.augment)
     model, weights_source = build_model(cfg.arch, len(classes), cfg.pretrained,
                                         Path(cfg.weights) if cfg.weights else None, log=log)
-    log(f"{cfg.arch} on {device}; {'from scratch' if 'could not' in weights_source else weights_source}; "
-        f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images")
     learn = Learner(dls, model, loss_func=StampLoss(len(classes)), opt_func=Adam,
                     metrics=detection_metrics(len(classes)), path=out, model_dir=".")
     dtype = autocast_dtype(device)
     if dtype is not None:
         learn.model = learn.model.to(memory_format=torch.channels_last)
         learn = learn.to_bf16() if dtype == torch.bfloat16 else learn.to_fp16()
+    return learn, dls, classes, device, weights_source
+
+
+def train(dataset: Path, out: Path, cfg: TrainConfig, log=print) -> dict:
+    """Train on ``dataset`` (the dataset contract) and fill ``out``; return metrics.json's content."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    learn, dls, classes, device, weights_source = build_learner(dataset, out, cfg, log)
+    log(f"{cfg.arch} on {device}; {'from scratch' if 'could not' in weights_source else weights_source}; "
+        f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images")
     config = {"arch": cfg.arch, "size": cfg.size, "classes": classes, "mean": list(MEAN), "std": list(STD),
               "threshold": 0.5, "weights_source": weights_source, "train": asdict(cfg),
               "dataset": str(Path(dataset).resolve())}
@@ -111,13 +122,11 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print) -> dict:
     lr = lr or 3e-3
     cbs = [KeepBest(out, {**config, "lr": lr})]
     if cfg.patience:
-        cbs.append(EarlyStoppingCallback(monitor=MONITOR, comp=lambda a, b: a > b, patience=cfg.patience))
+        cbs.append(EarlyStoppingCallback(monitor=MONITOR, comp=np.greater, patience=cfg.patience))
     start = time.time()
     interrupted = False
     try:
-        if _distributed():
-            import fastai.distributed  # noqa: F401  (adds Learner.distrib_ctx; needs accelerate)
-        with learn.distrib_ctx(sync_bn=False) if _distributed() else _nullctx():
+        with distributed_training(learn, device):
             learn.fit_one_cycle(cfg.epochs, lr, cbs=cbs)
     except KeyboardInterrupt:
         interrupted = True
@@ -172,18 +181,6 @@ def valid_results(model, dl, n_classes: int, device) -> list:
 def _num(v):
     v = float(v) if v is not None else float("nan")
     return None if math.isnan(v) else v
-
-
-def _distributed() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-class _nullctx:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _save_current_figure(path: Path) -> None:

@@ -45,6 +45,11 @@ class StampNet(nn.Module):
         nn.init.zeros_(self.out.bias)
         nn.init.constant_(self.out.bias[:n_classes], -math.log((1 - SCORE_PRIOR) / SCORE_PRIOR))
 
+    @property
+    def device(self) -> torch.device:
+        """fastai's distributed wrapper asks the model for its device."""
+        return next(self.parameters()).device
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f3 = self.stem(x)
         f4 = self.last(f3)

@@ -108,7 +108,7 @@ class PhotoDataset(Dataset):
             buf = io.BytesIO()
             t.save(buf, "JPEG", quality=80)
             thumb = buf.getvalue()
-        return i, self.to_input(img), img.size, None, thumb
+        return i, self.to_input(img), img.info["source_size"], None, thumb
 
 
 def _collate(samples):
