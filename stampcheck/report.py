@@ -18,7 +18,7 @@ body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222
 .counts{display:flex;gap:1em;margin:1em 0}.count{padding:.8em 1.2em;border-radius:8px;background:#fff;
 box-shadow:0 1px 3px #0002}.count b{display:block;font-size:1.8em}.missing b{color:#c62828}
 .stamped b{color:#2e7d32}.unreadable b{color:#ef6c00}.grid{display:flex;flex-wrap:wrap;gap:10px}
-figure{margin:0;background:#fff;padding:6px;border-radius:6px;box-shadow:0 1px 3px #0002;width:200px}
+figure{margin:0;background:#fff;padding:6px;border-radius:6px;box-shadow:0 1px 3px #0002;width:168px}
 figcaption{font-size:12px;word-break:break-all}.tag{font-weight:bold}.tag.missing{color:#c62828}
 .tag.stamped{color:#2e7d32}table{border-collapse:collapse}td{padding:2px 8px;border-bottom:1px solid #ddd}
 """
@@ -50,7 +50,7 @@ def write_html(summary, path: Path, model_dir: Path) -> None:
         ok = id(r) in stamped
         data = _thumb_with_box(r, ok)
         tag = "stamped" if ok else "missing"
-        figures.append(f'<figure class="photo {tag}"><img alt="" src="data:image/jpeg;base64,{data}" width="192">'
+        figures.append(f'<figure class="photo {tag}"><img alt="" src="data:image/jpeg;base64,{data}" width="160">'
                        f'<figcaption><span class="tag {tag}">{tag}</span> score {r.score:.2f}<br>'
                        f'{html.escape(str(r.path))}</figcaption></figure>')
     errors = "".join(f"<tr><td>{html.escape(str(r.path))}</td><td>{html.escape(r.error)}</td></tr>"

@@ -238,3 +238,18 @@ def test_compose_on_real_product_photos(tmp_path):
     summary = compose_dataset(ComposeConfig(count=20, seed=0, backgrounds=SHARED_PHOTOS / "Milk"), tmp_path)
     assert summary["images"] == 20 and not summary["skipped_backgrounds"]
     assert len({b["name"] for b in summary["backgrounds"]}) > 20
+
+
+def test_several_stamp_classes(tmp_path):
+    seal = Image.new("RGB", (120, 80), "white")
+    seal.paste((20, 40, 200), (10, 10, 110, 70))
+    seal.save(tmp_path / "lab-seal.png")
+    cfg = ComposeConfig(count=30, seed=3, stamps=[DEFAULT_STAMP, tmp_path / "lab-seal.png"],
+                        looks=Looks(negative_share=0.2))
+    summary = compose_dataset(cfg, tmp_path / "ds")
+    assert summary["classes"] == ["lab-seal", "qc-passed"]
+    assert all(n > 0 for n in summary["stamp_instances"].values())
+    labels = {b.label for i in read_labels(tmp_path / "ds") for b in i.boxes}
+    assert labels == {"lab-seal", "qc-passed"}
+    coco = COCO(str(tmp_path / "ds" / "coco.json"))
+    assert sorted(c["name"] for c in coco.loadCats(coco.getCatIds())) == ["lab-seal", "qc-passed"]

@@ -180,3 +180,14 @@ def test_two_process_distributed_run(easy_dataset, tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert (tmp_path / "m" / "model.pkl").exists()
     assert len(json.loads((tmp_path / "m" / "metrics.json").read_text())["epochs"]) == 2
+
+
+def test_lr_find_and_early_stopping_from_the_cli(easy_dataset, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "stampcheck", "train", str(easy_dataset), "--out", str(tmp_path),
+                        "--arch", "resnet18", "--size", "64", "--bs", "8", "--epochs", "30", "--patience", "1",
+                        "--lr-find", "--no-pretrained", "--workers", "0"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=280)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert (tmp_path / "lr_find.png").stat().st_size > 1000
+    assert "lr_find suggests" in r.stdout
+    assert len(json.loads((tmp_path / "metrics.json").read_text())["epochs"]) < 30  # stopped early
