@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from icrawler import Crawler, Feeder, UrlListFeeder
+from icrawler import Crawler, UrlListFeeder
 from icrawler.builtin.baidu import BaiduFeeder
 from icrawler.builtin.bing import BingFeeder
 from icrawler.builtin.flickr import FlickrFeeder

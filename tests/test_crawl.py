@@ -16,12 +16,11 @@ import pytest
 from PIL import Image
 from requests.adapters import HTTPAdapter
 
-from crawler.download import CrawlStats
 from crawler.run import CrawlOptions, run_crawl
 from crawler.store import NEAR_DISTANCE, ImageStore
 from compose.composer import _no_progress
 from stampcheck.images import ImageLimits
-from tests.conftest import SHARED_PHOTOS, huge_header_png, photo
+from tests.conftest import huge_header_png, photo
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,12 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from compose.composer import ComposeConfig, compose_dataset
-from stampcheck.evaluate import coco_ap, evaluate
+from stampcheck.evaluate import coco_ap
 from stampcheck.dataset import read_labels
 from train.learner import TrainConfig, train
 from train.metrics import ImageResult, best_threshold, summarise
