@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
 
 from stampcheck.atomic import atomic_path, atomic_write_text
 from stampcheck.dataset import IMAGES_DIR, coco_dict, read_labels
+from train.detect import best_iou
 from train.metrics import ImageResult, summarise
 from train.predict import Predictor, predict_photos
 
@@ -39,7 +39,7 @@ def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str
                 continue
             item.width, item.height = r.width, r.height
             truth = torch.tensor([b.as_tuple() for b in item.boxes], dtype=torch.float32).view(-1, 4)
-            iou = float(box_iou(torch.tensor([r.top_box]), truth).max()) if len(truth) else 0.0
+            iou = best_iou(torch.tensor(r.top_box), truth)
             results.append(ImageResult(item.has_stamp, r.score, iou))
             detections.append((item, r.detections))
     thr = predictor.threshold

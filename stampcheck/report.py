@@ -7,7 +7,9 @@ import html
 import io
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image
+
+from compose.preview import draw_boxes
 
 from stampcheck.atomic import atomic_path, atomic_write_text
 from stampcheck.images import open_checked
@@ -30,11 +32,9 @@ def _thumb_with_box(r, stamped: bool) -> str:
     img = Image.open(io.BytesIO(r.thumbnail)).convert("RGB")
     if r.top_box and r.width:
         sx, sy = img.width / r.width, img.height / r.height
-        d = ImageDraw.Draw(img)
         boxes = [b for s, _, b in (r.detections or [])] if stamped else [r.top_box]
-        for b in boxes:
-            d.rectangle((b[0] * sx, b[1] * sy, b[2] * sx - 1, b[3] * sy - 1),
-                        outline=(0, 200, 0) if stamped else (255, 160, 0), width=2)
+        img = draw_boxes(img, [(b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in boxes],
+                         colour=(0, 200, 0) if stamped else (255, 160, 0))
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=80)
     return base64.b64encode(buf.getvalue()).decode()
@@ -74,10 +74,7 @@ def write_annotated(summary, folder: Path) -> None:
         if r.error:
             continue
         img = open_checked(r.path, PHOTO_LIMITS)
-        d = ImageDraw.Draw(img)
-        width = max(2, img.width // 200)
-        for s, _, b in r.detections or []:
-            if s >= summary.threshold:
-                d.rectangle((b[0], b[1], b[2] - 1, b[3] - 1), outline=(0, 220, 0), width=width)
+        boxes = [b for s, _, b in r.detections or [] if s >= summary.threshold]
+        img = draw_boxes(img, boxes, width=max(2, img.width // 200))
         with atomic_path(folder / f"{k:05d}_{r.path.stem}.jpg") as tmp:
             img.save(tmp, "JPEG", quality=90)

@@ -215,6 +215,7 @@ def plot_samples(model, dl, n_classes: int, device, threshold: float, path: Path
     from PIL import Image, ImageDraw
 
     from compose.draw import font
+    from compose.preview import draw_boxes
     from train.detect import detect, plain, to_pixels
 
     model.eval()
@@ -226,16 +227,13 @@ def plot_samples(model, dl, n_classes: int, device, threshold: float, path: Path
     tiles = []
     for b in range(len(xb)):
         arr = ((xb[b].float() * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).cpu().numpy()
-        img = Image.fromarray(arr)
-        d = ImageDraw.Draw(img)
         h, w = arr.shape[:2]
-        for box, lab in zip(boxes[b], labels[b]):
-            if lab > 0:
-                d.rectangle(to_pixels(box, w, h), outline=(0, 230, 0), width=2)
+        truth = [to_pixels(box, w, h) for box, lab in zip(boxes[b], labels[b]) if lab > 0]
+        img = draw_boxes(Image.fromarray(arr), truth)
         f = found[b]
         colour = (255, 40, 40) if f["score"] >= threshold else (255, 200, 0)
-        d.rectangle(to_pixels(f["box"], w, h), outline=colour, width=2)
-        d.text((3, 3), f"{f['score']:.2f}", fill=colour, font=font(14))
+        img = draw_boxes(img, [to_pixels(f["box"], w, h)], colour=colour)
+        ImageDraw.Draw(img).text((3, 3), f"{f['score']:.2f}", fill=colour, font=font(14))
         tiles.append(img)
     cols = 4
     size = tiles[0].size
