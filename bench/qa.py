@@ -6,7 +6,7 @@ qa:    `stampcheck qa` as a user runs it (parallel decoding, thumbnails, results
        index.html)
 Measured on a folder of real photos and on large (12 MP) JPEGs.
 
-    python -m bench.qa [--model DIR] [--photos DIR] [--large 24]
+    python -m bench.qa [--model DIR] [--photos DIR] [--large 64]
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, help="model folder (default: a tiny one trained here)")
     ap.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
-    ap.add_argument("--large", type=int, default=24, help="how many 12 MP JPEGs to test")
+    ap.add_argument("--large", type=int, default=64, help="how many 12 MP JPEGs to test")
     ap.add_argument("--bs", type=int, default=32)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-qa-"))

@@ -18,6 +18,7 @@ import torch
 from fastai.callback.core import Callback
 
 from compose.composer import ComposeConfig, compose_dataset
+from stampcheck.device import autocast_dtype
 from train.detect import plain
 from train.learner import TrainConfig, build_learner
 
@@ -51,6 +52,7 @@ def main() -> None:
     ap.add_argument("--bs", type=int, default=16)
     ap.add_argument("--batches", type=int, default=30)
     ap.add_argument("--workers", type=int)
+    ap.add_argument("--no-mixed-precision", dest="mixed_precision", action="store_false")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     dataset = args.dataset
@@ -58,7 +60,8 @@ def main() -> None:
         dataset = tmp / "ds"
         compose_dataset(ComposeConfig(count=int(args.bs * (args.batches + 4) / 0.8) + 8, seed=0,
                                       max_size=max(160, args.size * 3 // 2)), dataset, workers=2)
-    cfg = TrainConfig(arch=args.arch, size=args.size, bs=args.bs, pretrained=False, workers=args.workers)
+    cfg = TrainConfig(arch=args.arch, size=args.size, bs=args.bs, pretrained=False, workers=args.workers,
+                      mixed_precision=args.mixed_precision)
     learn, dls, classes, device, _ = build_learner(dataset, tmp / "model", cfg, log=lambda *a: None)
     timer = TrainTimer()
     learn.fit(1, 1e-3, cbs=[timer])
@@ -66,9 +69,8 @@ def main() -> None:
 
     model, loss_func, opt = learn.model, learn.loss_func, learn.opt
     xb, boxes, labels = (plain(t) for t in dls.train.one_batch())
-    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else \
-        torch.float16 if device.type == "cuda" else None
-    if device.type == "cuda":
+    dtype = autocast_dtype(device, cfg.mixed_precision)  # as the learner trains
+    if dtype is not None:
         xb = xb.contiguous(memory_format=torch.channels_last)
     model.train()
     steps = max(10, timer.images // args.bs)
@@ -85,7 +87,8 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
     alone = steps * args.bs / (time.perf_counter() - t)
-    print(f"device {device}, {args.arch} at {args.size} px, batch {args.bs}, loader workers {dls.train.num_workers}")
+    print(f"device {device}, {args.arch} at {args.size} px, batch {args.bs}, loader workers {dls.train.num_workers}, "
+          f"autocast {dtype or 'off (fp32)'}")
     print(f"end to end : {e2e:8.1f} images/s")
     print(f"model alone: {alone:8.1f} images/s")
     print(f"ratio      : {e2e / alone:8.2f}   (goal on a GPU >= 0.80)")

@@ -182,11 +182,17 @@ def train_cmd(
     pretrained: bool = typer.Option(True, help="Start from ImageNet weights when they can be had (torch's cache "
                                     "or a download); otherwise warn and train from scratch."),
     weights: Optional[Path] = typer.Option(None, help="A local .pth of torchvision ResNet weights to start from."),
+    init: Optional[Path] = typer.Option(None, help="Start from an earlier model folder of the same arch and "
+                                        "classes (fine-tune it on new photos or harder looks) instead of ResNet weights."),
     workers: Optional[int] = typer.Option(None, help="Data-loader processes (default: suited to the device)."),
     device: Optional[str] = typer.Option(None, help="cuda, cuda:1, cpu... (default: the GPU when there is one)."),
     patience: int = typer.Option(0, min=0, help="Stop after this many epochs without a better valid 'correct' "
                                  "share (0: never stop early)."),
     seed: int = typer.Option(0, help="Random seed."),
+    augment: bool = typer.Option(True, help="Random small rotation, zoom, lighting and warp on each batch (never "
+                                 "flips). Composed data already varies its looks; augmenting also slows early learning."),
+    mixed_precision: bool = typer.Option(True, help="Autocast to bf16 (fp16 on GPUs without bf16) where the "
+                                         "hardware runs it natively: CUDA GPUs and CPUs with AVX512-BF16 or AMX."),
 ):
     """Train one ResNet detector for stamp presence and location; keeps the best epoch by the share of
     valid images judged right (presence, and IoU >= 0.5 for stamped ones)."""
@@ -194,8 +200,9 @@ def train_cmd(
     from train.learner import TrainConfig, train
 
     cfg = TrainConfig(arch=arch, size=size, epochs=epochs, bs=bs, lr=lr, lr_find=lr_find, pretrained=pretrained,
-                      weights=str(weights) if weights else None, workers=workers, device=device,
-                      patience=patience, seed=seed)
+                      weights=str(weights) if weights else None, init=str(init) if init else None, workers=workers, device=device,
+                      patience=patience, seed=seed, augment=augment,
+                      mixed_precision=mixed_precision)
     try:
         train(dataset, out, cfg, log=report.print)
     except (DatasetError, ValueError, FileNotFoundError) as e:

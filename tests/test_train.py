@@ -18,7 +18,8 @@ from compose.looks import Looks
 from stampcheck.dataset import DatasetError, read_labels
 from train.data import stamp_dataloaders
 from train.detect import assign, plain
-from train.learner import TrainConfig, train
+from stampcheck.device import cpu_has_bf16
+from train.learner import TrainConfig, build_learner, train
 from train.model import build_model
 from train.predict import Predictor
 
@@ -111,6 +112,37 @@ def test_export_reload_predict_same_numbers(easy_dataset, tmp_path):
         assert torch.allclose(learn.model(xin), p1.model(xin), atol=1e-5)
 
 
+def test_init_from_an_earlier_model_goes_on_from_its_weights(easy_dataset, tmp_path):
+    cfg = dict(arch="resnet18", size=64, bs=8, pretrained=False, workers=0)
+    train(easy_dataset, tmp_path / "a", TrainConfig(epochs=1, **cfg))
+    before = torch.load(tmp_path / "a" / "model.pth", weights_only=True)
+    learn, *_ = build_learner(easy_dataset, tmp_path / "b", TrainConfig(init=str(tmp_path / "a"), **cfg),
+                              log=lambda *a: None)
+    after = learn.model.state_dict()
+    assert all(torch.equal(before[k], after[k].cpu()) for k in before)
+    metrics = train(easy_dataset, tmp_path / "b", TrainConfig(epochs=1, init=str(tmp_path / "a"), **cfg))
+    assert metrics["epochs"] and str(tmp_path / "a") in json.loads((tmp_path / "b" / "config.json").read_text())["weights_source"]
+    with pytest.raises(ValueError, match="resnet18"):
+        build_learner(easy_dataset, tmp_path / "c", TrainConfig(**{**cfg, "arch": "resnet34"}, init=str(tmp_path / "a")))
+    with pytest.raises(ValueError, match="not a stampcheck model"):
+        build_learner(easy_dataset, tmp_path / "c", TrainConfig(init=str(tmp_path / "nothing"), **cfg))
+
+
+@pytest.mark.parametrize("mixed", [True, False])
+def test_mixed_precision_autocasts_the_forward_pass_where_the_cpu_has_bf16(easy_dataset, tmp_path, mixed):
+    if mixed and not cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16; training stays in fp32 there")
+    learn, *_ = build_learner(easy_dataset, tmp_path, TrainConfig(arch="resnet18", size=64, bs=8, pretrained=False,
+                                                                  workers=0, mixed_precision=mixed),
+                              log=lambda *a: None)
+    seen = set()
+    learn.model.stem[0].register_forward_hook(lambda m, i, o: seen.add(o.dtype))
+    learn.fit(1, 1e-3)
+    assert seen == ({torch.bfloat16} if mixed else {torch.float32})
+    assert np.isfinite(learn.recorder.values[-1][0])
+    assert learn.model.stem[0].weight.dtype == torch.float32  # master weights stay fp32
+
+
 def test_overfits_16_images(tmp_path):
     src = tmp_path / "ds"
     compose_dataset(ComposeConfig(count=16, seed=3, max_size=96, looks=Looks(**{**EASY.to_dict(), "negative_share": 0.0})), src)
@@ -183,11 +215,16 @@ def test_two_process_distributed_run(easy_dataset, tmp_path):
 
 
 def test_lr_find_and_early_stopping_from_the_cli(easy_dataset, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "stampcheck", "train", str(easy_dataset), "--out", str(tmp_path),
+    # a relative --out, as users type it (fastai joins its own path with relative names)
+    r = subprocess.run([sys.executable, "-m", "stampcheck", "train", str(easy_dataset), "--out", "model",
                         "--arch", "resnet18", "--size", "64", "--bs", "8", "--epochs", "30", "--patience", "1",
-                        "--lr-find", "--no-pretrained", "--workers", "0"], capture_output=True, text=True, cwd=ROOT,
-                       timeout=280)
+                        "--lr-find", "--no-pretrained", "--workers", "0"], capture_output=True, text=True,
+                       cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=280)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    tmp_path = tmp_path / "model"
+    assert (tmp_path / "model.pkl").exists()
     assert (tmp_path / "lr_find.png").stat().st_size > 1000
     assert "lr_find suggests" in r.stdout
+    # piped: one line per epoch, no redrawn bar, no raw lists
+    assert "epoch 1/30  train_loss" in r.stdout and "\r" not in r.stdout and "[0, " not in r.stdout
     assert len(json.loads((tmp_path / "metrics.json").read_text())["epochs"]) < 30  # stopped early

@@ -10,11 +10,12 @@ from __future__ import annotations
 import io
 import json
 import math
+import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import fastai.callback.fp16  # noqa: F401  (adds Learner.to_fp16 / to_bf16)
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle / lr_find)
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from train.detect import StampLoss
 from train.distributed import distributed_training
 from train.metrics import METRIC_KEYS, best_threshold, detection_metrics, image_results, summarise
 from train.model import build_model
+from train.precision import set_precision
 
 MONITOR = "correct"  # see train.metrics: share of valid images judged right, presence and box;
 # ties (common once it reaches 1.0 on small sets) go to the epoch with the better mean IoU
@@ -46,11 +48,13 @@ class TrainConfig:
     lr_find: bool = False
     pretrained: bool = True
     weights: str | None = None
+    init: str | None = None        # an earlier stampcheck model folder to start from (fine-tuning)
     workers: int | None = None     # data-loader processes; None: picked for the device
     device: str | None = None      # None: cuda if available
     patience: int = 0              # early stopping after this many epochs without improvement
     seed: int = 0
     augment: bool = True
+    mixed_precision: bool = True   # bf16/fp16 autocast where the hardware runs it natively
 
 
 class KeepBest(Callback):
@@ -69,6 +73,37 @@ class KeepBest(Callback):
             return
         self.best, self.best_epoch = value, self.epoch
         save_weights(self.learn.model, self.out, {**self.config, "best_epoch": self.epoch, MONITOR: value[0]})
+
+
+class EpochLog(Callback):
+    """One line per epoch where stdout is a log or a pipe: there fastai's redrawn progress bar
+    would pile up into one unreadable line."""
+
+    order = 75
+
+    def __init__(self, log):
+        self.log, self.start, self.saved_logger = log, 0.0, None
+
+    def before_fit(self):
+        # without fastai's bar its Recorder prints each epoch's raw list; this line replaces it
+        self.saved_logger, self.learn.logger = self.learn.logger, _silent
+
+    def after_fit(self):
+        self.learn.logger = self.saved_logger
+
+    def before_epoch(self):
+        self.start = time.time()
+
+    def after_epoch(self):
+        if rank_distrib() != 0:
+            return
+        names, values = self.recorder.metric_names[1:-1], self.recorder.values[-1]
+        figures = "  ".join(f"{n} {float(v):.3f}" for n, v in zip(names, values))
+        self.log(f"epoch {self.epoch + 1}/{self.n_epoch}  {figures}  ({time.time() - self.start:.0f} s)")
+
+
+def _silent(*args):
+    pass
 
 
 def _unwrap(model):
@@ -91,20 +126,37 @@ def build_learner(dataset: Path, out: Path, cfg: TrainConfig, log=print):
     workers = cfg.workers if cfg.workers is not None else (min(8, cpu_count()) if device.type == "cuda"
                                                            else max(0, min(2, cpu_count() - 1)))
     dls, classes = stamp_dataloaders(dataset, cfg.size, cfg.bs, workers, device, cfg.augment)
-    model, weights_source = build_model(cfg.arch, len(classes), cfg.pretrained,
-                                        Path(cfg.weights) if cfg.weights else None, log=log)
+    if cfg.init and cfg.weights:
+        raise ValueError("--init (an earlier stampcheck model) and --weights (ResNet weights) exclude each other")
+    if cfg.init:
+        model, weights_source = model_from_folder(Path(cfg.init), cfg.arch, classes)
+    else:
+        model, weights_source = build_model(cfg.arch, len(classes), cfg.pretrained,
+                                            Path(cfg.weights) if cfg.weights else None, log=log)
     learn = Learner(dls, model, loss_func=StampLoss(len(classes)), opt_func=Adam,
                     metrics=detection_metrics(len(classes)), path=out, model_dir=".")
-    dtype = autocast_dtype(device)
-    if dtype is not None:
-        learn.model = learn.model.to(memory_format=torch.channels_last)
-        learn = learn.to_bf16() if dtype == torch.bfloat16 else learn.to_fp16()
+    set_precision(learn, device, cfg.mixed_precision)
     return learn, dls, classes, device, weights_source
+
+
+def model_from_folder(model_dir: Path, arch: str, classes: list[str]):
+    """The network of an earlier ``stampcheck train`` run, to go on training it on new data."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+        state = torch.load(model_dir / "model.pth", map_location="cpu", weights_only=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ValueError(f"--init {model_dir}: not a stampcheck model folder ({e})") from e
+    if config.get("arch") != arch or config.get("classes") != classes:
+        raise ValueError(f"--init {model_dir}: that model is {config.get('arch')} for classes "
+                         f"{config.get('classes')}; this run is {arch} for {classes}")
+    model, _ = build_model(arch, len(classes), pretrained=False)
+    model.load_state_dict(state)
+    return model, f"the model in {model_dir}"
 
 
 def train(dataset: Path, out: Path, cfg: TrainConfig, log=print) -> dict:
     """Train on ``dataset`` (the dataset contract) and fill ``out``; return metrics.json's content."""
-    out = Path(out)
+    out = Path(out).resolve()  # fastai joins learn.path with relative names; keep every path absolute
     out.mkdir(parents=True, exist_ok=True)
     learn, dls, classes, device, weights_source = build_learner(dataset, out, cfg, log)
     log(f"{cfg.arch} on {device}; {'from scratch' if 'could not' in weights_source else weights_source}; "
@@ -113,8 +165,11 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print) -> dict:
               "threshold": 0.5, "weights_source": weights_source, "train": asdict(cfg),
               "dataset": str(Path(dataset).resolve())}
     lr = cfg.lr
+    piped = not sys.stdout.isatty()
+    quiet_bar = learn.no_bar if piped else nullcontext
     if cfg.lr_find:
-        suggestion = learn.lr_find(show_plot=True)
+        with quiet_bar():
+            suggestion = learn.lr_find(show_plot=True)
         _save_current_figure(out / "lr_find.png")
         lr = float(suggestion.valley)
         log(f"lr_find suggests {lr:.2e}")
@@ -122,10 +177,12 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print) -> dict:
     cbs = [KeepBest(out, {**config, "lr": lr})]
     if cfg.patience:
         cbs.append(EarlyStoppingCallback(monitor=MONITOR, comp=np.greater, patience=cfg.patience))
+    if piped:
+        cbs.append(EpochLog(log))
     start = time.time()
     interrupted = False
     try:
-        with distributed_training(learn, device):
+        with distributed_training(learn, device), quiet_bar():
             learn.fit_one_cycle(cfg.epochs, lr, cbs=cbs)
     except KeyboardInterrupt:
         interrupted = True
@@ -144,7 +201,8 @@ def finish(learn: Learner, out: Path, classes: list[str], dls, device, train_sec
     config = json.loads((out / "config.json").read_text())
     model = _unwrap(learn.model)
     model.load_state_dict(torch.load(out / "model.pth", map_location=device, weights_only=True))
-    results = valid_results(model, dls.valid, len(classes), device)
+    results = valid_results(model, dls.valid, len(classes), device,
+                            config["train"].get("mixed_precision", True))
     config["threshold"] = best_threshold(results)
     final = summarise(results, config["threshold"])
     config["valid"] = final
@@ -166,10 +224,10 @@ def finish(learn: Learner, out: Path, classes: list[str], dls, device, train_sec
 
 
 @torch.no_grad()
-def valid_results(model, dl, n_classes: int, device) -> list:
+def valid_results(model, dl, n_classes: int, device, mixed_precision: bool = True) -> list:
     model.eval()
     results = []
-    dtype = autocast_dtype(device)
+    dtype = autocast_dtype(device, mixed_precision)
     for xb, boxes, labels in dl:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = model(xb)

@@ -32,9 +32,11 @@ class ModelError(RuntimeError):
 
 
 class Predictor:
-    """A trained model folder (config.json + model.pth) ready to score batches."""
+    """A trained model folder (config.json + model.pth) ready to score batches.
 
-    def __init__(self, model_dir: Path, device: str | None = None):
+    ``mixed_precision`` None follows the training run (its valid threshold was chosen that way)."""
+
+    def __init__(self, model_dir: Path, device: str | None = None, mixed_precision: bool | None = None):
         model_dir = Path(model_dir)
         try:
             self.config = json.loads((model_dir / "config.json").read_text())
@@ -46,11 +48,17 @@ class Predictor:
         self.size = int(self.config["size"])
         self.threshold = float(self.config["threshold"])
         self.device = pick_device(device)
-        self.dtype = autocast_dtype(self.device)
-        model, _ = build_model(self.config["arch"], len(self.classes), pretrained=False)
-        model.load_state_dict(state)
+        if mixed_precision is None:
+            mixed_precision = self.config.get("train", {}).get("mixed_precision", True)
+        self.dtype = autocast_dtype(self.device, mixed_precision)
+        with torch.device("meta"):  # skip the random initialisation of weights about to be replaced
+            model, _ = build_model(self.config["arch"], len(self.classes), pretrained=False)
+        try:
+            model.load_state_dict(state, assign=True)
+        except RuntimeError as e:
+            raise ModelError(f"{model_dir}/model.pth does not match its config.json ({e})") from e
         model.eval().to(self.device)
-        if self.device.type == "cuda":
+        if self.dtype is not None:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.mean = torch.tensor(self.config["mean"], device=self.device).view(1, 3, 1, 1) * 255
@@ -65,7 +73,7 @@ class Predictor:
     def predict(self, batch: torch.Tensor, threshold: float | None = None) -> list[dict]:
         """uint8 (B, 3, S, S) -> per photo: score, top box, detections (boxes in -1..1)."""
         x = (batch.to(self.device, non_blocking=True).float() - self.mean) / self.std
-        if self.device.type == "cuda":
+        if self.dtype is not None:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
             out = self.model(x)
