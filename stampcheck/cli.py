@@ -226,7 +226,7 @@ def qa(
     from rich.table import Table
 
     from stampcheck.qa import UsageError, run_qa
-    from train.predict import ModelError
+    from train.model import ModelError
 
     try:
         summary = run_qa(model, photos, out, threshold, bs, workers, device, annotate, progress=progress_bar)
@@ -253,7 +253,7 @@ def evaluate(
     """Presence accuracy, precision, recall, F1, mean IoU, IoU>=0.5 share and COCO AP on a labelled set."""
     from stampcheck.dataset import DatasetError
     from stampcheck.evaluate import evaluate as run_evaluate
-    from train.predict import ModelError
+    from train.model import ModelError
 
     try:
         result = run_evaluate(model, dataset, out, split, bs, workers, device, progress=progress_bar)

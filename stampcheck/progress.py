@@ -9,7 +9,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 
 console = Console(stderr=True)  # progress, warnings and errors
-report = Console()              # results: summary tables and figures, on stdout
+report = Console(soft_wrap=True)  # results on stdout; long lines stay whole in logs and pipes
 
 
 @contextmanager

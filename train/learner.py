@@ -31,7 +31,7 @@ from train.data import MEAN, STD, stamp_dataloaders
 from train.detect import StampLoss
 from train.distributed import distributed_training
 from train.metrics import METRIC_KEYS, best_threshold, detection_metrics, image_results, summarise
-from train.model import build_model
+from train.model import ModelError, build_model, load_model_dir
 from train.precision import set_precision
 
 MONITOR = "correct"  # see train.metrics: share of valid images judged right, presence and box;
@@ -141,16 +141,10 @@ def build_learner(dataset: Path, out: Path, cfg: TrainConfig, log=print):
 
 def model_from_folder(model_dir: Path, arch: str, classes: list[str]):
     """The network of an earlier ``stampcheck train`` run, to go on training it on new data."""
-    try:
-        config = json.loads((model_dir / "config.json").read_text())
-        state = torch.load(model_dir / "model.pth", map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise ValueError(f"--init {model_dir}: not a stampcheck model folder ({e})") from e
+    config, model = load_model_dir(model_dir)
     if config.get("arch") != arch or config.get("classes") != classes:
-        raise ValueError(f"--init {model_dir}: that model is {config.get('arch')} for classes "
+        raise ModelError(f"--init {model_dir}: that model is {config.get('arch')} for classes "
                          f"{config.get('classes')}; this run is {arch} for {classes}")
-    model, _ = build_model(arch, len(classes), pretrained=False)
-    model.load_state_dict(state)
     return model, f"the model in {model_dir}"
 
 

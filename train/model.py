@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 import warnings
@@ -55,6 +56,29 @@ class StampNet(nn.Module):
         f4 = self.last(f3)
         p = self.lat3(f3) + F.interpolate(self.lat4(f4), size=f3.shape[-2:], mode="nearest")
         return self.out(self.smooth(p))
+
+
+class ModelError(ValueError):
+    """A model folder that cannot be used: missing, corrupt, or not what the caller needs."""
+
+
+def load_model_dir(model_dir: Path) -> tuple[dict, StampNet]:
+    """config.json and the network holding model.pth's weights, from a `stampcheck train` folder."""
+    model_dir = Path(model_dir)
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+        state = torch.load(model_dir / "model.pth", map_location="cpu", weights_only=True)
+        arch, n_classes = config["arch"], len(config["classes"])
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+        raise ModelError(f"{model_dir} is not a stampcheck model folder ({e}); "
+                         "make one with `stampcheck train`") from e
+    with torch.device("meta"):  # skip the random initialisation of weights about to be replaced
+        model, _ = build_model(arch, n_classes, pretrained=False)
+    try:
+        model.load_state_dict(state, assign=True)
+    except RuntimeError as e:
+        raise ModelError(f"{model_dir}/model.pth does not match its config.json ({e})") from e
+    return config, model
 
 
 def build_model(arch: str, n_classes: int, pretrained: bool = True, weights: Path | None = None,

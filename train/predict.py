@@ -8,7 +8,6 @@ nothing is decoded twice.
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,15 +19,11 @@ from torch.utils.data import DataLoader, Dataset
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from stampcheck.images import ImageLimits, ImageRejected, open_checked
 from train.detect import detect, to_pixels
-from train.model import build_model
+from train.model import load_model_dir
 
 # Phone photos are fine; only headers claiming absurd sizes are refused.
 PHOTO_LIMITS = ImageLimits(min_side=16, max_pixels=250_000_000, max_aspect=20.0)
 THUMB = 160  # report thumbnails; small enough that JPEG draft decoding still applies
-
-
-class ModelError(RuntimeError):
-    pass
 
 
 class Predictor:
@@ -37,13 +32,7 @@ class Predictor:
     ``mixed_precision`` None follows the training run (its valid threshold was chosen that way)."""
 
     def __init__(self, model_dir: Path, device: str | None = None, mixed_precision: bool | None = None):
-        model_dir = Path(model_dir)
-        try:
-            self.config = json.loads((model_dir / "config.json").read_text())
-            state = torch.load(model_dir / "model.pth", map_location="cpu", weights_only=True)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise ModelError(f"{model_dir} is not a stampcheck model folder ({e}); "
-                             "make one with `stampcheck train`") from e
+        self.config, model = load_model_dir(model_dir)
         self.classes = self.config["classes"]
         self.size = int(self.config["size"])
         self.threshold = float(self.config["threshold"])
@@ -51,12 +40,6 @@ class Predictor:
         if mixed_precision is None:
             mixed_precision = self.config.get("train", {}).get("mixed_precision", True)
         self.dtype = autocast_dtype(self.device, mixed_precision)
-        with torch.device("meta"):  # skip the random initialisation of weights about to be replaced
-            model, _ = build_model(self.config["arch"], len(self.classes), pretrained=False)
-        try:
-            model.load_state_dict(state, assign=True)
-        except RuntimeError as e:
-            raise ModelError(f"{model_dir}/model.pth does not match its config.json ({e})") from e
         model.eval().to(self.device)
         if self.dtype is not None:
             model = model.to(memory_format=torch.channels_last)
