@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
-from stampcheck.images import ImageLimits, ImageRejected, open_checked
+from stampcheck.images import ImageLimits, ImageRejected, fit_within, open_checked
 from train.detect import detect, to_pixels
 from train.model import load_model_dir
 
@@ -94,8 +94,7 @@ class PhotoDataset(Dataset):
             return i, None, (0, 0), f"unreadable: {type(e).__name__}: {e}", None
         thumb = None
         if self.thumbnails:
-            t = img.copy()
-            t.thumbnail((THUMB, THUMB))
+            t = fit_within(img, THUMB)
             buf = io.BytesIO()
             t.save(buf, "JPEG", quality=80)
             thumb = buf.getvalue()
