@@ -25,7 +25,7 @@ def pick_device(name: str | None = None):
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU does bf16 maths natively (AVX512-BF16 or AMX). There, autocasting to bf16
-    trains about 1.7x and predicts about 2x faster; elsewhere bf16 is emulated and slower than fp32."""
+    trains about 1.4x and predicts about 2x faster; elsewhere bf16 is emulated and slower than fp32."""
     import torch
 
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
