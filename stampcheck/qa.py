@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stampcheck.atomic import atomic_path
+from stampcheck.report import thumbnail_jpeg, write_annotated, write_html
 from train.predict import PhotoResult, Predictor, predict_photos
 
 RESULT_COLUMNS = ["file", "status", "has_stamp", "score", "x0", "y0", "x1", "y1", "error"]
@@ -81,8 +82,9 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
             progress(len(files), "checking photos") as advance:
         writer = csv.DictWriter(fcsv, fieldnames=RESULT_COLUMNS, lineterminator="\n")
         writer.writeheader()
-        for r in predict_photos(predictor, files, bs=bs, workers=workers, threshold=thr, thumbnails=True):
+        for r in predict_photos(predictor, files, bs=bs, workers=workers, threshold=thr, previews=True):
             rows = result_rows(r, thr)
+            r.thumbnail, r.preview = thumbnail_jpeg(r, rows[0]["has_stamp"] == 1), None
             writer.writerows(rows)
             for row in rows:
                 fjson.write(json.dumps({**row, "width": r.width, "height": r.height}) + "\n")
@@ -95,8 +97,6 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
                 summary.missing += 1
             summary.results.append(r)
             advance(1)
-    from stampcheck.report import write_annotated, write_html
-
     write_html(summary, out / "index.html", model_dir)
     if annotate:
         write_annotated(summary, out / "annotated")

@@ -7,7 +7,6 @@ import html
 import io
 from pathlib import Path
 
-from PIL import Image
 
 from compose.preview import draw_boxes
 
@@ -26,10 +25,12 @@ figcaption{font-size:12px;word-break:break-all}.tag{font-weight:bold}.tag.missin
 """
 
 
-def _thumb_with_box(r, stamped: bool) -> str:
-    if not r.thumbnail:
-        return ""
-    img = Image.open(io.BytesIO(r.thumbnail)).convert("RGB")
+def thumbnail_jpeg(r, stamped: bool) -> bytes | None:
+    """The report's thumbnail: the result's preview with its boxes drawn (all detections when
+    stamped, else the best guess in orange), as JPEG; held instead of the preview's pixels."""
+    if r.preview is None:
+        return None
+    img = r.preview
     if r.top_box and r.width:
         sx, sy = img.width / r.width, img.height / r.height
         boxes = [b for s, _, b in (r.detections or [])] if stamped else [r.top_box]
@@ -37,7 +38,7 @@ def _thumb_with_box(r, stamped: bool) -> str:
                          colour=(0, 200, 0) if stamped else (255, 160, 0))
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=80)
-    return base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
 
 
 def write_html(summary, path: Path, model_dir: Path) -> None:
@@ -48,7 +49,7 @@ def write_html(summary, path: Path, model_dir: Path) -> None:
     figures = []
     for r in readable:
         ok = id(r) in stamped
-        data = _thumb_with_box(r, ok)
+        data = base64.b64encode(r.thumbnail or b"").decode()
         tag = "stamped" if ok else "missing"
         figures.append(f'<figure class="photo {tag}"><img alt="" src="data:image/jpeg;base64,{data}" width="160">'
                        f'<figcaption><span class="tag {tag}">{tag}</span> score {r.score:.2f}<br>'

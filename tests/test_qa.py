@@ -1,11 +1,16 @@
+import base64
 import csv
+import io
 import json
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from compose.composer import ComposeConfig, compose_dataset
 from stampcheck.evaluate import coco_ap
@@ -93,6 +98,10 @@ def test_report_html_shows_counts_in_a_real_browser(tiny_model, photo_folder, tm
     assert '<div class="count missing" id="missing"><b>7</b>' in dom
     assert '<div class="count unreadable" id="unreadable"><b>2</b>' in dom
     assert dom.count('<figure class="photo missing"') == 7
+    thumbs = [Image.open(io.BytesIO(base64.b64decode(d))) for d in re.findall(r'base64,([^"]+)"', page.read_text())]
+    assert len(thumbs) == 7 and all(t.format == "JPEG" and max(t.size) <= 160 for t in thumbs)
+    orange = [np.abs(np.asarray(t.convert("RGB"), dtype=int) - (255, 160, 0)).sum(-1) < 60 for t in thumbs]
+    assert all(o.sum() >= 20 for o in orange)  # the best guess is drawn in orange on photos judged missing
     assert len(list((tmp_path / "annotated").iterdir())) == 7
 
 

@@ -1,13 +1,12 @@
 """Inference on photos: load a model folder, read photos in parallel, predict in batches.
 
 Used by `qa` and `evaluate`. Photos are decoded at reduced scale (JPEG draft mode) since the
-model sees only ``size`` pixels, and each worker also returns a small thumbnail for reports, so
+model sees only ``size`` pixels, and each worker also returns a small preview for reports, so
 nothing is decoded twice.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,12 +73,13 @@ class PhotoResult:
     top_box: list[float] | None = None
     detections: list[tuple[float, str, list[float]]] | None = None  # (score, class, box)
     error: str | None = None
-    thumbnail: bytes | None = None
+    preview: Image.Image | None = None  # the photo at report-thumbnail size, upright, when asked for
+    thumbnail: bytes | None = None      # the report's JPEG, made from preview by whoever draws on it
 
 
 class PhotoDataset(Dataset):
-    def __init__(self, files: list[Path], predictor: Predictor, thumbnails: bool):
-        self.files, self.size, self.thumbnails = files, predictor.size, thumbnails
+    def __init__(self, files: list[Path], predictor: Predictor, previews: bool):
+        self.files, self.size, self.previews = files, predictor.size, previews
         self.to_input = predictor.to_input
 
     def __len__(self):
@@ -92,12 +92,8 @@ class PhotoDataset(Dataset):
             return i, None, (0, 0), str(e), None
         except Exception as e:  # whatever else a broken file does, it must not stop the batch
             return i, None, (0, 0), f"unreadable: {type(e).__name__}: {e}", None
-        thumb = None
-        if self.thumbnails:
-            t = fit_within(img, THUMB)
-            buf = io.BytesIO()
-            t.save(buf, "JPEG", quality=80)
-            thumb = buf.getvalue()
+        # kept as pixels: the report draws the boxes on it and encodes it once
+        thumb = fit_within(img, THUMB) if self.previews else None
         return i, self.to_input(img), img.info["source_size"], None, thumb
 
 
@@ -106,7 +102,7 @@ def _collate(samples):
 
 
 def predict_photos(predictor: Predictor, files: list[Path], bs: int = 32, workers: int | None = None,
-                   threshold: float | None = None, thumbnails: bool = False, low_threshold: float | None = None):
+                   threshold: float | None = None, previews: bool = False, low_threshold: float | None = None):
     """Yield a PhotoResult per file, in batches, in file order. ``low_threshold`` keeps lower
     scoring detections too (for AP)."""
     if workers is None:
@@ -114,7 +110,7 @@ def predict_photos(predictor: Predictor, files: list[Path], bs: int = 32, worker
         # beyond a few cores (on 2 cores they cost 30-40% of the speed).
         workers = min(8, cpu_count()) if predictor.device.type == "cuda" else cpu_count() // 4
     workers = min(workers, max(0, len(files) - 1))
-    loader = DataLoader(PhotoDataset(files, predictor, thumbnails), batch_size=bs, num_workers=workers,
+    loader = DataLoader(PhotoDataset(files, predictor, previews), batch_size=bs, num_workers=workers,
                         collate_fn=_collate, pin_memory=False, prefetch_factor=4 if workers else None)
     thr = predictor.threshold if threshold is None else threshold
     for samples in loader:
@@ -122,7 +118,7 @@ def predict_photos(predictor: Predictor, files: list[Path], bs: int = 32, worker
         found = predictor.predict(torch.stack([s[1] for s in good]), low_threshold or thr) if good else []
         by_index = {s[0]: f for s, f in zip(good, found)}
         for i, tensor, (w, h), error, thumb in samples:
-            r = PhotoResult(files[i], w, h, error=error, thumbnail=thumb)
+            r = PhotoResult(files[i], w, h, error=error, preview=thumb)
             f = by_index.get(i)
             if f is not None:
                 r.score = f["score"]
