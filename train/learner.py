@@ -153,7 +153,10 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print) -> dict:
     out = Path(out).resolve()  # fastai joins learn.path with relative names; keep every path absolute
     out.mkdir(parents=True, exist_ok=True)
     learn, dls, classes, device, weights_source = build_learner(dataset, out, cfg, log)
-    log(f"{cfg.arch} on {device}; {'from scratch' if 'could not' in weights_source else weights_source}; "
+    dtype = autocast_dtype(device, cfg.mixed_precision)
+    precision = f"{str(dtype).removeprefix('torch.')} autocast" if dtype else "fp32"
+    log(f"{cfg.arch} on {device} ({precision}); "
+        f"{'from scratch' if 'could not' in weights_source else weights_source}; "
         f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images")
     config = {"arch": cfg.arch, "size": cfg.size, "classes": classes, "mean": list(MEAN), "std": list(STD),
               "threshold": 0.5, "weights_source": weights_source, "train": asdict(cfg),
