@@ -7,8 +7,8 @@ on a CPU the full range of looks gives too little signal to start learning, so -
 first trains on clearly inked stamps on the same backgrounds and then goes on from that model
 (`stampcheck train --init`) with the full looks: a two-step curriculum.
 
-    python -m bench.quality [--photos DIR] [--images 6000] [--arch resnet18] [--size 128]
-                            [--epochs 20] [--warmup-epochs 6] [--out DIR]
+    python -m bench.quality [--photos DIR] [--images 12000] [--arch resnet18] [--size 128]
+                            [--epochs 10] [--warmup-epochs 8] [--out DIR]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 from compose.composer import ComposeConfig, _no_progress, compose_dataset
@@ -23,6 +24,7 @@ from compose.looks import Looks
 from stampcheck.device import cpu_count
 from train.learner import TrainConfig, train
 
+log = partial(print, flush=True)  # epoch lines show up in a redirected log as they come
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "product-photos"
 # The warm-up looks: the same stamp and scenes, larger and clearly inked.
 CLEAR = Looks(scale=(0.15, 0.4), opacity=(0.85, 1.0), fade=(0.0, 0.2), blur=(0.0, 0.5), noise=(0.0, 3.0),
@@ -32,14 +34,14 @@ CLEAR = Looks(scale=(0.15, 0.4), opacity=(0.85, 1.0), fade=(0.0, 0.2), blur=(0.0
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
-    ap.add_argument("--images", type=int, default=6000)
+    ap.add_argument("--images", type=int, default=12000)
     ap.add_argument("--max-size", type=int, default=192)
     ap.add_argument("--arch", default="resnet18")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--bs", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--warmup-epochs", type=int, default=6, help="0: no curriculum (use with pretrained weights)")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--warmup-epochs", type=int, default=8, help="0: no curriculum (use with pretrained weights)")
     ap.add_argument("--weights", type=Path)
     ap.add_argument("--augment", action="store_true", help="fastai batch augmentations on top of the looks")
     ap.add_argument("--out", type=Path, default=Path("data/bench-quality"))
@@ -54,13 +56,13 @@ def main() -> None:
                                       max_size=args.max_size, looks=CLEAR), args.out / "clear",
                         workers=workers, progress=_no_progress)
         warm = train(args.out / "clear", args.out / "model-clear",
-                     TrainConfig(epochs=args.warmup_epochs, **common))
+                     TrainConfig(epochs=args.warmup_epochs, **common), log=log)
         print("warm-up (clear stamps), valid:", json.dumps(warm["final"]))
         init = str(args.out / "model-clear")
         common = {**common, "weights": None}
     compose_dataset(ComposeConfig(count=args.images, seed=0, backgrounds=args.photos, max_size=args.max_size),
                     args.out / "full", workers=workers, progress=_no_progress)
-    full = train(args.out / "full", args.out / "model", TrainConfig(epochs=args.epochs, init=init, **common))
+    full = train(args.out / "full", args.out / "model", TrainConfig(epochs=args.epochs, init=init, **common), log=log)
     f = full["final"]
     print(f"default looks on {args.photos.name} backgrounds, {args.arch} {args.size} px, {args.epochs} epochs "
           f"(+{args.warmup_epochs} warm-up), {time.time() - start:.0f} s")
