@@ -59,7 +59,7 @@ def result_rows(r: PhotoResult, threshold: float) -> list[dict]:
     base = {"file": str(r.path), "status": "error" if r.error else "ok", "error": r.error or ""}
     if r.error:
         return [{**base, "has_stamp": "", "score": "", "x0": "", "y0": "", "x1": "", "y1": ""}]
-    dets = [d for d in (r.detections or []) if d[0] >= threshold]
+    dets = r.found(threshold)
     if not dets:
         return [{**base, "has_stamp": 0, "score": round(r.score, 4), "x0": "", "y0": "", "x1": "", "y1": ""}]
     return [{**base, "has_stamp": 1, "score": round(s, 4), "x0": round(b[0]), "y0": round(b[1]),
@@ -84,7 +84,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         writer.writeheader()
         for r in predict_photos(predictor, files, bs=bs, workers=workers, threshold=thr, previews=True):
             rows = result_rows(r, thr)
-            r.thumbnail, r.preview = thumbnail_jpeg(r, rows[0]["has_stamp"] == 1), None
+            r.thumbnail, r.preview = thumbnail_jpeg(r, thr), None
             writer.writerows(rows)
             for row in rows:
                 fjson.write(json.dumps({**row, "width": r.width, "height": r.height}) + "\n")

@@ -7,7 +7,6 @@ import html
 import io
 from pathlib import Path
 
-
 from compose.preview import draw_boxes
 
 from stampcheck.atomic import atomic_path, atomic_write_text
@@ -25,17 +24,18 @@ figcaption{font-size:12px;word-break:break-all}.tag{font-weight:bold}.tag.missin
 """
 
 
-def thumbnail_jpeg(r, stamped: bool) -> bytes | None:
-    """The report's thumbnail: the result's preview with its boxes drawn (all detections when
-    stamped, else the best guess in orange), as JPEG; held instead of the preview's pixels."""
+def thumbnail_jpeg(r, threshold: float) -> bytes | None:
+    """The report's thumbnail: the result's preview with its boxes drawn (the stamps found, else
+    the best guess in orange), as JPEG; held instead of the preview's pixels."""
     if r.preview is None:
         return None
     img = r.preview
+    found = r.found(threshold)
     if r.top_box and r.width:
         sx, sy = img.width / r.width, img.height / r.height
-        boxes = [b for s, _, b in (r.detections or [])] if stamped else [r.top_box]
+        boxes = [b for _, _, b in found] or [r.top_box]
         img = draw_boxes(img, [(b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in boxes],
-                         colour=(0, 200, 0) if stamped else (255, 160, 0))
+                         colour=(0, 200, 0) if found else (255, 160, 0))
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=80)
     return buf.getvalue()
@@ -44,7 +44,7 @@ def thumbnail_jpeg(r, stamped: bool) -> bytes | None:
 def write_html(summary, path: Path, model_dir: Path) -> None:
     """Counts first, then unreadable photos, then thumbnails: missing stamps and the least certain first."""
     readable = [r for r in summary.results if not r.error]
-    stamped = {id(r) for r in readable if any(d[0] >= summary.threshold for d in (r.detections or []))}
+    stamped = {id(r) for r in readable if r.found(summary.threshold)}
     readable.sort(key=lambda r: (id(r) in stamped, r.score))
     figures = []
     for r in readable:
@@ -75,7 +75,7 @@ def write_annotated(summary, folder: Path) -> None:
         if r.error:
             continue
         img = open_checked(r.path, PHOTO_LIMITS)
-        boxes = [b for s, _, b in r.detections or [] if s >= summary.threshold]
+        boxes = [b for _, _, b in r.found(summary.threshold)]
         img = draw_boxes(img, boxes, width=max(2, img.width // 200))
         with atomic_path(folder / f"{k:05d}_{r.path.stem}.jpg") as tmp:
             img.save(tmp, "JPEG", quality=90)

@@ -76,6 +76,10 @@ class PhotoResult:
     preview: Image.Image | None = None  # the photo at report-thumbnail size, upright, when asked for
     thumbnail: bytes | None = None      # the report's JPEG, made from preview by whoever draws on it
 
+    def found(self, threshold: float) -> list[tuple[float, str, list[float]]]:
+        """The detections at or above ``threshold``: the stamps this photo is judged to carry."""
+        return [d for d in (self.detections or []) if d[0] >= threshold]
+
 
 class PhotoDataset(Dataset):
     def __init__(self, files: list[Path], predictor: Predictor, previews: bool):
