@@ -37,7 +37,8 @@ def thumbnail_jpeg(r, threshold: float) -> bytes | None:
         img = draw_boxes(img, [(b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in boxes],
                          colour=(0, 200, 0) if found else (255, 160, 0))
     buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=80)
+    # 4:4:4: with JPEG's default chroma subsampling a 2-px coloured box fades into the photo
+    img.save(buf, "JPEG", quality=80, subsampling=0)
     return buf.getvalue()
 
 
@@ -78,4 +79,4 @@ def write_annotated(summary, folder: Path) -> None:
         boxes = [b for _, _, b in r.found(summary.threshold)]
         img = draw_boxes(img, boxes, width=max(2, img.width // 200))
         with atomic_path(folder / f"{k:05d}_{r.path.stem}.jpg") as tmp:
-            img.save(tmp, "JPEG", quality=90)
+            img.save(tmp, "JPEG", quality=90, subsampling=0)
