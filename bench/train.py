@@ -64,7 +64,9 @@ def main() -> None:
                       mixed_precision=args.mixed_precision)
     learn, dls, classes, device, _ = build_learner(dataset, tmp / "model", cfg, log=lambda *a: None)
     timer = TrainTimer()
-    learn.fit(1, 1e-3, cbs=[timer])
+    learn.logger = lambda *a: None  # only the figures below are printed
+    with learn.no_bar():
+        learn.fit(1, 1e-3, cbs=[timer])
     e2e = timer.images / timer.seconds
 
     model, loss_func, opt = learn.model, learn.loss_func, learn.opt
