@@ -17,7 +17,7 @@ from compose.composer import ComposeConfig, compose_dataset
 from compose.looks import Looks
 from stampcheck.dataset import DatasetError, read_labels
 from train.data import stamp_dataloaders
-from train.detect import assign, plain
+from train.detect import StampLoss, assign, plain
 from stampcheck.device import cpu_has_bf16
 from train.learner import TrainConfig, build_learner, train
 from train.model import build_model
@@ -73,6 +73,23 @@ def test_assignment_gives_every_stamp_a_cell_and_padding_none():
     # The tiny box is smaller than a cell, yet the cell holding its centre (the first) owns it.
     assert pos[0, 0] and torch.allclose(box_t[0, 0], boxes[0, 0])
     assert cls_t[0][pos[0]].sum() == pos[0].sum() and cls_t[1].sum() == 0
+
+
+def test_score_loss_is_bce_per_owning_cell_unless_focal_is_asked_for():
+    torch.manual_seed(0)
+    out = torch.randn(2, 5, 4, 4)
+    boxes = torch.tensor([[[-0.5, -0.5, 0.3, 0.2]], [[0.0, 0.0, 0.0, 0.0]]])
+    labels = torch.tensor([[1], [0]])
+    cls_t, _, pos = assign(boxes, labels, 4, 4, 1)
+    logits = out[:, :1].flatten(2).transpose(1, 2)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, cls_t, reduction="sum") / pos.sum()
+    scores_only = StampLoss(1, l1_weight=0, giou_weight=0)
+    assert torch.allclose(scores_only(out, boxes, labels), bce)
+    p = logits.sigmoid()
+    pt = torch.where(cls_t > 0, p, 1 - p)
+    focal = (-(pt.log()) * (1 - pt) ** 2 * torch.where(cls_t > 0, 0.25, 0.75)).sum() / pos.sum()
+    assert torch.allclose(StampLoss(1, l1_weight=0, giou_weight=0, gamma=2, alpha=0.25)(out, boxes, labels), focal)
+    assert StampLoss(1)(out, boxes, labels) > bce  # the box terms add to it
 
 
 @pytest.fixture(scope="module")

@@ -77,17 +77,22 @@ def assign(boxes: torch.Tensor, labels: torch.Tensor, h: int, w: int, n_classes:
 
 
 class StampLoss(nn.Module):
-    """Focal loss on every cell's scores + ``l1_weight`` * L1 + ``giou_weight`` * GIoU loss on the
-    boxes of cells that own a stamp; each term is divided by the number of such cells.
+    """Score loss on every cell + ``l1_weight`` * L1 + ``giou_weight`` * GIoU loss on the boxes of
+    cells that own a stamp; each term is divided by the number of such cells.
 
-    Weights (2.5 and 2) balance the terms for coordinates in -1..1 (L1 there is twice L1 in 0..1).
+    Scores: torchvision's sigmoid focal loss, which with the defaults (``gamma`` 0, ``alpha`` -1:
+    no weighting) is plain binary cross-entropy. Focal loss proper (``gamma`` 2, ``alpha`` 0.25) is
+    made for detectors with ~100k anchors per image; this grid has 36 to a few hundred
+    cells, and there focal loss only slowed learning: the CPU demo recipe reached 0.893 held-out
+    presence accuracy with it and 0.938 with BCE (600 held-out photos, same steps).
+    Box weights (2.5 and 2) balance the terms for coordinates in -1..1 (L1 there is twice L1 in 0..1).
     """
 
     def __init__(self, n_classes: int, l1_weight: float = 2.5, giou_weight: float = 2.0,
-                 alpha: float = 0.25, gamma: float = 2.0):
+                 gamma: float = 0.0, alpha: float = -1.0):
         super().__init__()
         self.n_classes, self.l1_weight, self.giou_weight = n_classes, l1_weight, giou_weight
-        self.alpha, self.gamma = alpha, gamma
+        self.gamma, self.alpha = gamma, alpha
 
     def forward(self, out: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         out, boxes, labels = plain(out), plain(boxes), plain(labels)

@@ -18,7 +18,8 @@ from torchvision import models
 ARCHS = {"resnet18": models.resnet18, "resnet34": models.resnet34, "resnet50": models.resnet50}
 WEIGHTS = {"resnet18": models.ResNet18_Weights.IMAGENET1K_V1, "resnet34": models.ResNet34_Weights.IMAGENET1K_V1,
            "resnet50": models.ResNet50_Weights.IMAGENET1K_V2}
-SCORE_PRIOR = 0.01  # initial stamp probability of every cell, so early focal loss is not swamped
+SCORE_PRIOR = 0.01  # initial stamp probability of every cell: the first steps are not spent
+# pushing down the scores of the many empty cells
 
 
 class StampNet(nn.Module):
