@@ -17,6 +17,7 @@ from stampcheck.evaluate import coco_ap
 from stampcheck.dataset import read_labels
 from train.learner import TrainConfig, train
 from train.metrics import ImageResult, best_threshold, summarise
+from train.predict import THUMB_MAX
 from tests.conftest import photo, write_exif_rotated
 from tests.test_train import EASY
 
@@ -99,7 +100,7 @@ def test_report_html_shows_counts_in_a_real_browser(tiny_model, photo_folder, tm
     assert '<div class="count unreadable" id="unreadable"><b>2</b>' in dom
     assert dom.count('<figure class="photo missing"') == 7
     thumbs = [Image.open(io.BytesIO(base64.b64decode(d))) for d in re.findall(r'base64,([^"]+)"', page.read_text())]
-    assert len(thumbs) == 7 and all(t.format == "JPEG" and max(t.size) <= 160 for t in thumbs)
+    assert len(thumbs) == 7 and all(t.format == "JPEG" and max(t.size) <= THUMB_MAX for t in thumbs)
     orange = [np.abs(np.asarray(t.convert("RGB"), dtype=int) - (255, 160, 0)).sum(-1) < 60 for t in thumbs]
     assert all(o.sum() >= 20 for o in orange)  # the best guess is drawn in orange on photos judged missing
     assert len(list((tmp_path / "annotated").iterdir())) == 7
