@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -19,7 +21,7 @@ from pathlib import Path
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle / lr_find)
 import numpy as np
 import torch
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.learner import Learner
 from fastai.optimizer import Adam
@@ -73,6 +75,37 @@ class KeepBest(Callback):
             return
         self.best, self.best_epoch = value, self.epoch
         save_weights(self.learn.model, self.out, {**self.config, "best_epoch": self.epoch, MONITOR: value[0]})
+
+
+class StopOnInterrupt(Callback):
+    """Ctrl-C ends training after the current batch, through fastai's CancelFitException.
+
+    A KeyboardInterrupt raised wherever Python happens to be can land in a bare ``except`` of
+    library code (fastai's Recorder has one around each metric's ``.item()``); it is then swallowed
+    and the run goes on as if nothing was asked. A handler that only sets a flag cannot be lost.
+    A second Ctrl-C interrupts at once."""
+
+    order = 90  # after the other callbacks have finished their batch (autocast, Recorder)
+
+    def __init__(self):
+        self.requested, self.previous = False, None
+
+    def before_fit(self):
+        if threading.current_thread() is threading.main_thread():  # only there can handlers be set
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)
+
+    def after_batch(self):
+        if self.requested:
+            raise CancelFitException()
+
+    def after_fit(self):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
 
 
 class EpochLog(Callback):
@@ -171,7 +204,8 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print) -> dict:
         lr = float(suggestion.valley)
         log(f"lr_find suggests {lr:.2e}")
     lr = lr or 3e-3
-    cbs = [KeepBest(out, {**config, "lr": lr})]
+    stop = StopOnInterrupt()
+    cbs = [KeepBest(out, {**config, "lr": lr}), stop]
     if cfg.patience:
         cbs.append(EarlyStoppingCallback(monitor=MONITOR, comp=np.greater, patience=cfg.patience))
     if piped:
@@ -181,8 +215,10 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print) -> dict:
     try:
         with distributed_training(learn, device), quiet_bar():
             learn.fit_one_cycle(cfg.epochs, lr, cbs=cbs)
-    except KeyboardInterrupt:
+        interrupted = stop.requested
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training began
         interrupted = True
+    if interrupted:
         log("interrupted: keeping the best epoch saved so far")
     train_seconds = time.time() - start
     if not (out / "model.pth").exists():
