@@ -11,7 +11,7 @@ from compose.preview import draw_boxes
 
 from stampcheck.atomic import atomic_path, atomic_write_text
 from stampcheck.images import open_checked
-from train.predict import PHOTO_LIMITS
+from train.predict import PHOTO_LIMITS, THUMB
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222}
@@ -52,7 +52,7 @@ def write_html(summary, path: Path, model_dir: Path) -> None:
         ok = id(r) in stamped
         data = base64.b64encode(r.thumbnail or b"").decode()
         tag = "stamped" if ok else "missing"
-        figures.append(f'<figure class="photo {tag}"><img alt="" src="data:image/jpeg;base64,{data}" width="160">'
+        figures.append(f'<figure class="photo {tag}"><img alt="" src="data:image/jpeg;base64,{data}" width="{THUMB}">'
                        f'<figcaption><span class="tag {tag}">{tag}</span> score {r.score:.2f}<br>'
                        f'{html.escape(str(r.path))}</figcaption></figure>')
     errors = "".join(f"<tr><td>{html.escape(str(r.path))}</td><td>{html.escape(r.error)}</td></tr>"
