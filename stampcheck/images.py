@@ -120,9 +120,10 @@ def fit_within(img: Image.Image, max_size: int | None) -> Image.Image:
     return img.resize(size, Image.BILINEAR, reducing_gap=2.0)
 
 
-def jpeg_bytes(img: Image.Image, quality: int = 90) -> bytes:
+def jpeg_bytes(img: Image.Image, quality: int = 90, subsampling: int = -1) -> bytes:
+    """JPEG-encode; ``subsampling=0`` (4:4:4) keeps thin coloured lines (drawn boxes) their colour."""
     buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=int(quality))
+    img.save(buf, "JPEG", quality=int(quality), subsampling=subsampling)
     return buf.getvalue()
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from pathlib import Path
 
 from compose.preview import draw_boxes
 
-from stampcheck.atomic import atomic_path, atomic_write_text
-from stampcheck.images import open_checked
+from stampcheck.atomic import atomic_write_bytes, atomic_write_text
+from stampcheck.images import jpeg_bytes, open_checked
 from train.predict import PHOTO_LIMITS, THUMB
 
 STYLE = """
@@ -36,10 +35,8 @@ def thumbnail_jpeg(r, threshold: float) -> bytes | None:
         boxes = [b for _, _, b in found] or [r.top_box]
         img = draw_boxes(img, [(b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in boxes],
                          colour=(0, 200, 0) if found else (255, 160, 0))
-    buf = io.BytesIO()
     # 4:4:4: with JPEG's default chroma subsampling a 2-px coloured box fades into the photo
-    img.save(buf, "JPEG", quality=80, subsampling=0)
-    return buf.getvalue()
+    return jpeg_bytes(img, 80, subsampling=0)
 
 
 def write_html(summary, path: Path, model_dir: Path) -> None:
@@ -78,5 +75,4 @@ def write_annotated(summary, folder: Path) -> None:
         img = open_checked(r.path, PHOTO_LIMITS)
         boxes = [b for _, _, b in r.found(summary.threshold)]
         img = draw_boxes(img, boxes, width=max(2, img.width // 200))
-        with atomic_path(folder / f"{k:05d}_{r.path.stem}.jpg") as tmp:
-            img.save(tmp, "JPEG", quality=90, subsampling=0)
+        atomic_write_bytes(folder / f"{k:05d}_{r.path.stem}.jpg", jpeg_bytes(img, 90, subsampling=0))
