@@ -250,7 +250,8 @@ def evaluate(
     bs: int = typer.Option(32, min=1), workers: Optional[int] = typer.Option(None, min=0),
     device: Optional[str] = typer.Option(None),
 ):
-    """Presence accuracy, precision, recall, F1, mean IoU, IoU>=0.5 share and COCO AP on a labelled set."""
+    """Presence accuracy, precision, recall, F1, mean IoU, IoU>=0.5 share and COCO AP on a labelled set,
+    with recall and mean IoU by stamp size."""
     from stampcheck.dataset import DatasetError
     from stampcheck.evaluate import evaluate as run_evaluate
     from train.model import ModelError
@@ -262,6 +263,9 @@ def evaluate(
     m = result["metrics"]
     report.print(" ".join(f"{k} {m[k]:.3f}" for k in ("accuracy", "precision", "recall", "f1", "mean_iou",
                                                        "iou50", "ap50", "ap")))
+    for row in m["by_stamp_size"]:
+        report.print(f"  stamps {row['size']} of the short side: {row['stamped']} images, recall {row['recall']:.3f}, "
+                     f"mean IoU {row['mean_iou']:.3f}")
     if out:
         report.print(f"written: {out / 'metrics.json'}, {out / 'pr_curve.png'}")
 

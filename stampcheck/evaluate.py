@@ -15,7 +15,7 @@ import torch
 from stampcheck.atomic import atomic_path, atomic_write_text
 from stampcheck.dataset import IMAGES_DIR, coco_dict, read_labels
 from train.detect import best_iou
-from train.metrics import ImageResult, summarise
+from train.metrics import ImageResult, by_stamp_size, summarise
 from train.predict import Predictor, predict_photos
 
 AP_THRESHOLD = 0.01  # detections kept for AP: AP integrates over all scores
@@ -29,7 +29,7 @@ def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str
         raise ValueError(f"{dataset} has no images in split {split!r}")
     predictor = Predictor(model_dir, device)
     files = [dataset / IMAGES_DIR / i.file for i in items]
-    results, detections, errors = [], [], []
+    results, sizes, detections, errors = [], [], [], []
     with progress(len(files), "evaluating") as advance:
         for item, r in zip(items, predict_photos(predictor, files, bs=bs, workers=workers,
                                                  low_threshold=AP_THRESHOLD)):
@@ -41,10 +41,12 @@ def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str
             truth = torch.tensor([b.as_tuple() for b in item.boxes], dtype=torch.float32).view(-1, 4)
             iou = best_iou(torch.tensor(r.top_box), truth)
             results.append(ImageResult(item.has_stamp, r.score, iou))
+            sizes.append(max((max(b.width, b.height) for b in item.boxes), default=0) / min(r.width, r.height))
             detections.append((item, r.detections))
     thr = predictor.threshold
     metrics = {**summarise(results, thr), **coco_ap([i for i, _ in detections], [d for _, d in detections],
                                                     predictor.classes)}
+    metrics["by_stamp_size"] = by_stamp_size(results, sizes, thr)
     sweep = [summarise(results, float(t)) for t in np.round(np.arange(0.05, 0.96, 0.05), 2)]
     report = {"metrics": metrics, "sweep": [{k: s[k] for k in ("threshold", "accuracy", "precision", "recall", "f1")}
                                             for s in sweep], "unreadable": errors, "model": str(model_dir),

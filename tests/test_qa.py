@@ -16,7 +16,7 @@ from compose.composer import ComposeConfig, compose_dataset
 from stampcheck.evaluate import coco_ap
 from stampcheck.dataset import read_labels
 from train.learner import TrainConfig, train
-from train.metrics import ImageResult, best_threshold, summarise
+from train.metrics import ImageResult, best_threshold, by_stamp_size, summarise
 from train.predict import THUMB_MAX
 from tests.conftest import photo, write_exif_rotated
 from tests.test_train import EASY
@@ -132,12 +132,25 @@ def test_coco_ap_is_one_for_perfect_and_lower_for_shifted(tiny_model):
     assert coco_ap(items, shifted, ["qc-passed"])["ap50"] < 0.2
 
 
+def test_by_stamp_size_groups_stamped_images_by_their_largest_stamp():
+    results = [ImageResult(True, 0.9, 0.8), ImageResult(True, 0.3, 0.1), ImageResult(True, 0.8, 0.6),
+               ImageResult(True, 0.7, 0.9), ImageResult(False, 0.9, 0.0)]
+    sizes = [0.05, 0.11, 0.25, 0.5, 0.0]  # the unstamped image counts in no group
+    rows = by_stamp_size(results, sizes, 0.5)
+    assert [r["size"] for r in rows] == ["0.00-0.12", "0.20-0.30", ">=0.30"]  # empty groups are left out
+    assert [r["stamped"] for r in rows] == [2, 1, 1]
+    assert rows[0]["recall"] == pytest.approx(0.5) and rows[0]["mean_iou"] == pytest.approx(0.45)
+    assert rows[0]["iou50"] == pytest.approx(0.5) and rows[2]["mean_iou"] == pytest.approx(0.9)
+
+
 def test_evaluate_writes_metrics_and_curve(tiny_model, tmp_path):
     r = run_cli("evaluate", tiny_model / "model", tiny_model / "ds", "--out", tmp_path, "--workers", "0")
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads((tmp_path / "metrics.json").read_text())
     m = report["metrics"]
     assert m["images"] == 24 and 0 <= m["accuracy"] <= 1 and "ap50" in m and len(report["sweep"]) > 10
+    assert sum(row["stamped"] for row in m["by_stamp_size"]) == m["stamped"]
+    assert "of the short side" in r.stdout
     assert (tmp_path / "pr_curve.png").stat().st_size > 1000
 
 

@@ -63,6 +63,25 @@ def summarise(results: list[ImageResult], threshold: float) -> dict:
     }
 
 
+# Stamp size buckets: the stamp's long side as a share of the image's short side. Small stamps are
+# the hard ones and one overall recall hides them.
+SIZE_EDGES = (0.0, 0.12, 0.2, 0.3, float("inf"))
+
+
+def by_stamp_size(results: list[ImageResult], sizes: list[float], threshold: float,
+                  edges: tuple[float, ...] = SIZE_EDGES) -> list[dict]:
+    """Recall and box quality of the stamped images, grouped by the size of their largest stamp."""
+    rows = []
+    for lo, hi in zip(edges, edges[1:]):
+        group = [r for r, s in zip(results, sizes) if r.has_stamp and lo <= s < hi]
+        if group:
+            m = summarise(group, threshold)
+            rows.append({"size": f"{lo:.2f}-{hi:.2f}" if hi != float("inf") else f">={lo:.2f}",
+                         "stamped": len(group), "recall": m["recall"], "mean_iou": m["mean_iou"],
+                         "iou50": m["iou50"]})
+    return rows
+
+
 def best_threshold(results: list[ImageResult]) -> float:
     """The threshold with the most correct presence calls; ties go to the one nearest 0.5."""
     grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
