@@ -8,7 +8,7 @@ first trains on clearly inked stamps on the same backgrounds and then goes on fr
 (`stampcheck train --init`) with the full looks: a two-step curriculum.
 
     python -m bench.quality [--photos DIR] [--images 12000] [--arch resnet18] [--size 128]
-                            [--epochs 10] [--warmup-epochs 8] [--out DIR]
+                            [--crop PX] [--epochs 10] [--warmup-epochs 8] [--out DIR]
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--max-size", type=int, default=192)
     ap.add_argument("--arch", default="resnet18")
     ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--crop", type=int, help="train on crop x crop windows of the size x size image")
     ap.add_argument("--bs", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--epochs", type=int, default=10)
@@ -48,7 +49,7 @@ def main() -> None:
     args = ap.parse_args()
     workers = max(1, min(cpu_count(), 8))
     start = time.time()
-    common = dict(arch=args.arch, size=args.size, bs=args.bs, lr=args.lr, augment=args.augment,
+    common = dict(arch=args.arch, size=args.size, crop=args.crop, bs=args.bs, lr=args.lr, augment=args.augment,
                   pretrained=args.weights is None, weights=str(args.weights) if args.weights else None)
     init = None
     if args.warmup_epochs:
@@ -57,7 +58,7 @@ def main() -> None:
                         workers=workers, progress=_no_progress)
         warm = train(args.out / "clear", args.out / "model-clear",
                      TrainConfig(epochs=args.warmup_epochs, **common), log=log)
-        print("warm-up (clear stamps), valid:", json.dumps(warm["final"]))
+        print("warm-up (clear stamps), valid:", json.dumps(warm["final"]), flush=True)
         init = str(args.out / "model-clear")
         common = {**common, "weights": None}
     compose_dataset(ComposeConfig(count=args.images, seed=0, backgrounds=args.photos, max_size=args.max_size),

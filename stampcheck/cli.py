@@ -175,6 +175,9 @@ def train_cmd(
     out: Path = typer.Option(DATA / "model", help="Model folder to write."),
     arch: str = typer.Option("resnet34", help="ResNet body: resnet18, resnet34 or resnet50."),
     size: int = typer.Option(224, min=64, help="Input size in pixels (images are squished to size x size)."),
+    crop: Optional[int] = typer.Option(None, min=32, help="Train on random crop x crop windows of the size x size "
+                                       "image (each holding a stamp whole or not at all); valid and qa see the whole "
+                                       "image. Small stamps get the pixels of a large --size at the cost of --crop."),
     epochs: int = typer.Option(10, min=1, help="Epochs of fit_one_cycle."),
     bs: int = typer.Option(32, min=1, help="Batch size."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 3e-3)."),
@@ -199,7 +202,9 @@ def train_cmd(
     from stampcheck.dataset import DatasetError
     from train.learner import TrainConfig, train
 
-    cfg = TrainConfig(arch=arch, size=size, epochs=epochs, bs=bs, lr=lr, lr_find=lr_find, pretrained=pretrained,
+    if crop and crop >= size:
+        fail(f"--crop {crop} must be smaller than --size {size}")
+    cfg = TrainConfig(arch=arch, size=size, crop=crop, epochs=epochs, bs=bs, lr=lr, lr_find=lr_find, pretrained=pretrained,
                       weights=str(weights) if weights else None, init=str(init) if init else None, workers=workers, device=device,
                       patience=patience, seed=seed, augment=augment,
                       mixed_precision=mixed_precision)

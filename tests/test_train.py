@@ -16,7 +16,7 @@ from PIL import Image
 from compose.composer import ComposeConfig, compose_dataset
 from compose.looks import Looks
 from stampcheck.dataset import DatasetError, read_labels
-from train.data import stamp_dataloaders
+from train.data import _cut, _window_range, stamp_dataloaders
 from train.detect import StampLoss, assign, plain
 from stampcheck.device import cpu_has_bf16
 from train.learner import TrainConfig, build_learner, train
@@ -63,6 +63,30 @@ def test_augmentation_moves_boxes_with_pixels(tmp_path):
         assert (box - pix).abs().max() <= 3.0, (b, box, pix)
         moved += 1
     assert moved == 8
+
+
+def test_crop_windows_hold_the_stamp_whole_and_valid_sees_the_whole_image(tmp_path):
+    torch.manual_seed(0)
+    dls, _ = stamp_dataloaders(square_dataset(tmp_path, n=12), size=96, bs=8, workers=0, device=torch.device("cpu"),
+                               augment=False, crop=48)
+    xb, boxes, _ = dls.train.one_batch()
+    xb, boxes = plain(xb), plain(boxes)
+    assert xb.shape[-2:] == (48, 48)
+    for b in range(len(xb)):
+        ys, xs = torch.nonzero(xb[b].mean(0) > 1.0, as_tuple=True)
+        pix = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+        # the 40x30 square, squished to 30x30 at 96 px (its bilinear edges may read a pixel less), whole
+        assert all(28 <= side <= 31 for side in (pix[2:] - pix[:2]).tolist()), (b, pix)
+        assert ((boxes[b, 0] + 1) / 2 * 48 - pix).abs().max() <= 1.0, (b, boxes[b, 0], pix)
+    xv, _, _ = dls.valid.one_batch()
+    assert xv.shape[-2:] == (96, 96)
+
+
+def test_crop_window_ranges():
+    first, last = _window_range(30, 50, 48, 96)  # windows whose left edge is 2..30 hold 30..50 whole
+    assert (first, last) == (2, 30) and not _cut((30, 0, 50, 10), (first, 0), 48) and not _cut((30, 0, 50, 10), (last, 0), 48)
+    assert _cut((30, 0, 50, 10), (31, 0), 48) and not _cut((30, 0, 50, 10), (60, 0), 48)  # cut; wholly outside
+    assert _window_range(10, 80, 48, 96) == (21, 21)  # larger than the window: centred on it
 
 
 def test_assignment_gives_every_stamp_a_cell_and_padding_none():
@@ -127,6 +151,18 @@ def test_export_reload_predict_same_numbers(easy_dataset, tmp_path):
     with torch.no_grad():
         xin = (x.float() - p1.mean) / p1.std
         assert torch.allclose(learn.model(xin), p1.model(xin), atol=1e-5)
+
+
+def test_crop_training_predicts_on_the_whole_image(easy_dataset, tmp_path):
+    logs = []
+    metrics = train(easy_dataset, tmp_path, TrainConfig(arch="resnet18", size=96, crop=64, epochs=1, bs=8,
+                                                        pretrained=False, workers=0), log=logs.append)
+    assert any("64 px windows of the 96 px image" in line for line in logs)
+    assert Predictor(tmp_path, "cpu").size == 96 and metrics["final"]["images"] > 0
+    r = subprocess.run([sys.executable, "-m", "stampcheck", "train", str(easy_dataset), "--size", "96", "--crop", "96",
+                        "--out", str(tmp_path / "m")], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert r.returncode == 2 and "must be smaller than --size" in r.stdout + r.stderr
 
 
 def test_init_from_an_earlier_model_goes_on_from_its_weights(easy_dataset, tmp_path):

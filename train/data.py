@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
-from fastai.data.block import DataBlock
-from fastai.data.transforms import FuncSplitter
-from fastai.vision.augment import Resize, aug_transforms
-from fastai.vision.core import imagenet_stats
-from fastai.vision.data import BBoxBlock, BBoxLblBlock, ImageBlock, clip_remove_empty
 import torch
-from fastai.data.transforms import Normalize
+from fastai.data.block import DataBlock
+from fastai.data.transforms import FuncSplitter, Normalize
+from fastai.vision.augment import RandTransform, Resize, aug_transforms
+from fastai.vision.core import TensorBBox, TensorPoint, imagenet_stats
+from fastai.vision.data import BBoxBlock, BBoxLblBlock, ImageBlock, clip_remove_empty
+from PIL import Image
 
 from stampcheck.dataset import IMAGES_DIR, DatasetError, ImageLabels, class_names, read_labels
 
@@ -53,28 +54,84 @@ def pad_boxes(samples, pad_idx: int = 0):
     return [pad(*s) for s in samples]
 
 
-def augmentations(size: int):
+def augmentations():
     """Small rotation, zoom, lighting and warp, applied to images and boxes together on the batch.
     No flips (a real stamp never reads mirrored) and zero padding (reflection would mirror a stamp
-    into the border without a label)."""
+    into the border without a label). No output size: batches keep the size they come in."""
     return aug_transforms(do_flip=False, max_rotate=10.0, max_zoom=1.15, max_lighting=0.3, max_warp=0.1,
-                          p_affine=0.75, pad_mode="zeros", size=size)
+                          p_affine=0.75, pad_mode="zeros")
 
 
-def stamp_datablock(root: Path, classes: list[str], size: int, augment: bool = True) -> DataBlock:
-    batch_tfms = (augmentations(size) if augment else []) + [Normalize.from_stats(MEAN, STD)]
+class StampCrop(RandTransform):
+    """Training only: a random ``crop`` x ``crop`` window of the squished image.
+
+    The model then trains at the cost of ``crop`` pixels and predicts on the whole image at its
+    full size, where a stamp is as many pixels wide as in training: small stamps get the pixels
+    they need without paying for the whole image on every step. A window holds a stamp whole or
+    not at all (a sliver of ink labelled "stamp" would teach noise). In a stamped image the window
+    is placed around one of its stamps, so crops keep the dataset's share of stamped images."""
+
+    split_idx, order = 0, 2  # after Resize (order 1)
+    tries = 10
+
+    def __init__(self, crop: int):
+        super().__init__()
+        self.crop = crop
+
+    def before_call(self, b, split_idx):
+        super().before_call(b, split_idx)
+        img, boxes = b[0], b[1]
+        w, h = img.size
+        c = self.crop
+        px = [((x0 + 1) / 2 * w, (y0 + 1) / 2 * h, (x1 + 1) / 2 * w, (y1 + 1) / 2 * h)
+              for x0, y0, x1, y1 in boxes.view(-1, 4).tolist()]
+        ranges = [(0, w - c), (0, h - c)]
+        if px:  # windows holding a chosen stamp whole; the stamp's own window when it is larger
+            x0, y0, x1, y1 = random.choice(px)
+            ranges = [_window_range(x0, x1, c, w), _window_range(y0, y1, c, h)]
+        self.orig_sz = (w, h)
+        for _ in range(self.tries):
+            self.tl = (random.randint(*ranges[0]), random.randint(*ranges[1]))
+            if not any(_cut(box, self.tl, c) for box in px):
+                break
+
+    def encodes(self, x: Image.Image | TensorBBox | TensorPoint):
+        return x.crop_pad(self.crop, self.tl, orig_sz=self.orig_sz)
+
+
+def _window_range(lo: float, hi: float, crop: int, size: int) -> tuple[int, int]:
+    """Left (or top) edges of the windows that hold lo..hi whole, within 0..size."""
+    first, last = max(0, int(hi + 0.999) - crop), min(int(lo), size - crop)
+    if first > last:  # larger than the window: centre it there
+        first = last = min(max(0, int((lo + hi - crop) / 2)), size - crop)
+    return first, last
+
+
+def _cut(box, tl, crop: int) -> bool:
+    """A box partly inside the window."""
+    x0, y0, x1, y1 = box[0] - tl[0], box[1] - tl[1], box[2] - tl[0], box[3] - tl[1]
+    inside = x0 >= 0 and y0 >= 0 and x1 <= crop and y1 <= crop
+    outside = x1 <= 0 or y1 <= 0 or x0 >= crop or y0 >= crop
+    return not (inside or outside)
+
+
+def stamp_datablock(root: Path, classes: list[str], size: int, augment: bool = True,
+                    crop: int | None = None) -> DataBlock:
+    batch_tfms = (augmentations() if augment else []) + [Normalize.from_stats(MEAN, STD)]
+    # Squish, not crop: a stamp near the edge must stay in the picture.
+    item_tfms = [Resize(size, method="squish")] + ([StampCrop(crop)] if crop and crop < size else [])
     return DataBlock(
         blocks=(ImageBlock, BBoxBlock, BBoxLblBlock(vocab=classes)), n_inp=1,
         get_x=ImagePath(root), get_y=[item_boxes, item_classes], splitter=FuncSplitter(is_valid),
-        # Squish, not crop: a stamp near the edge must stay in the picture.
-        item_tfms=Resize(size, method="squish"), batch_tfms=batch_tfms)
+        item_tfms=item_tfms, batch_tfms=batch_tfms)
 
 
-def stamp_dataloaders(root: Path, size: int, bs: int, workers: int, device, augment: bool = True):
+def stamp_dataloaders(root: Path, size: int, bs: int, workers: int, device, augment: bool = True,
+                      crop: int | None = None):
     items = read_labels(root)
     if not any(i.split == "valid" for i in items) or not any(i.split == "train" for i in items):
         raise DatasetError(f"{root}: needs images in both the train and the valid split")
     classes = class_names(items)
-    db = stamp_datablock(root, classes, size, augment)
+    db = stamp_datablock(root, classes, size, augment, crop)
     return db.dataloaders(items, bs=bs, num_workers=workers, device=device, before_batch=pad_boxes,
                           pin_memory=device.type == "cuda", persistent_workers=workers > 0), classes

@@ -44,6 +44,7 @@ MONITOR = "correct"  # see train.metrics: share of valid images judged right, pr
 class TrainConfig:
     arch: str = "resnet34"
     size: int = 224
+    crop: int | None = None        # train on random crop x crop windows of the size x size image
     epochs: int = 10
     bs: int = 32
     lr: float | None = None        # None: 3e-3, or lr_find's suggestion with lr_find=True
@@ -158,7 +159,7 @@ def build_learner(dataset: Path, out: Path, cfg: TrainConfig, log=print):
     device = pick_device(cfg.device)
     workers = cfg.workers if cfg.workers is not None else (min(8, cpu_count()) if device.type == "cuda"
                                                            else max(0, min(2, cpu_count() - 1)))
-    dls, classes = stamp_dataloaders(dataset, cfg.size, cfg.bs, workers, device, cfg.augment)
+    dls, classes = stamp_dataloaders(dataset, cfg.size, cfg.bs, workers, device, cfg.augment, cfg.crop)
     if cfg.init and cfg.weights:
         raise ValueError("--init (an earlier stampcheck model) and --weights (ResNet weights) exclude each other")
     if cfg.init:
@@ -190,7 +191,8 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print) -> dict:
     precision = f"{str(dtype).removeprefix('torch.')} autocast" if dtype else "fp32"
     log(f"{cfg.arch} on {device} ({precision}); "
         f"{'from scratch' if 'could not' in weights_source else weights_source}; "
-        f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images")
+        f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images"
+        + (f"; training on {cfg.crop} px windows of the {cfg.size} px image" if cfg.crop else ""))
     config = {"arch": cfg.arch, "size": cfg.size, "classes": classes, "mean": list(MEAN), "std": list(STD),
               "threshold": 0.5, "weights_source": weights_source, "train": asdict(cfg),
               "dataset": str(Path(dataset).resolve())}
