@@ -202,8 +202,6 @@ def train_cmd(
     from stampcheck.dataset import DatasetError
     from train.learner import TrainConfig, train
 
-    if crop and crop >= size:
-        fail(f"--crop {crop} must be smaller than --size {size}")
     cfg = TrainConfig(arch=arch, size=size, crop=crop, epochs=epochs, bs=bs, lr=lr, lr_find=lr_find, pretrained=pretrained,
                       weights=str(weights) if weights else None, init=str(init) if init else None, workers=workers, device=device,
                       patience=patience, seed=seed, augment=augment,

@@ -119,7 +119,9 @@ def stamp_datablock(root: Path, classes: list[str], size: int, augment: bool = T
                     crop: int | None = None) -> DataBlock:
     batch_tfms = (augmentations() if augment else []) + [Normalize.from_stats(MEAN, STD)]
     # Squish, not crop: a stamp near the edge must stay in the picture.
-    item_tfms = [Resize(size, method="squish")] + ([StampCrop(crop)] if crop and crop < size else [])
+    if crop and crop >= size:
+        raise ValueError(f"--crop {crop} must be smaller than --size {size}")
+    item_tfms = [Resize(size, method="squish")] + ([StampCrop(crop)] if crop else [])
     return DataBlock(
         blocks=(ImageBlock, BBoxBlock, BBoxLblBlock(vocab=classes)), n_inp=1,
         get_x=ImagePath(root), get_y=[item_boxes, item_classes], splitter=FuncSplitter(is_valid),
