@@ -14,6 +14,7 @@ from fastai.vision.data import BBoxBlock, BBoxLblBlock, ImageBlock, clip_remove_
 from PIL import Image
 
 from stampcheck.dataset import IMAGES_DIR, DatasetError, ImageLabels, class_names, read_labels
+from train.detect import plain, to_pixels
 
 MEAN, STD = imagenet_stats
 
@@ -83,8 +84,7 @@ class StampCrop(RandTransform):
         img, boxes = b[0], b[1]
         w, h = img.size
         c = self.crop
-        px = [((x0 + 1) / 2 * w, (y0 + 1) / 2 * h, (x1 + 1) / 2 * w, (y1 + 1) / 2 * h)
-              for x0, y0, x1, y1 in boxes.view(-1, 4).tolist()]
+        px = [to_pixels(box, w, h) for box in plain(boxes).view(-1, 4)]
         ranges = [(0, w - c), (0, h - c)]
         if px:  # windows holding a chosen stamp whole; the stamp's own window when it is larger
             x0, y0, x1, y1 = random.choice(px)
