@@ -118,9 +118,9 @@ def _cut(box, tl, crop: int) -> bool:
 def stamp_datablock(root: Path, classes: list[str], size: int, augment: bool = True,
                     crop: int | None = None) -> DataBlock:
     batch_tfms = (augmentations() if augment else []) + [Normalize.from_stats(MEAN, STD)]
-    # Squish, not crop: a stamp near the edge must stay in the picture.
     if crop and crop >= size:
         raise ValueError(f"--crop {crop} must be smaller than --size {size}")
+    # Squish, not a centre crop: a stamp near the edge must stay in view (StampCrop never cuts one).
     item_tfms = [Resize(size, method="squish")] + ([StampCrop(crop)] if crop else [])
     return DataBlock(
         blocks=(ImageBlock, BBoxBlock, BBoxLblBlock(vocab=classes)), n_inp=1,
