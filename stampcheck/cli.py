@@ -6,24 +6,27 @@ start fast.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional, Tuple
 
 import typer
+from rich.markup import escape
 
 from compose.looks import Looks
+from stampcheck import errors
 from stampcheck.device import cpu_count
 from stampcheck.progress import console, progress_bar, report
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
                   help="Prove from photos that a product carries its inspection stamp, and where.\n\n"
                        "Pipeline: crawl (backgrounds) -> compose (labelled dataset) -> train (model) -> qa (reports).")
 DATA = Path("data")
 L = Looks()
 
 
-def fail(message: str, code: int = 2):
-    console.print(f"[bold red]error:[/] {message}")
+def fail(message: str, code: int = errors.USAGE):
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code)
 
 
@@ -284,7 +287,33 @@ def demo(out: Path = typer.Option(DATA / "demo", help="Folder for everything the
 
 
 def main():
-    app()
+    """The console script: any error the commands did not turn into a message still ends as one
+    line and a documented exit code, never a traceback."""
+    import click
+
+    try:
+        rc = app(standalone_mode=False)  # typer.Exit(code) comes back as the return value here
+    except click.exceptions.Exit as e:
+        rc = e.exit_code
+    except click.exceptions.Abort:
+        console.print("[bold yellow]interrupted[/]")
+        raise SystemExit(errors.INTERRUPTED)
+    except click.ClickException as e:  # bad options: click's own message, then the usage code
+        e.show()
+        raise SystemExit(errors.USAGE)
+    except KeyboardInterrupt:
+        console.print("[bold yellow]interrupted[/]")
+        raise SystemExit(errors.INTERRUPTED)
+    except MemoryError:
+        console.print("[bold red]error:[/] out of memory")
+        raise SystemExit(errors.FAILED)
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        console.print(f"[bold red]error:[/] {escape(f'{type(e).__name__}: {e}')} "
+                      "(a bug in stampcheck or a problem of the machine; STAMPCHECK_DEBUG=1 shows the traceback)")
+        if os.environ.get("STAMPCHECK_DEBUG"):
+            raise
+        raise SystemExit(errors.FAILED)
+    raise SystemExit(rc if isinstance(rc, int) else errors.OK)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
-console = Console(stderr=True)  # progress, warnings and errors
-report = Console(soft_wrap=True)  # results on stdout; long lines stay whole in logs and pipes
+# Never wrapped: an error or a result line stays one line in logs, pipes and greps. Tables get
+# room for their headers where the output is not a terminal (rich would assume 80 columns).
+console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
+report = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 @contextmanager
