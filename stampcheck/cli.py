@@ -289,30 +289,25 @@ def demo(out: Path = typer.Option(DATA / "demo", help="Folder for everything the
 def main():
     """The console script: any error the commands did not turn into a message still ends as one
     line and a documented exit code, never a traceback."""
-    import click
-
     try:
         rc = app(standalone_mode=False)  # typer.Exit(code) comes back as the return value here
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         rc = e.exit_code
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         console.print("[bold yellow]interrupted[/]")
-        raise SystemExit(errors.INTERRUPTED)
-    except click.ClickException as e:  # bad options: click's own message, then the usage code
+        rc = errors.INTERRUPTED
+    except typer.TyperException as e:  # bad options: the parser's own message, then the usage code
         e.show()
-        raise SystemExit(errors.USAGE)
-    except KeyboardInterrupt:
-        console.print("[bold yellow]interrupted[/]")
-        raise SystemExit(errors.INTERRUPTED)
+        rc = errors.USAGE
     except MemoryError:
         console.print("[bold red]error:[/] out of memory")
-        raise SystemExit(errors.FAILED)
+        rc = errors.FAILED
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
-        console.print(f"[bold red]error:[/] {escape(f'{type(e).__name__}: {e}')} "
-                      "(a bug in stampcheck or a problem of the machine; STAMPCHECK_DEBUG=1 shows the traceback)")
         if os.environ.get("STAMPCHECK_DEBUG"):
             raise
-        raise SystemExit(errors.FAILED)
+        console.print(f"[bold red]error:[/] {escape(f'{type(e).__name__}: {e}')} "
+                      "(a bug in stampcheck or a problem of the machine; STAMPCHECK_DEBUG=1 shows the traceback)")
+        rc = errors.FAILED
     raise SystemExit(rc if isinstance(rc, int) else errors.OK)
 
 
