@@ -11,6 +11,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from compose.seals import seal_design
+
 DISTRACTOR_WORDS = ["ORGANIC", "BIO", "ECO", "NEW", "100%", "FRESH", "VEGAN", "SALE", "BEST",
                     "PREMIUM", "LOCAL", "EST. 1921", "QUALITY", "NATURAL", "GLUTEN FREE", "-30%"]
 
@@ -61,7 +63,11 @@ def _star(d: ImageDraw.ImageDraw, cx: float, cy: float, r: float, ink) -> None:
 
 
 def random_distractor(rng: np.random.Generator, size: int = 192) -> Image.Image:
-    """A stamp-like mark that is not our stamp: other words, other ring and shape layouts."""
+    """A stamp-like mark that is not our stamp: mostly another stamp design from the seal
+    generator (the model must learn which seal is ours, not that seals exist), else a word seal
+    or a filled badge like a price sticker."""
+    if rng.random() < 0.7:
+        return seal_design(int(rng.integers(1_000_000)), size)
     n_lines = int(rng.integers(1, 4))
     words = [DISTRACTOR_WORDS[int(i)] for i in rng.choice(len(DISTRACTOR_WORDS), n_lines, replace=False)]
     shape = ["circle", "circle", "square", "rounded"][int(rng.integers(4))]

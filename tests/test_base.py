@@ -1,0 +1,134 @@
+"""The base detector: seal designs, images composed on the fly, pretraining that resumes, the
+shipped weights, and training to a time budget."""
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from compose.composer import ComposeConfig, compose_dataset
+from compose.looks import Looks
+from compose.seals import seal_design
+from tests.conftest import photo
+from train.learner import TrainConfig, train
+from train.model import base_path, build_model
+from train.synthetic import Loader, SyntheticStamps, collate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_designs_differ_and_are_cropped_to_their_ink():
+    masks = []
+    for n in range(100):
+        alpha = np.asarray(seal_design(n))[..., 3]
+        ink = alpha > 8
+        # tight: ink on every edge of the picture, so a box from the picture is the stamp's box
+        assert ink[0].any() and ink[-1].any() and ink[:, 0].any() and ink[:, -1].any(), n
+        masks.append(np.asarray(Image.fromarray(alpha).resize((32, 32), Image.BILINEAR), dtype=np.float32) / 255)
+    # no two alike: even the closest pair differs in a tenth of its ink at 32 x 32
+    closest = min(np.abs(a - b).mean() / max(a.mean(), b.mean())
+                  for i, a in enumerate(masks) for b in masks[i + 1:])
+    assert closest > 0.1, closest
+    assert np.array_equal(np.asarray(seal_design(7)), np.asarray(seal_design(7)))
+
+
+def _synthetic(**kw):
+    backgrounds = [photo(k, (200, 150)) for k in range(4)]
+    return SyntheticStamps(24, 64, seed=3, backgrounds=backgrounds, **kw)
+
+
+def test_on_the_fly_images_are_the_same_in_any_worker_and_new_for_every_index():
+    ds = _synthetic()
+    direct = [ds[i] for i in range(8)]
+    for workers in (0, 2):
+        loader = Loader(ds, batch_size=4, num_workers=workers, collate_fn=collate)
+        xb = torch.cat([b[0] for b, _ in zip(loader, range(2))])
+        assert torch.equal(xb, torch.stack([d[0] for d in direct])), workers
+    assert not torch.equal(direct[0][0], direct[1][0])
+    other = _synthetic(offset=24)  # the next epoch: other images
+    assert not any(torch.equal(other[i][0], direct[i][0]) for i in range(8))
+    stamped = [d for d in direct + [ds[i] for i in range(8, 24)] if len(d[1])]
+    assert stamped and all(((d[1] >= -1) & (d[1] <= 1)).all() and (d[1][:, 2:] > d[1][:, :2]).all() for d in stamped)
+
+
+def _state(out: Path) -> dict:
+    try:
+        return json.loads((out / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def test_pretrain_killed_mid_epoch_resumes_and_finishes(tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "stampcheck", "pretrain", "--out", str(out), "--arch", "resnet18", "--size", "64",
+            "--epochs", "3", "--epoch-images", "48", "--valid-images", "8", "--bs", "8", "--workers", "0"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while _state(out).get("epochs_done", 0) < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert _state(out).get("epochs_done") == 1, "the first epoch never finished"
+    time.sleep(1.0)  # into the second epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _state(out)["epochs_done"] < 3
+    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 2 and "--resume" in again.stdout + again.stderr  # never silently restarted
+    done = subprocess.run(args + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    state = _state(out)
+    assert state["epochs_done"] == 3 and [h["epoch"] for h in state["history"]] == [1, 2, 3]
+    card = (out / "card.md").read_text()
+    assert hashlib.sha256((out / "base.pth").read_bytes()).hexdigest() in card
+    assert not list(out.glob(".*.part"))
+
+
+def test_shipped_base_matches_its_card_and_loads():
+    path = base_path("resnet18")
+    card = path.with_suffix(".md").read_text()
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert re.search(rf"sha256: `{sha}`", card), "the card's sha256 is not the file's"
+    assert path.stat().st_size <= 25 * 2 ** 20
+    model, source = build_model("resnet18", 2, pretrained="base")
+    assert path.name in source
+    state = torch.load(path, weights_only=True)
+    for k in ("stem.0.weight", "smooth.0.0.weight"):
+        assert torch.equal(model.state_dict()[k], state[k].float())
+    # each class's score starts from the base's one score
+    assert torch.equal(model.out.weight[0], model.out.weight[1])
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    out = tmp_path_factory.mktemp("small")
+    looks = Looks(scale=(0.2, 0.4), hard_negative_share=0.3, truncate_share=0.0, multi_share=0.0)
+    compose_dataset(ComposeConfig(count=96, seed=5, max_size=160, looks=looks, valid_share=0.25), out)
+    return out
+
+
+def test_training_from_the_base_beats_the_same_steps_from_scratch(small_set, tmp_path):
+    cfg = dict(arch="resnet18", size=128, epochs=2, bs=16, lr=2e-3, workers=0, augment=False)
+    base = train(small_set, tmp_path / "base", TrainConfig(pretrained="base", **cfg), log=lambda *a: None)
+    scratch = train(small_set, tmp_path / "scratch", TrainConfig(pretrained="none", **cfg), log=lambda *a: None)
+    b, s = base["final"], scratch["final"]
+    assert b["mean_iou"] > s["mean_iou"] + 0.1 and b["correct"] >= s["correct"], (b, s)
+
+
+def test_minutes_stops_within_its_budget(small_set, tmp_path):
+    logs = []
+    start = time.time()
+    metrics = train(small_set, tmp_path, TrainConfig(arch="resnet18", size=64, minutes=0.5, bs=16, workers=0,
+                                                     pretrained="none"), log=logs.append)
+    took = time.time() - start
+    assert any(line.startswith("--minutes:") for line in logs), logs
+    assert 0.5 * 30 < took <= 1.1 * 30, took
+    assert len(metrics["epochs"]) >= 2  # the measured speed bought more than the default's guess of one
