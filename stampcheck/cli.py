@@ -176,17 +176,25 @@ def crawl(
 def train_cmd(
     dataset: Path = typer.Argument(..., help="Dataset folder (from `stampcheck compose`, or labelled by hand)."),
     out: Path = typer.Option(DATA / "model", help="Model folder to write."),
-    arch: str = typer.Option("resnet34", help="ResNet body: resnet18, resnet34 or resnet50."),
-    size: int = typer.Option(224, min=64, help="Input size in pixels (images are squished to size x size)."),
+    arch: str = typer.Option("resnet18", help="ResNet body: resnet18, resnet34 or resnet50 (a shipped base "
+                             "detector exists for resnet18)."),
+    size: Optional[int] = typer.Option(None, min=64, max=2048, help="Input size in pixels (images are squished to "
+                                       "size x size). Default: 160 on a CPU, 256 on a GPU."),
     crop: Optional[int] = typer.Option(None, min=32, help="Train on random crop x crop windows of the size x size "
                                        "image (each holding a stamp whole or not at all); valid and qa see the whole "
                                        "image. Small stamps get the pixels of a large --size at the cost of --crop."),
-    epochs: int = typer.Option(10, min=1, help="Epochs of fit_one_cycle."),
+    epochs: int = typer.Option(10, min=1, help="Epochs of fit_one_cycle (ignored with --minutes)."),
+    minutes: Optional[float] = typer.Option(None, min=0.1, help="Train as well as possible within this many "
+                                            "minutes on this machine: the speed of the first batches sets the "
+                                            "epochs; the log says what it chose. On a CPU, `--minutes 15` with no "
+                                            "other option is the recipe to run."),
     bs: int = typer.Option(32, min=1, help="Batch size."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 3e-3)."),
     lr_find: bool = typer.Option(False, "--lr-find", help="Run fastai's lr_find, save lr_find.png, use its suggestion."),
-    pretrained: bool = typer.Option(True, help="Start from ImageNet weights when they can be had (torch's cache "
-                                    "or a download); otherwise warn and train from scratch."),
+    pretrained: str = typer.Option("base", help="Where the weights start: 'base' (the shipped stamp detector, "
+                                   "data/weights/), 'imagenet' (torch's cache or a download) or 'none' (from "
+                                   "scratch). Missing weights: a warning, then the next of base, imagenet, none."),
+    no_pretrained: bool = typer.Option(False, "--no-pretrained", hidden=True, help="The same as --pretrained none."),
     weights: Optional[Path] = typer.Option(None, help="A local .pth of torchvision ResNet weights to start from."),
     init: Optional[Path] = typer.Option(None, help="Start from an earlier model folder of the same arch and "
                                         "classes (fine-tune it on new photos or harder looks) instead of ResNet weights."),
@@ -205,7 +213,8 @@ def train_cmd(
     from stampcheck.dataset import DatasetError
     from train.learner import TrainConfig, train
 
-    cfg = TrainConfig(arch=arch, size=size, crop=crop, epochs=epochs, bs=bs, lr=lr, lr_find=lr_find, pretrained=pretrained,
+    cfg = TrainConfig(arch=arch, size=size, crop=crop, epochs=epochs, minutes=minutes, bs=bs, lr=lr, lr_find=lr_find,
+                      pretrained="none" if no_pretrained else pretrained,
                       weights=str(weights) if weights else None, init=str(init) if init else None, workers=workers, device=device,
                       patience=patience, seed=seed, augment=augment,
                       mixed_precision=mixed_precision)
@@ -213,6 +222,45 @@ def train_cmd(
         train(dataset, out, cfg, log=report.print)
     except (DatasetError, ValueError, FileNotFoundError) as e:
         fail(str(e))
+
+
+@app.command()
+def pretrain(
+    out: Path = typer.Option(DATA / "pretrain", help="Run folder: checkpoint.pth, state.json, base.pth, card.md."),
+    backgrounds: List[Path] = typer.Option(None, help="Folders of real product photos (no stamps on them), "
+                                           "repeatable; built-in scenes are always used too."),
+    arch: str = typer.Option("resnet18", help="ResNet body: resnet18, resnet34 or resnet50."),
+    size: int = typer.Option(160, min=64, max=1024, help="Input size in pixels."),
+    epochs: int = typer.Option(30, min=1, help="Epochs of the one-cycle schedule."),
+    epoch_images: int = typer.Option(4000, min=8, help="New images composed per epoch."),
+    valid_images: int = typer.Option(400, min=8, help="Composed valid images (the same every epoch)."),
+    bs: int = typer.Option(32, min=1, help="Batch size."),
+    lr: float = typer.Option(3e-3, min=1e-6, max=1.0, help="Peak learning rate."),
+    seed: int = typer.Option(0, help="Same seed, same images."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Composing processes (default: the cores but one; "
+                                          "16 at most on a GPU)."),
+    device: Optional[str] = typer.Option(None, help="cuda, cpu... (default: the GPU when there is one)."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last finished epoch "
+                                "(weights, optimiser and schedule position); its own settings are kept."),
+    mixed_precision: bool = typer.Option(True, help="bf16/fp16 autocast where the hardware runs it natively."),
+):
+    """Train the class-agnostic base detector on images composed on the fly (thousands of generated seal
+    designs with every compose look); `train` starts from it. Ctrl-C stops after the current batch;
+    --resume continues."""
+    from stampcheck.paths import refuse_overlap
+    from train.pretrain import PretrainConfig
+    from train.pretrain import pretrain as run_pretrain
+
+    try:
+        refuse_overlap(out, list(backgrounds or []))
+        cfg = PretrainConfig(arch=arch, size=size, epochs=epochs, epoch_images=epoch_images,
+                             valid_images=valid_images, bs=bs, lr=lr, seed=seed,
+                             backgrounds=[str(b) for b in backgrounds or []], workers=workers, device=device,
+                             mixed_precision=mixed_precision)
+        result = run_pretrain(out, cfg, resume=resume, log=report.print)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    report.print(f"base: {out / 'base.pth'} (sha256 {result['sha256'][:16]}...), card: {out / 'card.md'}")
 
 
 @app.command()

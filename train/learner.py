@@ -21,7 +21,7 @@ from pathlib import Path
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle / lr_find)
 import numpy as np
 import torch
-from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.core import Callback, CancelFitException, CancelTrainException, CancelValidException
 from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.learner import Learner
 from fastai.optimizer import Adam
@@ -36,20 +36,24 @@ from train.metrics import METRIC_KEYS, best_threshold, detection_metrics, image_
 from train.model import ModelError, build_model, load_model_dir
 from train.precision import set_precision
 
+# A size that learns in minutes on a CPU and sees stamps of a tenth of the short side as 16 px;
+# on a GPU more pixels cost little.
+CPU_SIZE, GPU_SIZE = 160, 256
 MONITOR = "correct"  # see train.metrics: share of valid images judged right, presence and box;
 # ties (common once it reaches 1.0 on small sets) go to the epoch with the better mean IoU
 
 
 @dataclass
 class TrainConfig:
-    arch: str = "resnet34"
-    size: int = 224
+    arch: str = "resnet18"         # the shipped base detector's
+    size: int | None = None        # None: suited to the device (CPU_SIZE, GPU_SIZE)
     crop: int | None = None        # train on random crop x crop windows of the size x size image
     epochs: int = 10
+    minutes: float | None = None   # train as well as possible in this time: sets the epochs
     bs: int = 32
     lr: float | None = None        # None: 3e-3, or lr_find's suggestion with lr_find=True
     lr_find: bool = False
-    pretrained: bool = True
+    pretrained: str | bool = "base"  # base, imagenet or none (see train.model.build_model)
     weights: str | None = None
     init: str | None = None        # an earlier stampcheck model folder to start from (fine-tuning)
     workers: int | None = None     # data-loader processes; None: picked for the device
@@ -115,8 +119,8 @@ class EpochLog(Callback):
 
     order = 75
 
-    def __init__(self, log):
-        self.log, self.start, self.saved_logger = log, 0.0, None
+    def __init__(self, log, start_epoch: int = 0):
+        self.log, self.start, self.saved_logger, self.start_epoch = log, 0.0, None, start_epoch
 
     def before_fit(self):
         # without fastai's bar its Recorder prints each epoch's raw list; this line replaces it
@@ -129,7 +133,7 @@ class EpochLog(Callback):
         self.start = time.time()
 
     def after_epoch(self):
-        if rank_distrib() != 0:
+        if rank_distrib() != 0 or self.epoch < self.start_epoch:  # skipped by a resumed run
             return
         names, values = self.recorder.metric_names[1:-1], self.recorder.values[-1]
         figures = "  ".join(f"{n} {float(v):.3f}" for n, v in zip(names, values))
@@ -157,6 +161,8 @@ def build_learner(dataset: Path, out: Path, cfg: TrainConfig, log=print):
 
     set_seed(cfg.seed)
     device = pick_device(cfg.device)
+    if cfg.size is None:
+        cfg.size = GPU_SIZE if device.type == "cuda" else CPU_SIZE
     workers = cfg.workers if cfg.workers is not None else (min(8, cpu_count()) if device.type == "cuda"
                                                            else max(0, min(2, cpu_count() - 1)))
     dls, classes = stamp_dataloaders(dataset, cfg.size, cfg.bs, workers, device, cfg.augment, cfg.crop)
@@ -173,6 +179,77 @@ def build_learner(dataset: Path, out: Path, cfg: TrainConfig, log=print):
     return learn, dls, classes, device, weights_source
 
 
+class BatchTimer(Callback):
+    """Times ``n`` training and ``n`` valid batches (loading included, the first of each left out:
+    it pays for starting loader workers), then ends the epoch."""
+
+    order = 95
+
+    def __init__(self, n: int = 4):
+        self.n, self.train_times, self.valid_times, self.mark = n, [], [], None
+
+    def before_train(self):
+        self.mark = None
+
+    before_validate = before_train
+
+    def after_batch(self):
+        now = time.perf_counter()
+        times = self.train_times if self.training else self.valid_times
+        if self.mark is not None:
+            times.append(now - self.mark)
+        self.mark = now
+        if len(times) >= self.n:
+            raise CancelTrainException() if self.training else CancelValidException()
+
+
+class Deadline(Callback):
+    """Ends training once the budget's training time is spent, whatever the plan said; the best
+    epoch so far is already saved."""
+
+    order = 96
+
+    def __init__(self, end: float):
+        self.end = end
+
+    def after_batch(self):
+        if time.time() > self.end:
+            raise CancelFitException()
+
+
+def plan_epochs(learn: Learner, budget: float, log=print) -> tuple[int, Deadline]:
+    """Epochs (or, below one, the share of an epoch) that fit ``budget`` seconds, measured on this
+    machine's first batches, as a one-cycle schedule must know its length before it starts."""
+    state = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
+    t0 = time.time()
+    timer = BatchTimer()
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1, lr=0.0, cbs=[timer])  # lr 0: real steps, weights unchanged (BN stats restored below)
+    learn.model.load_state_dict(state)
+    learn.opt = None
+    t_train = float(np.median(timer.train_times)) if timer.train_times else 0.0
+    t_valid = float(np.median(timer.valid_times)) if timer.valid_times else 0.0
+    n_train, n_valid = len(learn.dls.train), len(learn.dls.valid)
+    valid_s = n_valid * t_valid
+    finish_s = valid_s * 1.5 + 10  # best epoch's valid pass, threshold, export, plots
+    left = budget - (time.time() - t0) - finish_s
+    epoch_s = n_train * t_train + valid_s
+    if left <= valid_s + 4 * t_train:
+        raise ValueError(f"--minutes leaves {max(0.0, budget):.0f} s after setting up, too little to train: one valid "
+                         f"pass takes {valid_s:.0f} s here and finishing ~{finish_s:.0f} s; give more minutes")
+    epochs = int(left // epoch_s)
+    if epochs >= 1:
+        log(f"--minutes: {t_train:.2f} s per training batch, {valid_s:.0f} s per valid pass: "
+            f"{epochs} epochs of {n_train} batches (about {epochs * epoch_s / 60:.1f} min), then ~{finish_s:.0f} s to finish")
+    else:  # not even one epoch: train on the share of it that fits
+        batches = max(4, int((left - valid_s) // t_train))
+        learn.dls.train.n = batches * learn.dls.train.bs
+        epochs = 1
+        log(f"--minutes: {t_train:.2f} s per training batch: one epoch of {batches} of the {n_train} batches "
+            f"(about {(batches * t_train + valid_s) / 60:.1f} min), then ~{finish_s:.0f} s to finish")
+    return epochs, Deadline(time.time() + left + 0.03 * budget)  # the plan's estimate, some slack
+
+
 def model_from_folder(model_dir: Path, arch: str, classes: list[str]):
     """The network of an earlier ``stampcheck train`` run, to go on training it on new data."""
     config, model = load_model_dir(model_dir)
@@ -184,13 +261,13 @@ def model_from_folder(model_dir: Path, arch: str, classes: list[str]):
 
 def train(dataset: Path, out: Path, cfg: TrainConfig, log=print) -> dict:
     """Train on ``dataset`` (the dataset contract) and fill ``out``; return metrics.json's content."""
+    started = time.time()
     out = Path(out).resolve()  # fastai joins learn.path with relative names; keep every path absolute
     out.mkdir(parents=True, exist_ok=True)
     learn, dls, classes, device, weights_source = build_learner(dataset, out, cfg, log)
     dtype = autocast_dtype(device, cfg.mixed_precision)
     precision = f"{str(dtype).removeprefix('torch.')} autocast" if dtype else "fp32"
-    log(f"{cfg.arch} on {device} ({precision}); "
-        f"{'from scratch' if 'could not' in weights_source else weights_source}; "
+    log(f"{cfg.arch} at {cfg.size} px on {device} ({precision}), starting from {weights_source}; "
         f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images"
         + (f"; training on {cfg.crop} px windows of the {cfg.size} px image" if cfg.crop else ""))
     config = {"arch": cfg.arch, "size": cfg.size, "classes": classes, "mean": list(MEAN), "std": list(STD),
@@ -212,11 +289,15 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print) -> dict:
         cbs.append(EarlyStoppingCallback(monitor=MONITOR, comp=np.greater, patience=cfg.patience))
     if piped:
         cbs.append(EpochLog(log))
+    epochs = cfg.epochs
+    if cfg.minutes:
+        epochs, deadline = plan_epochs(learn, cfg.minutes * 60 - (time.time() - started), log)
+        cbs.append(deadline)
     start = time.time()
     interrupted = False
     try:
         with distributed_training(learn, device), quiet_bar():
-            learn.fit_one_cycle(cfg.epochs, lr, cbs=cbs)
+            learn.fit_one_cycle(epochs, lr, cbs=cbs)
         interrupted = stop.requested
     except KeyboardInterrupt:  # a second Ctrl-C, or one before training began
         interrupted = True

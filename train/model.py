@@ -74,7 +74,7 @@ def load_model_dir(model_dir: Path) -> tuple[dict, StampNet]:
         raise ModelError(f"{model_dir} is not a stampcheck model folder ({e}); "
                          "make one with `stampcheck train`") from e
     with torch.device("meta"):  # skip the random initialisation of weights about to be replaced
-        model, _ = build_model(arch, n_classes, pretrained=False)
+        model, _ = build_model(arch, n_classes, pretrained="none")
     try:
         model.load_state_dict(state, assign=True)
     except RuntimeError as e:
@@ -82,28 +82,70 @@ def load_model_dir(model_dir: Path) -> tuple[dict, StampNet]:
     return config, model
 
 
-def build_model(arch: str, n_classes: int, pretrained: bool = True, weights: Path | None = None,
+BASE_DIR = Path(__file__).resolve().parents[1] / "data" / "weights"
+STARTS = ("base", "imagenet", "none")  # what --pretrained chooses
+
+
+def base_path(arch: str) -> Path:
+    """The shipped base detector for ``arch`` (made by `stampcheck pretrain`, card beside it)."""
+    return BASE_DIR / f"stampnet-{arch}-base.pth"
+
+
+def build_model(arch: str, n_classes: int, pretrained: str | bool = "base", weights: Path | None = None,
                 log=print) -> tuple[StampNet, str]:
-    """Build the network; return it and a sentence saying where the body's weights came from."""
+    """Build the network; return it and a sentence saying where its weights came from.
+
+    ``pretrained``: "base" (the shipped stamp detector, whole network), "imagenet" (the body only),
+    "none"; without the chosen weights it warns and falls back: base -> ImageNet -> from scratch.
+    ``weights``, a local file of torchvision ResNet weights, overrides it."""
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    start = {True: "imagenet", False: "none"}.get(pretrained, pretrained)
+    if start not in STARTS:
+        raise ValueError(f"--pretrained {pretrained!r}: choose one of {', '.join(STARTS)}")
     resnet = ARCHS[arch](weights=None)
-    source = "random initialisation (--no-pretrained)"
+    source = "random initialisation (from scratch, --pretrained none)"
+    base = None
     if weights:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         missing, unexpected = resnet.load_state_dict(state.get("state_dict", state), strict=False)
         if len(missing) > 10:
             raise ValueError(f"{weights} does not hold {arch} weights ({len(missing)} layers missing)")
         source = f"weights from {weights}"
-    elif pretrained:
+    elif start == "base":
+        path = base_path(arch)
+        if path.is_file():
+            base, source = path, f"the base detector {path.name}"
+        else:
+            log(f"warning: no base detector for {arch} ({path} not found; `stampcheck pretrain` makes one); "
+                "trying ImageNet weights")
+            start = "imagenet"
+    if start == "imagenet" and not weights:
         state, source = imagenet_weights(arch)
         if state is None:
             log(f"warning: {source}; training {arch} from scratch")
+            source = f"random initialisation (from scratch: {source})"
         else:
             resnet.load_state_dict(state)
     # layer4 is the last stage kept; cut=-2 drops the pooling and the classifier.
     body = create_body(resnet, pretrained=False, cut=-2)
-    return StampNet(body, n_classes), source
+    model = StampNet(body, n_classes)
+    if base is not None:
+        load_base(model, base)
+    return model, source
+
+
+def load_base(model: StampNet, path: Path) -> None:
+    """Every weight of the one-class base; each of the model's classes starts from its score."""
+    state = {k: v.float() for k, v in torch.load(path, map_location="cpu", weights_only=True).items()}
+    n = model.n_classes
+    for key in ("out.weight", "out.bias"):
+        w = state[key]  # channels: 1 score, then 4 box distances
+        state[key] = torch.cat([w[:1].repeat(n, *([1] * (w.dim() - 1))), w[1:]])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ModelError(f"{path} does not fit this network ({e})") from e
 
 
 def imagenet_weights(arch: str, timeout: float = 10.0) -> tuple[dict | None, str]:

@@ -1,0 +1,220 @@
+"""`stampcheck pretrain`: teach one StampNet what any ink stamp looks like, on images composed on
+the fly, so that every user's training starts from a detector that already finds stamps and only
+has to learn which one is theirs.
+
+PRETRAIN_DIR gets ``checkpoint.pth`` (weights and optimiser, after every epoch: ``--resume``
+continues from the last finished epoch, schedule position included), ``state.json``,
+``base.pth`` (the best epoch's weights in fp16, the file that ships in data/weights/) and
+``card.md`` (the model card: command, data, time, hardware, metrics, sha256).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
+import torch
+from fastai.callback.core import Callback
+from fastai.data.core import DataLoaders
+from fastai.learner import Learner
+from fastai.optimizer import Adam
+from fastai.torch_core import set_seed
+
+from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from stampcheck.device import autocast_dtype, cpu_count, pick_device
+from train.detect import StampLoss
+from train.learner import EpochLog, StopOnInterrupt
+from train.metrics import detection_metrics
+from train.model import build_model
+from train.precision import set_precision
+from train.synthetic import Loader, SyntheticStamps, collate, load_backgrounds
+
+VALID_OFFSET = 10 ** 9  # valid images are indices no training epoch reaches
+
+
+@dataclass
+class PretrainConfig:
+    arch: str = "resnet18"
+    size: int = 160
+    epochs: int = 30
+    epoch_images: int = 4000
+    valid_images: int = 400
+    bs: int = 32
+    lr: float = 3e-3
+    seed: int = 0
+    backgrounds: list[str] = field(default_factory=list)
+    workers: int | None = None
+    device: str | None = None
+    mixed_precision: bool = True
+
+
+class EpochOffset(Callback):
+    """Every epoch composes new images: epoch e reads indices e * epoch_images onwards."""
+
+    order = 0
+
+    def __init__(self, ds: SyntheticStamps):
+        self.ds = ds
+
+    def before_epoch(self):
+        self.ds.offset = self.epoch * self.ds.length
+
+
+class Checkpoint(Callback):
+    """After each epoch: weights and optimiser (for --resume), state.json, and base.pth when the
+    valid 'correct' share improved. Epochs skipped on resume are not epochs of this run."""
+
+    order = 72
+
+    def __init__(self, out: Path, cfg: PretrainConfig, start_epoch: int, best: float, started: float):
+        self.out, self.cfg, self.start_epoch, self.best = out, cfg, start_epoch, best
+        self.started, self.seconds_before = started, 0.0
+
+    def after_epoch(self):
+        if self.epoch < self.start_epoch:
+            return
+        row = dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1]))
+        metrics = {k: float(v) for k, v in row.items()}
+        state = read_state(self.out)
+        seconds = state.get("seconds", 0.0) + time.time() - self.started
+        self.started = time.time()
+        improved = metrics["correct"] > self.best
+        if improved:
+            self.best = metrics["correct"]
+            save_base(self.learn.model, self.out / "base.pth")
+        with atomic_path(self.out / "checkpoint.pth") as tmp:
+            buf = io.BytesIO()
+            torch.save({"model": self.learn.model.state_dict(), "opt": self.learn.opt.state_dict()}, buf)
+            tmp.write_bytes(buf.getvalue())
+        history = state.get("history", []) + [{"epoch": self.epoch + 1, **metrics}]
+        best_row = max(history, key=lambda r: r["correct"])
+        write_state(self.out, {"config": asdict(self.cfg), "epochs_done": self.epoch + 1, "best": self.best,
+                               "best_epoch": best_row["epoch"], "best_metrics": best_row, "seconds": seconds,
+                               "history": history})
+
+
+def read_state(out: Path) -> dict:
+    path = out / "state.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_state(out: Path, state: dict) -> None:
+    atomic_write_text(out / "state.json", json.dumps(state, indent=2))
+
+
+def save_base(model, path: Path) -> None:
+    """fp16 weights: half the bytes, and fine-tuning starts in fp32 from them all the same."""
+    state = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
+             for k, v in model.state_dict().items()}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, log=print) -> dict:
+    """Train (or go on training) the class-agnostic base detector into ``out``."""
+    out = Path(out).resolve()
+    state = read_state(out)
+    if state and not resume:
+        raise ValueError(f"{out} holds a pretraining run ({state.get('epochs_done', 0)} epochs); "
+                         "pass --resume to continue it, or choose another --out")
+    if resume:
+        if not state:
+            raise ValueError(f"--resume: {out} holds no pretraining run (no state.json)")
+        saved = PretrainConfig(**state["config"])
+        if (saved.arch, saved.size, saved.epochs, saved.epoch_images, saved.seed) != \
+                (cfg.arch, cfg.size, cfg.epochs, cfg.epoch_images, cfg.seed):
+            log(f"resuming with the run's own settings (arch {saved.arch}, size {saved.size}, "
+                f"{saved.epochs} epochs of {saved.epoch_images} images)")
+        cfg = saved
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    workers = cfg.workers if cfg.workers is not None else (min(16, cpu_count()) if device.type == "cuda"
+                                                           else max(1, cpu_count() - 1))
+    backgrounds = load_backgrounds([Path(b) for b in cfg.backgrounds], int(cfg.size * 1.6))
+    if cfg.backgrounds and not backgrounds:
+        raise ValueError(f"no usable photo in {', '.join(cfg.backgrounds)}")
+    train_ds = SyntheticStamps(cfg.epoch_images, cfg.size, cfg.seed, backgrounds)
+    valid_ds = SyntheticStamps(cfg.valid_images, cfg.size, cfg.seed, backgrounds, offset=VALID_OFFSET)
+    kw = dict(batch_size=cfg.bs, num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
+              persistent_workers=False)
+    # Not shuffled: the indices are random images already, and EpochOffset moves them each epoch.
+    dls = DataLoaders(Loader(train_ds, shuffle=False, drop_last=True, **kw), Loader(valid_ds, **kw), device=device)
+    model, _ = build_model(cfg.arch, 1, pretrained="none")
+    learn = Learner(dls, model, loss_func=StampLoss(1), opt_func=Adam, metrics=detection_metrics(1),
+                    path=out, model_dir=".")
+    set_precision(learn, device, cfg.mixed_precision)
+    start_epoch = 0
+    if resume:
+        ck = torch.load(out / "checkpoint.pth", map_location=device, weights_only=False)
+        learn.model.load_state_dict(ck["model"])
+        learn.create_opt()
+        learn.opt.load_state_dict(ck["opt"])
+        start_epoch = state["epochs_done"]
+        if start_epoch >= cfg.epochs:
+            log(f"{out}: all {cfg.epochs} epochs are done; writing the card")
+            return write_card(out, cfg, device, backgrounds)
+    dtype = autocast_dtype(device, cfg.mixed_precision)
+    log(f"pretraining {cfg.arch} at {cfg.size} px on {device} ({str(dtype).removeprefix('torch.') if dtype else 'fp32'}): "
+        f"epochs {start_epoch + 1}-{cfg.epochs} of {cfg.epoch_images} new images each, "
+        f"{len(backgrounds)} real backgrounds, {workers} loader workers")
+    cbs = [EpochOffset(train_ds), Checkpoint(out, cfg, start_epoch, state.get("best", -1.0), time.time()),
+           StopOnInterrupt()]
+    piped = not sys.stdout.isatty()
+    if piped:
+        cbs.append(EpochLog(log, start_epoch))
+    with (learn.no_bar() if piped else _nothing()):
+        learn.fit_one_cycle(cfg.epochs, cfg.lr, cbs=cbs, start_epoch=start_epoch)
+    return write_card(out, cfg, device, backgrounds)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def write_card(out: Path, cfg: PretrainConfig, device, backgrounds: list) -> dict:
+    """card.md beside base.pth: what a user needs to trust or reproduce the file."""
+    state = read_state(out)
+    base = out / "base.pth"
+    if not base.is_file():
+        raise RuntimeError("pretraining stopped before its first epoch ended; no base.pth was written")
+    sha = hashlib.sha256(base.read_bytes()).hexdigest()
+    m = state.get("best_metrics", {})
+    hours = state.get("seconds", 0.0) / 3600
+    cpu = platform.processor() or platform.machine()
+    hardware = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU ({cpu}, {cpu_count()} cores)"
+    command = ("stampcheck pretrain --out DIR --arch {a} --size {s} --epochs {e} --epoch-images {n} --bs {b} "
+               "--lr {lr} --seed {seed}").format(a=cfg.arch, s=cfg.size, e=cfg.epochs, n=cfg.epoch_images, b=cfg.bs,
+                                                  lr=cfg.lr, seed=cfg.seed)
+    command += "".join(f" --backgrounds {b}" for b in cfg.backgrounds)
+    card = f"""# StampNet base detector: {cfg.arch}, {cfg.size} px
+
+Finds any ink stamp (one class, "stamp"); `stampcheck train` starts from it and learns which stamp
+is yours, the other seals becoming its hard negatives.
+
+- file: `{base.name}` (fp16 state dict of `train.model.StampNet`, 1 class)
+- sha256: `{sha}`
+- command: `{command}`
+- data: images composed on the fly (`train/synthetic.py`): generated seal designs
+  (`compose/seals.py`) with compose's looks on built-in scenes and {len(backgrounds)} real photos
+  ({', '.join(cfg.backgrounds) or 'none'}); {state.get('epochs_done', 0)} epochs of {cfg.epoch_images} images
+- training time: {hours:.2f} h on {hardware}
+- best epoch: {state.get('best_epoch')}; valid ({cfg.valid_images} composed images, threshold 0.5):
+  accuracy {m.get('accuracy', float('nan')):.3f}, precision {m.get('precision', float('nan')):.3f},
+  recall {m.get('recall', float('nan')):.3f}, mean IoU {m.get('mean_iou', float('nan')):.3f},
+  IoU >= 0.5 {m.get('iou50', float('nan')):.3f}, correct {m.get('correct', float('nan')):.3f}
+"""
+    atomic_write_text(out / "card.md", card)
+    return {"sha256": sha, "state": state}

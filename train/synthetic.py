@@ -1,0 +1,131 @@
+"""Training images composed on the fly: a torch Dataset over the compositor.
+
+Image ``i`` is a pure function of (seed, i): a background (a built-in scene or a crop of a real
+photo), one to three generated seal designs (compose.seals) with all of compose's looks, or none,
+and a JPEG round trip at a random quality. Nothing is written to disk, every index is a new image,
+and any worker process gives the same image for the same index. Used by ``stampcheck pretrain``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from compose.backgrounds import builtin_background
+from compose.looks import Looks, compose_image
+from compose.seals import seal_design
+from compose.stamps import Stamp
+from stampcheck.images import ImageLimits, ImageRejected, find_images, fit_within, open_checked
+from train.data import MEAN, STD
+
+# Pretraining looks: compose's defaults, but every mark is a stamp (class-agnostic: no unlabelled
+# seal may appear as a "distractor"), and a third of the images carry none. What is not a stamp
+# comes from the backgrounds: real products, logos, barcodes, print.
+PRETRAIN_LOOKS = Looks(hard_negative_share=0.0, negative_share=0.35, multi_share=0.2)
+DESIGNS = 20_000  # design numbers drawn from; drawing one costs more than composing an image, so
+# each worker keeps the designs it drew (64 KB each) and a long run draws most of them once
+
+
+@lru_cache(maxsize=8192)
+def design_stamp(n: int) -> Stamp:
+    """Seal design ``n`` as a Stamp of the one class "stamp"."""
+    return Stamp(name="stamp", rgba=np.asarray(seal_design(n)), sha256=f"design-{n}")
+
+
+class Designs(Sequence):
+    """``count`` design numbers drawn by ``rng``, drawn as pictures only when compose uses one."""
+
+    def __init__(self, rng: np.random.Generator, count: int = 3):
+        self.numbers = [int(n) for n in rng.integers(DESIGNS, size=count)]
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def __getitem__(self, k: int) -> Stamp:
+        return design_stamp(self.numbers[k])
+
+
+def load_backgrounds(folders: list[Path], max_side: int, progress=None) -> list[Image.Image]:
+    """Every usable photo below ``folders``, decoded once at about ``max_side`` (kept in memory:
+    forked loader workers share it). Unusable files are skipped."""
+    out = []
+    files = find_images([Path(f) for f in folders])
+    for f in files:
+        try:
+            out.append(fit_within(open_checked(f, ImageLimits(min_side=32), draft_size=max_side), max_side))
+        except ImageRejected:
+            continue
+    return out
+
+
+class SyntheticStamps(torch.utils.data.Dataset):
+    """``length`` images per epoch, indices ``offset + i``; ``size`` x ``size`` normalised tensors
+    and boxes in fastai's -1..1 coordinates (label 1: stamp)."""
+
+    def __init__(self, length: int, size: int, seed: int = 0, backgrounds: list[Image.Image] | None = None,
+                 looks: Looks = PRETRAIN_LOOKS, offset: int = 0, real_share: float = 0.7):
+        self.length, self.size, self.seed, self.offset = length, size, seed, offset
+        self.backgrounds = backgrounds or []
+        self.looks, self.real_share = looks, real_share if self.backgrounds else 0.0
+        self.mean = torch.tensor(MEAN).view(3, 1, 1)
+        self.std = torch.tensor(STD).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def background(self, rng: np.random.Generator) -> Image.Image:
+        """A real photo, randomly cropped and sometimes mirrored (it holds no stamp yet, so a
+        mirror is just another product), or a built-in scene."""
+        side = int(self.size * 1.25)
+        if rng.random() >= self.real_share:
+            return builtin_background(int(rng.integers(10_000_000)), side)
+        img = self.backgrounds[int(rng.integers(len(self.backgrounds)))]
+        w, h = img.size
+        keep = rng.uniform(0.55, 1.0)
+        cw, ch = max(16, int(w * keep)), max(16, int(h * keep * rng.uniform(0.8, 1.25)))
+        cw, ch = min(cw, w), min(ch, h)
+        x, y = int(rng.integers(w - cw + 1)), int(rng.integers(h - ch + 1))
+        img = img.crop((x, y, x + cw, y + ch))
+        if rng.random() < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        return fit_within(img, side)
+
+    def compose(self, index: int) -> tuple[Image.Image, list]:
+        """The composed photo (its own size) and its pixel boxes."""
+        rng = np.random.default_rng([self.seed, 11, self.offset + index])
+        bg = self.background(rng)
+        img, boxes, _ = compose_image(bg, Designs(rng), self.looks, rng)
+        quality = int(rng.integers(self.looks.jpeg_quality[0], self.looks.jpeg_quality[1] + 1))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=quality)
+        return Image.open(buf).convert("RGB"), boxes
+
+    def __getitem__(self, index: int):
+        img, boxes = self.compose(index)
+        w, h = img.size
+        small = img.resize((self.size, self.size), Image.BILINEAR)  # squished, as train and qa do
+        x = torch.from_numpy(np.asarray(small).copy()).permute(2, 0, 1).float() / 255
+        x = (x - self.mean) / self.std
+        b = torch.tensor([[bx.x0 / w * 2 - 1, bx.y0 / h * 2 - 1, bx.x1 / w * 2 - 1, bx.y1 / h * 2 - 1]
+                          for bx in boxes], dtype=torch.float32).view(-1, 4)
+        return x, b, torch.ones(len(b), dtype=torch.long)
+
+
+def collate(samples):
+    """Images stacked; boxes and labels padded with label 0 (fastai's convention: no box)."""
+    n = max(1, max(len(s[2]) for s in samples))
+    boxes = torch.zeros(len(samples), n, 4)
+    labels = torch.zeros(len(samples), n, dtype=torch.long)
+    for k, (_, b, lab) in enumerate(samples):
+        boxes[k, :len(b)], labels[k, :len(lab)] = b, lab
+    return torch.stack([s[0] for s in samples]), boxes, labels
+
+
+class Loader(torch.utils.data.DataLoader):
+    n_inp = 1  # fastai's Learner splits (image, boxes, labels) into input and targets by it
