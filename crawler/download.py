@@ -292,6 +292,16 @@ class CheckedDownloader(ImageDownloader):
         self.store.reject(url, *self.key, reason, detail)
 
 
+def fed(parser, queue_timeout: float):
+    """The feeder's URLs as they come, until the crawl stops, or the feeder is done and none is left."""
+    while not parser.signal.get("reach_max_num"):
+        try:
+            yield parser.in_queue.get(timeout=queue_timeout)
+        except queue.Empty:
+            if parser.signal.get("feeder_exited"):
+                return
+
+
 def hand_over(parser, task: dict) -> bool:
     """Put one image task on the downloader's queue, waiting while it is full; False once the crawl
     has stopped (the URL then counts as offered but not fetched)."""
@@ -360,11 +370,5 @@ class ListParser(CountingParser, Parser):
     on a full queue once the crawl has stopped)."""
 
     def worker_exec(self, queue_timeout=2, **kwargs):
-        while not self.signal.get("reach_max_num"):
-            try:
-                url = self.in_queue.get(timeout=queue_timeout)
-            except queue.Empty:
-                if self.signal.get("feeder_exited"):
-                    break
-                continue
+        for url in fed(self, queue_timeout):
             hand_over(self, {"file_url": url})

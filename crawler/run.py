@@ -34,7 +34,7 @@ ROBOTS_AGENT = "stampcheck-crawler"
 PARSERS = {"bing": (BingFeeder, CountingBingParser), "google": (GoogleFeeder, CountingGoogleParser),
            "baidu": (BaiduFeeder, CountingBaiduParser), "flickr": (FlickrFeeder, CountingFlickrParser),
            "site": (SiteFeeder, SiteParser), "urls": (ListFeeder, ListParser)}
-SUGGEST = {"google": "bing", "bing": "baidu", "baidu": "bing", "flickr": "bing", "site": "urls", "urls": "site"}
+SUGGEST = {"google": "bing", "bing": "baidu", "baidu": "bing", "flickr": "bing"}
 
 
 @dataclass
@@ -199,10 +199,13 @@ def empty_engines(stats: CrawlStats) -> list[str]:
     """Warnings for every (engine, keyword) that found no image link at all."""
     out = []
     for (engine, keyword), row in sorted(stats.rows.items()):
-        if engine != "dir" and row["links"] == 0:
+        if engine == "site" and row["links"] == 0:
+            out.append(f"site {keyword} gave no image links ({row['pages']} pages read): rejected.jsonl says why "
+                       "for each page it could not read; --max-depth, --max-pages or --ignore-robots may help")
+        elif engine in SUGGEST and row["links"] == 0:
             out.append(f"{engine} found no image links for {keyword!r} ({row['pages']} result pages parsed): "
                        f"its page layout may have changed or the search had no results; "
-                       f"try --engine {SUGGEST.get(engine, 'bing')}")
+                       f"try --engine {SUGGEST[engine]}")
     return out
 
 

@@ -9,7 +9,6 @@ away and ``max_pages`` in all. robots.txt is read once per host and obeyed for p
 
 from __future__ import annotations
 
-import queue
 from collections import deque
 from pathlib import PurePosixPath
 from urllib.parse import urldefrag, urljoin, urlsplit
@@ -20,7 +19,7 @@ from icrawler import Feeder
 from icrawler.builtin.greedy import GreedyParser
 from PIL import Image
 
-from crawler.download import CountingParser, fetch, hand_over
+from crawler.download import CountingParser, fed, fetch, hand_over
 from stampcheck.images import IMAGE_SUFFIXES
 
 LAZY_ATTRS = ("data-src", "data-original", "data-lazy-src", "data-lazy", "data-url", "src")
@@ -142,6 +141,7 @@ class Robots:
     def __init__(self, session, agent: str, timeout: float, deadline: float):
         self.session, self.agent, self.timeout, self.deadline = session, agent, timeout, deadline
         self.rules: dict[str, RobotFileParser] = {}
+        self.why: dict[str, tuple[str, str]] = {}  # origin -> (reason, detail) when no robots.txt lets us in
 
     def allowed(self, url: str) -> bool:
         origin = _origin(url)
@@ -156,8 +156,10 @@ class Robots:
             rules.parse(got.content.decode("utf-8", "replace").splitlines())
         elif 400 <= got.status < 500 and got.status not in (401, 403):
             rules.allow_all = True
-        else:
+        else:  # the host's own problem (no answer, a timeout) says more than "robots"
             rules.disallow_all = True
+            reason = got.problem[0] if got.problem[0] in ("connection-error", "timeout") else "robots"
+            self.why[origin] = reason, f"{origin}/robots.txt unavailable ({got.problem[1]}): host not crawled"
         rules.modified()  # can_fetch refuses everything until told the rules were read
         return rules
 
@@ -187,13 +189,7 @@ class SiteParser(CountingParser, GreedyParser):
         yield from pages
 
     def worker_exec(self, queue_timeout=2, **kwargs):
-        while not self.signal.get("reach_max_num"):
-            try:
-                start = self.in_queue.get(timeout=queue_timeout)
-            except queue.Empty:
-                if self.signal.get("feeder_exited"):
-                    break
-                continue
+        for start in fed(self, queue_timeout):
             self.crawl_site(start)
 
     def crawl_site(self, start: str) -> None:
@@ -229,7 +225,8 @@ class SiteParser(CountingParser, GreedyParser):
     def _allowed(self, url: str) -> bool:
         if self.robots is None or self.robots.allowed(url):
             return True
-        self._reject(url, "robots", f"disallowed by {_origin(url)}/robots.txt")
+        origin = _origin(url)
+        self._reject(url, *self.robots.why.get(origin, ("robots", f"disallowed by {origin}/robots.txt")))
         return False
 
     def _reject(self, url: str, reason: str, detail: str) -> None:

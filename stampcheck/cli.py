@@ -175,7 +175,8 @@ def crawl(
                         delay=delay, max_depth=max_depth, max_pages=max_pages, robots=not ignore_robots)
     stats = run_crawl(out, keywords, engines, sites, url_files, folders, opts, store, progress_bar)
     table = Table(title=f"crawl into {out}")
-    for col in ("engine", "keyword / source", "pages", "links", "downloaded", "rejected", "duplicates", "kept", "known"):
+    for col in ("engine", "keyword / source", "pages", "links", "downloaded", "rejected", "duplicates", "kept",
+                "known"):
         if col in ("keyword / source", "rejected"):  # long values fold onto more lines, never cut
             table.add_column(col, overflow="fold", ratio=1)
         else:
