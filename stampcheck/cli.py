@@ -141,14 +141,15 @@ def crawl(
 ):
     """Pull background product images through icrawler, check and de-duplicate them, keep provenance.
 
-    Every kept image is fully decoded, upright, RGB, at least --min-size, saved as JPEG under a
-    hash-based name; duplicates (exact, or perceptual hash within 6 bits) are dropped across engines,
-    keywords and runs. Every URL and file ends in manifest.jsonl or, with its reason, in
-    rejected.jsonl. Running the same command again adds only what is missing. Files in --out that
-    crawl did not write are never changed or removed.
+    Every kept image is fully decoded, upright, RGB, at least --min-size,
+    saved as JPEG under a hash-based name; duplicates (exact, or perceptual
+    hash within 6 bits) are dropped across engines, keywords and runs.
+    Every URL and file ends in manifest.jsonl or, with its reason, in
+    rejected.jsonl. Running the same command again adds only what is missing.
+    Files in --out that crawl did not write are never changed or removed.
 
-    Exit codes: 0 done; 2 bad usage or input (nothing written); 4 the tool failed; 5 nothing kept
-    (no new image and none from earlier runs)."""
+    Exit codes: 0 done; 2 bad usage or input (nothing written);
+    4 the tool failed; 5 nothing kept (no new image, none from earlier runs)."""
     from rich.table import Table
 
     from crawler.run import CrawlOptions, check_request, empty_engines, read_list, run_crawl, site_url
