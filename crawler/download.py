@@ -1,39 +1,46 @@
-"""icrawler parts made strict: a downloader that fetches with a byte cap and a deadline and hands
-every file to the ImageStore, and parsers that count what they find."""
+"""icrawler parts made strict: a session whose every request has a wall-clock deadline, a downloader
+that fetches with a byte cap and hands every file to the ImageStore, and parsers that count what
+they find."""
 
 from __future__ import annotations
 
+import queue
+import socket
 import threading
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import requests
-from icrawler import ImageDownloader
+import urllib3
+from icrawler import Feeder, ImageDownloader, Parser
 from icrawler.builtin.baidu import BaiduParser
 from icrawler.builtin.bing import BingParser
 from icrawler.builtin.flickr import FlickrParser
 from icrawler.builtin.google import GoogleParser
-from icrawler.builtin.greedy import GreedyParser
-from icrawler.builtin.urllist import PseudoParser
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from crawler.store import ImageStore
 
 
 class CrawlStats:
     """Counts per (engine, keyword): result pages parsed, links found, downloaded, rejected by
-    reason, duplicates, kept, and links skipped because an earlier run already had them."""
+    reason, duplicates, kept, and links skipped because an earlier run already had them. Also which
+    URLs were handed to the downloader and which it dealt with, so none goes unrecorded."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.rows: dict[tuple[str, str], Counter] = defaultdict(Counter)
         self.reasons: dict[tuple[str, str], Counter] = defaultdict(Counter)
-        self.last_activity = time.monotonic()
+        self.offered: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self.handled: dict[tuple[str, str], set[str]] = defaultdict(set)
 
     def add(self, key: tuple[str, str], field: str, n: int = 1) -> None:
         with self.lock:
             self.rows[key][field] += n
-            self.last_activity = time.monotonic()
 
     def reject(self, key: tuple[str, str], reason: str) -> None:
         with self.lock:
@@ -41,40 +48,193 @@ class CrawlStats:
             self.rows[key][field] += 1
             if field == "rejected":
                 self.reasons[key][reason] += 1
-            self.last_activity = time.monotonic()
+
+    def offer(self, key: tuple[str, str], url: str) -> None:
+        with self.lock:
+            self.offered[key].add(url)
+
+    def handle(self, key: tuple[str, str], url: str) -> None:
+        with self.lock:
+            self.handled[key].add(url)
+
+    def unhandled(self, key: tuple[str, str]) -> list[str]:
+        with self.lock:
+            return sorted(self.offered[key] - self.handled[key])
 
 
-def fetch(session: requests.Session, url: str, timeout: float, max_bytes: int, deadline: float):
-    """Return (bytes, None) or (None, (reason, detail)). Streams, so neither a huge body nor a
-    server dripping bytes (which never trips a per-read timeout) can hold a thread for long."""
+# -- a deadline from connect to last byte ---------------------------------------------------------
+
+_current = threading.local()
+
+
+class Deadline:
+    """Wall-clock limit on one thread's requests inside the block. A server that sends one byte at a
+    time satisfies every per-read timeout forever; when this one passes, the sockets the block opened
+    or used are shut down, which wakes any read blocked on them."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expired = False
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        self.timer = threading.Timer(seconds, self._expire)
+        self.timer.daemon = True
+
+    def __enter__(self):
+        self.outer, _current.deadline = getattr(_current, "deadline", None), self
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        with self.lock:
+            self.timer.cancel()
+            self.sockets.clear()  # back in the pool, maybe soon used by another thread: not ours to stop
+        _current.deadline = self.outer
+
+    def watch(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self.lock:
+            self.expired = True
+            for sock in self.sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:  # the plain socket's shutdown: SSLSocket's own would drop its SSL state under the reader
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _watch(sock) -> None:
+    deadline = getattr(_current, "deadline", None)
+    if deadline is not None and sock is not None:
+        deadline.watch(sock)
+
+
+class _Watched:
+    """Hands each socket to the thread's Deadline: a new one as soon as it exists (before TLS), a
+    pooled one when a request starts on it."""
+
+    def _new_conn(self):
+        sock = super()._new_conn()
+        _watch(sock)
+        return sock
+
+    def request(self, *args, **kwargs):
+        _watch(self.sock)
+        return super().request(*args, **kwargs)
+
+
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class WatchedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy, **kwargs):
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        if type(manager) is urllib3.ProxyManager:  # a SOCKS manager has pools of its own
+            manager.pool_classes_by_scheme = WATCHED_POOLS
+        return manager
+
+
+class DeadlineSession(requests.Session):
+    """Every request, the search engines' result pages included, ends within ``deadline`` seconds.
+    A streamed body is read after request() returns: :func:`fetch` holds the Deadline for it."""
+
+    def __init__(self, deadline: float, user_agent: str):
+        super().__init__()
+        self.deadline = deadline
+        self.headers.update({"User-Agent": user_agent, "Accept-Language": "en-US,en;q=0.8"})
+        self.mount("http://", WatchedAdapter())
+        self.mount("https://", WatchedAdapter())
+
+    def request(self, *args, **kwargs):
+        if kwargs.get("stream") or getattr(_current, "deadline", None) is not None:
+            return super().request(*args, **kwargs)
+        with Deadline(self.deadline) as d:
+            try:
+                return super().request(*args, **kwargs)
+            except requests.RequestException as e:
+                if d.expired:
+                    raise requests.Timeout(f"not complete after {self.deadline:g} s") from e
+                raise
+
+
+# -- fetching -------------------------------------------------------------------------------------
+
+@dataclass
+class Fetched:
+    """One GET: the body or why there is none. ``content`` and ``url`` (after redirects) are what an
+    icrawler parser reads from a response."""
+    content: bytes | None
+    problem: tuple[str, str] | None
+    url: str
+    status: int = 0
+    content_type: str = ""
+
+
+def fetch(session: requests.Session, url: str, timeout: float, max_bytes: int, deadline: float) -> Fetched:
+    """GET ``url`` with a byte cap and a deadline from connect to last byte."""
     if urlsplit(url).scheme not in ("http", "https"):
-        return None, ("bad-scheme", "only http and https URLs are fetched")
-    start = time.monotonic()
-    try:
-        with session.get(url, timeout=timeout, stream=True) as r:
-            if r.status_code != 200:
-                return None, ("http-error", f"status {r.status_code}")
-            length = r.headers.get("Content-Length")
-            if length and length.isdigit() and int(length) > max_bytes:
-                return None, ("too-big", f"{length} bytes > {max_bytes}")
-            chunks, total = [], 0
-            while True:
-                chunk = r.raw.read1(65536) if hasattr(r.raw, "read1") else r.raw.read(65536)
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > max_bytes:
-                    return None, ("too-big", f"over {max_bytes} bytes")
-                if time.monotonic() - start > deadline:
-                    return None, ("timeout", f"not complete after {deadline:.0f} s")
-                chunks.append(chunk)
-            return b"".join(chunks), None
-    except requests.exceptions.TooManyRedirects:
-        return None, ("http-error", "redirect loop")
-    except requests.exceptions.Timeout:
-        return None, ("timeout", f"no answer within {timeout} s")
-    except (requests.RequestException, OSError) as e:
-        return None, ("connection-error", type(e).__name__)
+        return Fetched(None, ("bad-scheme", "only http and https URLs are fetched"), url)
+    status, final, kind = 0, url, ""
+    with Deadline(deadline) as d:
+        try:
+            with session.get(url, timeout=timeout, stream=True) as r:
+                status, final, kind = r.status_code, r.url, r.headers.get("Content-Type", "")
+                if r.status_code != 200:
+                    return Fetched(None, ("http-error", f"status {r.status_code}"), final, status, kind)
+                length = r.headers.get("Content-Length", "")
+                if length.isdigit() and int(length) > max_bytes:
+                    return Fetched(None, ("too-big", f"{length} bytes > {max_bytes}"), final, status, kind)
+                chunks, total = [], 0
+                while chunk := r.raw.read1(65536, decode_content=True):
+                    total += len(chunk)
+                    if total > max_bytes:
+                        return Fetched(None, ("too-big", f"over {max_bytes} bytes"), final, status, kind)
+                    chunks.append(chunk)
+                if d.expired:  # a shut-down socket reads as a body that simply ended
+                    raise TimeoutError
+                return Fetched(b"".join(chunks), None, final, status, kind)
+        except Exception as e:  # noqa: BLE001 - every failure of one URL becomes its reason
+            return Fetched(None, _why(e, d, timeout), final, status, kind)
+
+
+def _why(e: Exception, d: Deadline, timeout: float) -> tuple[str, str]:
+    if d.expired:
+        return "timeout", f"not complete after {d.seconds:g} s"
+    if isinstance(e, requests.exceptions.TooManyRedirects):
+        return "http-error", "redirect loop"
+    if isinstance(e, requests.exceptions.Timeout):
+        return "timeout", f"no answer within {timeout:g} s"
+    if isinstance(e, (requests.RequestException, urllib3.exceptions.HTTPError, OSError)):
+        return "connection-error", f"{type(e).__name__}: {e}"[:300]
+    return "error", f"{type(e).__name__}: {e}"[:300]
 
 
 class CheckedDownloader(ImageDownloader):
@@ -91,22 +251,32 @@ class CheckedDownloader(ImageDownloader):
     def download(self, task, default_ext, timeout=5, max_retry=2, overwrite=False, **kwargs):
         url = task["file_url"]
         task["success"], task["filename"] = False, None
+        try:
+            self._download(task, url, timeout, max_retry)
+        except Exception as e:  # noqa: BLE001 - an escaping error ends the thread and strands the queue
+            self._reject(url, "error", f"{type(e).__name__}: {e}"[:300])
+        finally:
+            self.stats.handle(self.key, url)
+
+    def _download(self, task, url: str, timeout: float, max_retry: int) -> None:
         self.stats.add(self.key, "links")
         if self.store.seen(url):
             self.stats.add(self.key, "known")
             return
-        for attempt in range(max(1, max_retry)):
-            data, problem = fetch(self.session, url, timeout, self.max_bytes, self.deadline)
-            if problem is None or problem[0] not in ("timeout", "connection-error") or self.signal.get("reach_max_num"):
+        start = time.monotonic()
+        for _ in range(max(1, max_retry)):  # the deadline is for the URL, all tries together
+            left = self.deadline - (time.monotonic() - start)
+            got = fetch(self.session, url, timeout, self.max_bytes, left)
+            if (got.problem is None or got.problem[0] != "connection-error" or self.signal.get("reach_max_num")
+                    or left < 1):
                 break
         if self.delay:
             time.sleep(self.delay)
-        if problem:
-            self.store.reject(url, *self.key, *problem)
-            self.stats.reject(self.key, problem[0])
+        if got.problem:
+            self._reject(url, *got.problem)
             return
         self.stats.add(self.key, "downloaded")
-        verdict = self.store.add(data, url, *self.key)
+        verdict = self.store.add(got.content, url, *self.key)
         if not verdict.kept:
             self.stats.reject(self.key, verdict.reason)
             return
@@ -116,6 +286,33 @@ class CheckedDownloader(ImageDownloader):
             self.kept_here += 1
             if self.max_kept and self.kept_here >= self.max_kept:
                 self.signal.set(reach_max_num=True)
+
+    def _reject(self, url: str, reason: str, detail: str) -> None:
+        self.stats.reject(self.key, reason)
+        self.store.reject(url, *self.key, reason, detail)
+
+
+def fed(parser, queue_timeout: float):
+    """The feeder's URLs as they come, until the crawl stops, or the feeder is done and none is left."""
+    while not parser.signal.get("reach_max_num"):
+        try:
+            yield parser.in_queue.get(timeout=queue_timeout)
+        except queue.Empty:
+            if parser.signal.get("feeder_exited"):
+                return
+
+
+def hand_over(parser, task: dict) -> bool:
+    """Put one image task on the downloader's queue, waiting while it is full; False once the crawl
+    has stopped (the URL then counts as offered but not fetched)."""
+    parser.stats.offer(parser.key, task["file_url"])
+    while not parser.signal.get("reach_max_num"):
+        try:
+            parser.output(task, timeout=1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 class CountingParser:
@@ -131,6 +328,11 @@ class CountingParser:
         self.stats.add(self.key, "pages")
         for task in super().parse(response, **kwargs) or []:
             yield task
+
+    def output(self, task, block=True, timeout=None):
+        if isinstance(task, dict):
+            self.stats.offer(self.key, task["file_url"])
+        super().output(task, block, timeout)
 
 
 class CountingBingParser(CountingParser, BingParser):
@@ -149,9 +351,24 @@ class CountingFlickrParser(CountingParser, FlickrParser):
     pass
 
 
-class CountingGreedyParser(CountingParser, GreedyParser):
-    pass
+class ListFeeder(Feeder):
+    """icrawler's UrlListFeeder reads the file itself, in the locale's encoding, inside its thread;
+    ours gets the list the command already read and checked."""
+
+    def feed(self, urls: list[str]):
+        for url in urls:
+            while not self.signal.get("reach_max_num"):
+                try:
+                    self.output(url, timeout=1)
+                    break
+                except queue.Full:
+                    continue
 
 
-class CountingListParser(CountingParser, PseudoParser):
-    pass
+class ListParser(CountingParser, Parser):
+    """Each URL of the list is an image task (icrawler's PseudoParser, but never blocked for good
+    on a full queue once the crawl has stopped)."""
+
+    def worker_exec(self, queue_timeout=2, **kwargs):
+        for url in fed(self, queue_timeout):
+            hand_over(self, {"file_url": url})

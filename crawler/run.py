@@ -1,37 +1,40 @@
 """Run crawls: one icrawler crawler per (engine, keyword), all feeding one ImageStore.
 
 Each engine is icrawler's own feeder and parser (counting what they see) with our
-CheckedDownloader. ``session_hook`` gets each crawler's requests session before it starts, which
-is how a caller adds proxies, auth or, in tests, routes an engine's host to a local server.
+CheckedDownloader; a site crawl and a URL list use our feeders and parsers in the same shape.
+``session_hook`` gets each crawler's requests session before it starts, which is how a caller
+adds proxies, auth or, in tests, routes an engine's host to a local server.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from icrawler import Crawler, UrlListFeeder
+from icrawler import Crawler
 from icrawler.builtin.baidu import BaiduFeeder
 from icrawler.builtin.bing import BingFeeder
 from icrawler.builtin.flickr import FlickrFeeder
 from icrawler.builtin.google import GoogleFeeder
-from icrawler.builtin.greedy import GreedyFeeder
 
 from crawler.download import (CheckedDownloader, CountingBaiduParser, CountingBingParser, CountingFlickrParser,
-                              CountingGoogleParser, CountingGreedyParser, CountingListParser, CrawlStats)
+                              CountingGoogleParser, CrawlStats, DeadlineSession, ListFeeder, ListParser)
+from crawler.site import Robots, SiteFeeder, SiteParser
 from crawler.store import ImageStore
-from stampcheck.images import find_images
+from stampcheck.images import IMAGE_SUFFIXES
+from stampcheck.paths import refuse_overlap
 
 SEARCH_ENGINES = ("bing", "google", "baidu", "flickr")
 USER_AGENT = "stampcheck-crawler/0.1 (+background images for stamp detection)"
+ROBOTS_AGENT = "stampcheck-crawler"
 PARSERS = {"bing": (BingFeeder, CountingBingParser), "google": (GoogleFeeder, CountingGoogleParser),
            "baidu": (BaiduFeeder, CountingBaiduParser), "flickr": (FlickrFeeder, CountingFlickrParser),
-           "site": (GreedyFeeder, CountingGreedyParser), "urls": (UrlListFeeder, CountingListParser)}
-SUGGEST = {"google": "bing", "bing": "baidu", "baidu": "bing", "flickr": "bing", "site": "urls", "urls": "site"}
+           "site": (SiteFeeder, SiteParser), "urls": (ListFeeder, ListParser)}
+SUGGEST = {"google": "bing", "bing": "baidu", "baidu": "bing", "flickr": "bing"}
 
 
 @dataclass
@@ -39,47 +42,100 @@ class CrawlOptions:
     max_num: int = 100            # images to keep per (engine, keyword)
     threads: int = 4              # downloader threads
     timeout: float = 10.0         # per request (connect, and each read)
-    deadline: float = 30.0        # whole download of one file
+    deadline: float = 30.0        # whole download of one file, connect to last byte, all tries
     max_bytes: int = 20_000_000
     delay: float = 0.0            # seconds each downloader thread waits after a download
-    idle: float = 20.0            # a site crawl stops when nothing new happened for this long
     retries: int = 2
+    max_depth: int = 3            # site crawl: links followed from the given page
+    max_pages: int = 200          # site crawl: pages fetched
+    robots: bool = True           # site crawl: obey robots.txt
 
+
+# -- checking a request before anything is written ------------------------------------------------
+
+def read_list(path: Path, option: str) -> list[str]:
+    """The non-blank lines of a UTF-8 text file; ValueError with a one-line reason otherwise."""
+    path = Path(path)
+    try:
+        if not path.is_file():  # a FIFO or a device would block or never end
+            raise ValueError(f"{option} {path}: " + ("not a regular file" if path.exists() else "no such file"))
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{option} {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise ValueError(f"{option} {path} cannot be read: {e.strerror or e}") from None
+    items = [line.strip() for line in text.splitlines() if line.strip()]
+    if not items:
+        raise ValueError(f"{option} {path} is empty: write one entry per line")
+    return items
+
+
+def site_url(raw: str) -> str:
+    """A --site value as a URL; a bare host name means its https:// home page."""
+    url = raw.strip() if "://" in raw else "https://" + raw.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"--site {raw!r} is not a web address; give one like https://shop.example.com/")
+    return url
+
+
+def check_request(out: Path, keywords: list[str], engines: list[str], sites: list[str], url_files: list[Path],
+                  folders: list[Path]) -> None:
+    """Raise ValueError (OverlapError for folders) for anything that would fail later, before any
+    file is written."""
+    for e in engines:
+        if e not in SEARCH_ENGINES:
+            raise ValueError(f"unknown engine {e!r}; choose from {', '.join(SEARCH_ENGINES)}")
+    if engines and not keywords:
+        raise ValueError("search engines need at least one --keyword (or --keywords-file)")
+    if "flickr" in engines and not os.environ.get("FLICKR_APIKEY"):
+        raise ValueError("the flickr engine needs an API key in the FLICKR_APIKEY environment variable")
+    for s in sites:
+        site_url(s)
+    for f in url_files:
+        read_list(f, "--urls")
+    for folder in folders:
+        if not Path(folder).is_dir():
+            raise ValueError(f"--from-dir {folder}: not a folder")
+    refuse_overlap(out, folders)
+
+
+# -- crawling -------------------------------------------------------------------------------------
 
 def crawl_engine(store: ImageStore, stats: CrawlStats, engine: str, keyword: str, opts: CrawlOptions,
                  session_hook=None) -> None:
-    """One icrawler crawl of ``engine`` for ``keyword`` (a search term, a site URL or a URL-list file)."""
+    """One icrawler crawl of ``engine`` for ``keyword`` (a search term, a site URL or a URL-list file).
+    Every image URL handed to the downloader ends in the manifest or in rejected.jsonl."""
     feeder_cls, parser_cls = PARSERS[engine]
     key = (engine, keyword)
-    feeder_args, parser_args = {}, {}
+    session = DeadlineSession(opts.deadline, USER_AGENT)
+    if session_hook:
+        session.trust_env = False
+        session_hook(session)
+    parser_args = {}
     if engine == "flickr":
-        apikey = os.environ.get("FLICKR_APIKEY")
-        if not apikey:
-            raise ValueError("the flickr engine needs an API key in the FLICKR_APIKEY environment variable")
+        apikey = os.environ.get("FLICKR_APIKEY", "")
         feeder_kwargs = dict(apikey=apikey, max_num=opts.max_num * 2, text=keyword)
         parser_kwargs = dict(apikey=apikey)
     elif engine == "site":
-        feeder_kwargs, parser_kwargs = dict(domains=[keyword]), dict(domains=[keyword])
+        feeder_kwargs, parser_kwargs = dict(url=keyword), {}
+        parser_args = dict(store=store, max_depth=opts.max_depth, max_pages=opts.max_pages, timeout=opts.timeout,
+                           deadline=opts.deadline, max_bytes=opts.max_bytes,
+                           robots=Robots(session, ROBOTS_AGENT, opts.timeout, opts.deadline) if opts.robots else None)
     elif engine == "urls":
-        feeder_kwargs, parser_kwargs = dict(url_list=keyword), {}
+        urls = read_list(Path(keyword), "--urls")
+        for url in urls:
+            stats.offer(key, url)
+        feeder_kwargs, parser_kwargs = dict(urls=urls), {}
     else:  # ask for twice what we keep: some links always fail or are duplicates
         feeder_kwargs = dict(keyword=keyword, offset=0, max_num=min(1000, opts.max_num * 2))
         parser_kwargs = {}
     c = Crawler(feeder_cls=feeder_cls, parser_cls=parser_cls, downloader_cls=CheckedDownloader,
                 downloader_threads=opts.threads, storage={"backend": "FileSystem", "root_dir": str(store.images)},
-                log_level=logging.CRITICAL, extra_feeder_args=feeder_args,
-                extra_parser_args={**parser_args, "stats": stats, "key": key},
+                log_level=logging.CRITICAL, extra_parser_args={**parser_args, "stats": stats, "key": key},
                 extra_downloader_args=dict(store=store, stats=stats, key=key, max_kept=opts.max_num,
                                            max_bytes=opts.max_bytes, deadline=opts.deadline, delay=opts.delay))
-    c.set_session(headers={"User-Agent": USER_AGENT, "Accept-Language": "en-US,en;q=0.8"})
-    c.session.trust_env = False if session_hook else c.session.trust_env
-    # set_session made a new session: hand it to the three stages again.
-    c.feeder.session = c.parser.session = c.downloader.session = c.session
-    if session_hook:
-        session_hook(c.session)
-    done = threading.Event()
-    watchdog = threading.Thread(target=_watch, args=(c, stats, opts, engine, done), daemon=True)
-    watchdog.start()
+    c.session = c.feeder.session = c.parser.session = c.downloader.session = session
     try:
         c.crawl(feeder_kwargs=feeder_kwargs,
                 parser_kwargs={**parser_kwargs, "queue_timeout": 1, "req_timeout": opts.timeout,
@@ -87,58 +143,77 @@ def crawl_engine(store: ImageStore, stats: CrawlStats, engine: str, keyword: str
                 downloader_kwargs=dict(max_num=0, queue_timeout=1, req_timeout=opts.timeout,
                                        max_retry=opts.retries))
     finally:
-        c.signal.set(reach_max_num=True)  # releases a greedy feeder that waits for it forever
-        done.set()
+        c.signal.set(reach_max_num=True)  # releases feeders and parsers still waiting on a queue
+    for url in stats.unhandled(key):
+        stats.reject(key, "not-fetched")
+        store.reject(url, engine, keyword, "not-fetched", f"--max {opts.max_num} was reached first")
 
 
-def _watch(c: Crawler, stats: CrawlStats, opts: CrawlOptions, engine: str, done: threading.Event) -> None:
-    """A whole-site crawl has no natural end; stop it once nothing has happened for ``idle`` s."""
-    while not done.wait(0.5):
-        if engine == "site" and time.monotonic() - stats.last_activity > opts.idle:
-            c.signal.set(reach_max_num=True)
-            return
-
-
-def import_folder(store: ImageStore, stats: CrawlStats, folder: Path, progress) -> None:
-    """A user's own photos through the same checks, so every source ends in the same place."""
+def import_folder(store: ImageStore, stats: CrawlStats, folder: Path, progress, max_bytes: int) -> None:
+    """A user's own photos through the same checks, so every source ends in the same place. Every
+    entry named like an image is accounted for; one that cannot be read is recorded and skipped."""
     key = ("dir", str(folder))
-    files = find_images([folder])
-    with progress(len(files), f"importing {folder}") as advance:
-        for f in files:
-            url = f.resolve().as_uri()
+    entries = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    with progress(len(entries), f"importing {folder}") as advance:
+        for f in entries:
+            url = (f.resolve() if f.is_file() else f.absolute()).as_uri()
             stats.add(key, "links")
             if store.seen(url):
                 stats.add(key, "known")
             else:
-                verdict = store.add(f.read_bytes(), url, "dir", str(folder))
-                stats.add(key, "downloaded")
-                if verdict.kept:
-                    stats.add(key, "kept")
+                data, problem = read_regular_file(f, max_bytes)
+                if problem:
+                    stats.reject(key, problem[0])
+                    store.reject(url, "dir", str(folder), *problem)
                 else:
-                    stats.reject(key, verdict.reason)
+                    stats.add(key, "downloaded")
+                    verdict = store.add(data, url, "dir", str(folder))
+                    if verdict.kept:
+                        stats.add(key, "kept")
+                    else:
+                        stats.reject(key, verdict.reason)
             advance(1)
+
+
+def read_regular_file(path: Path, max_bytes: int) -> tuple[bytes | None, tuple[str, str] | None]:
+    """(bytes, None) or (None, (reason, detail)). Opened without blocking and checked once open, so
+    a FIFO (whose open or read would wait forever) or a folder named x.jpg is refused, never read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        return None, ("unreadable", f"{e.strerror or e}" + (" (a broken link)" if path.is_symlink() else ""))
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
+        os.close(fd)
+        if stat.S_ISREG(st.st_mode):
+            return None, ("too-big", f"{st.st_size} bytes > {max_bytes}")
+        return None, ("not-a-file", "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO, socket or device")
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            return fh.read(), None
+        except OSError as e:
+            return None, ("unreadable", f"{e.strerror or e}")
 
 
 def empty_engines(stats: CrawlStats) -> list[str]:
     """Warnings for every (engine, keyword) that found no image link at all."""
     out = []
     for (engine, keyword), row in sorted(stats.rows.items()):
-        if engine != "dir" and row["links"] == 0:
+        if engine == "site" and row["links"] == 0:
+            out.append(f"site {keyword} gave no image links ({row['pages']} pages read): rejected.jsonl says why "
+                       "for each page it could not read; --max-depth, --max-pages or --ignore-robots may help")
+        elif engine in SUGGEST and row["links"] == 0:
             out.append(f"{engine} found no image links for {keyword!r} ({row['pages']} result pages parsed): "
                        f"its page layout may have changed or the search had no results; "
-                       f"try --engine {SUGGEST.get(engine, 'bing')}")
+                       f"try --engine {SUGGEST[engine]}")
     return out
 
 
 def run_crawl(out: Path, keywords: list[str], engines: list[str], sites: list[str], url_files: list[Path],
               folders: list[Path], opts: CrawlOptions, store: ImageStore, progress, session_hook=None) -> CrawlStats:
     """Every requested source into ``store``; returns the counts for the summary table."""
-    for e in engines:
-        if e not in SEARCH_ENGINES:
-            raise ValueError(f"unknown engine {e!r}; choose from {', '.join(SEARCH_ENGINES)}")
-    if engines and not keywords:
-        raise ValueError("search engines need at least one --keyword (or --keywords-file)")
-    jobs = [(e, k) for e in engines for k in keywords] + [("site", s) for s in sites] + \
+    check_request(out, keywords, engines, sites, url_files, folders)
+    jobs = [(e, k) for e in engines for k in keywords] + [("site", site_url(s)) for s in sites] + \
            [("urls", str(f)) for f in url_files]
     stats = CrawlStats()
     with progress(len(jobs), "crawling") as advance:
@@ -146,5 +221,5 @@ def run_crawl(out: Path, keywords: list[str], engines: list[str], sites: list[st
             crawl_engine(store, stats, engine, keyword, opts, session_hook)
             advance(1)
     for folder in folders:
-        import_folder(store, stats, folder, progress)
+        import_folder(store, stats, folder, progress, opts.max_bytes)
     return stats

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -21,12 +22,23 @@ from pathlib import Path
 import imagehash
 import numpy as np
 
-from stampcheck.atomic import atomic_write_bytes, atomic_write_text, remove_partials
+from stampcheck.atomic import atomic_write_bytes, atomic_write_text
 from stampcheck.images import ImageLimits, ImageRejected, fit_within, jpeg_bytes, open_checked
 
 NEAR_DISTANCE = 6  # of 64 phash bits; re-encodes and resizes land at 0-4, other photos above 20
 # Reasons that may pass on a later try; any other rejection is final and its URL is not fetched again.
-TRANSIENT = {"timeout", "http-error", "connection-error"}
+TRANSIENT = {"timeout", "http-error", "connection-error", "error", "not-fetched", "robots", "unreadable",
+             "not-a-file", "name-taken"}
+# The temporary names stampcheck.atomic gives our own files (.NAME.PID.part): the only files a run
+# ever removes, and only these names, so a user's own ".something.part" survives.
+OUR_PARTIAL = re.compile(r"^\.([0-9a-f]{20}\.jpg|manifest\.jsonl|rejected\.jsonl)\.\d+\.part$")
+MANIFEST_KEYS = ("file", "sha256", "phash", "url")
+REJECTED_KEYS = ("url", "reason")
+OUR_FILE = re.compile(r"^[0-9a-f]{20}\.jpg$")
+
+
+class ForeignOutput(ValueError):
+    """The output folder holds a manifest.jsonl or rejected.jsonl that crawl did not write."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +55,6 @@ class ImageStore:
                  quality: int = 92):
         self.root = Path(root)
         self.images = self.root / "images"
-        self.images.mkdir(parents=True, exist_ok=True)
         self.limits, self.max_size, self.quality = limits, max_size, quality
         self.lock = threading.RLock()  # reject() is called with it held
         self.sha: set[str] = set()
@@ -52,26 +63,33 @@ class ImageStore:
         self.phashes: list[int] = []
         self.check_seconds = 0.0  # thread-seconds spent decoding, checking and hashing (bench/crawl.py)
         self._phash_array = np.zeros(0, dtype=np.uint64)
+        self.foreign: list[Path] = []  # files in images/ that no manifest line lists: never touched
         self._recover()
 
     # -- resume -------------------------------------------------------------------------------
     def _recover(self) -> None:
-        """Load what earlier runs kept. Lines cut by a kill and files without a manifest line (or
-        lines without a file) are dropped, so the folder and the manifest agree again."""
-        remove_partials(self.images)
-        entries = [e for e in _read_jsonl(self.root / "manifest.jsonl") if (self.images / e["file"]).is_file()]
+        """Load what earlier runs kept. Checks first that the folder's logs are ours (ForeignOutput
+        otherwise, before anything is written); then only our own leftovers are cleaned: temporary
+        files of a killed run and manifest lines whose file is gone. A file in images/ that the
+        manifest does not list is someone's (or a file a killed run wrote but never listed, which a
+        re-fetch of its URL takes over again): left alone."""
+        entries = _read_log(self.root / "manifest.jsonl", MANIFEST_KEYS)
+        rejected = _read_log(self.root / "rejected.jsonl", REJECTED_KEYS)
+        self.images.mkdir(parents=True, exist_ok=True)
+        for folder in (self.root, self.images):
+            for tmp in folder.iterdir():
+                if OUR_PARTIAL.match(tmp.name):
+                    tmp.unlink(missing_ok=True)
+        entries = [e for e in entries if (self.images / e["file"]).is_file()]
         listed = {e["file"] for e in entries}
-        for f in self.images.glob("*.jpg"):
-            if f.name not in listed:
-                f.unlink()
-        atomic_write_text(self.root / "manifest.jsonl", "".join(json.dumps(e) + "\n" for e in entries))
+        self.foreign = sorted(f for f in self.images.iterdir() if f.name not in listed)
+        _rewrite(self.root / "manifest.jsonl", entries)
+        _rewrite(self.root / "rejected.jsonl", rejected)
         for e in entries:
             self.sha.update({e["sha256"], e.get("source_sha256", e["sha256"])})
             self.urls.add(e["url"])
             self.phashes.append(int(e["phash"], 16))
         self._phash_array = np.array(self.phashes, dtype=np.uint64)
-        rejected = _read_jsonl(self.root / "rejected.jsonl")
-        atomic_write_text(self.root / "rejected.jsonl", "".join(json.dumps(r) + "\n" for r in rejected))
         self.final_rejects = {r["url"] for r in rejected if r["reason"] not in TRANSIENT}
 
     def seen(self, url: str) -> bool:
@@ -100,6 +118,8 @@ class ImageStore:
         out = jpeg_bytes(img, self.quality)
         sha = hashlib.sha256(out).hexdigest()
         name = f"{sha[:20]}.jpg"
+        if _taken(self.images / name, out):
+            return self.reject(url, engine, keyword, "name-taken", f"images/{name} holds other bytes; left as it is")
         with self.lock:  # check and claim together, so two threads cannot keep the same picture
             if sha in self.sha:
                 return self.reject(url, engine, keyword, "duplicate", "same picture as a kept image")
@@ -140,13 +160,44 @@ def _popcount(x: np.ndarray) -> np.ndarray:
     return np.unpackbits(x.view(np.uint8).reshape(-1, 8), axis=1).sum(axis=1)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_log(path: Path, keys: tuple[str, ...]) -> list[dict]:
+    """The lines of one of our logs. Only the last line may be broken (a kill cut it short); any
+    other line that is not one of ours means the file is someone else's, and it is not touched."""
     if not path.exists():
         return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ForeignOutput(f"{path} cannot be read as a crawl log ({e}); choose another --out") from e
+    lines = text.splitlines()
     out = []
-    for line in path.read_text(errors="replace").splitlines():
+    for i, line in enumerate(lines, 1):
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill
+            entry = json.loads(line)
+            ours = isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in keys)
+            if not ours or ("file" in keys and not OUR_FILE.match(entry["file"])):
+                raise ValueError(line)
+        except ValueError:
+            if i == len(lines) and not text.endswith("\n"):
+                continue  # the line a kill cut short
+            raise ForeignOutput(f"{path} line {i} is not a line stampcheck crawl writes: the folder holds files "
+                                "crawl did not make; choose another --out") from None
+        out.append(entry)
     return out
+
+
+def _rewrite(path: Path, entries: list[dict]) -> None:
+    text = "".join(json.dumps(e) + "\n" for e in entries)
+    if text or path.exists():
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            atomic_write_text(path, text)
+
+
+def _taken(path: Path, data: bytes) -> bool:
+    """True when ``path`` exists with other bytes than ours (someone edited a kept image in place)."""
+    try:
+        return path.read_bytes() != data
+    except FileNotFoundError:
+        return False
+    except OSError:  # a folder or something else by that name
+        return True

@@ -116,52 +116,72 @@ def preview_cmd(dataset: Path = typer.Argument(..., help="Dataset folder."),
 @app.command()
 def crawl(
     keyword: List[str] = typer.Option(None, "--keyword", "-k", help="Search term, repeatable."),
-    keywords_file: Optional[Path] = typer.Option(None, help="File with one search term per line."),
+    keywords_file: Optional[Path] = typer.Option(None, help="UTF-8 text file with one search term per line."),
     engine: str = typer.Option("bing", help="Comma-separated search engines: bing, google, baidu, flickr "
                                "(flickr needs FLICKR_APIKEY in the environment)."),
-    site: List[str] = typer.Option(None, help="Crawl a whole site for images (icrawler's greedy crawler), repeatable."),
-    urls: List[Path] = typer.Option(None, help="File with one image URL per line, repeatable."),
-    from_dir: List[Path] = typer.Option(None, help="Bring your own photos through the same checks, repeatable."),
+    site: List[str] = typer.Option(None, help="Crawl a site for images, repeatable: pages on its host only, "
+                                   "obeying its robots.txt."),
+    urls: List[Path] = typer.Option(None, help="UTF-8 text file with one image URL per line, repeatable."),
+    from_dir: List[Path] = typer.Option(None, help="Bring your own photos through the same checks, repeatable; "
+                                        "must lie outside --out. They are read, never changed."),
     out: Path = typer.Option(DATA / "backgrounds", help="Folder: images/, manifest.jsonl, rejected.jsonl."),
     max_num: int = typer.Option(100, "--max", min=1, help="Images to keep per engine and keyword (or site/list)."),
     min_size: int = typer.Option(128, min=16, help="Smallest short side kept, pixels."),
     max_size: Optional[int] = typer.Option(1024, min=64, help="Downsize kept images to this long side (0: keep)."),
     max_pixels: int = typer.Option(80_000_000, help="Refuse larger images (decompression bombs)."),
     threads: int = typer.Option(4, min=1, help="Download threads."),
-    timeout: float = typer.Option(10.0, help="Per-request timeout, seconds."),
-    deadline: float = typer.Option(30.0, help="Longest time for one download, seconds."),
-    max_bytes: int = typer.Option(20_000_000, help="Largest download, bytes."),
+    timeout: float = typer.Option(10.0, help="Per-request timeout (connect, and each read), seconds."),
+    deadline: float = typer.Option(30.0, help="Longest time for one URL, connect to last byte, retries "
+                                   "included, seconds."),
+    max_bytes: int = typer.Option(20_000_000, help="Largest download (or file of --from-dir), bytes."),
     delay: float = typer.Option(0.0, min=0, help="Pause after each download per thread, seconds (politeness)."),
+    max_depth: int = typer.Option(3, min=0, help="--site: follow links this far from the given page."),
+    max_pages: int = typer.Option(200, min=1, help="--site: fetch at most this many pages."),
+    ignore_robots: bool = typer.Option(False, "--ignore-robots", help="--site: do not read or obey robots.txt."),
 ):
     """Pull background product images through icrawler, check and de-duplicate them, keep provenance.
 
-    Every kept image is fully decoded, upright, RGB, at least --min-size, saved as JPEG under a
-    hash-based name; duplicates (exact, or perceptual hash within 6 bits) are dropped across engines,
-    keywords and runs. Running the same command again adds only what is missing."""
+    Every kept image is fully decoded, upright, RGB, at least --min-size,
+    saved as JPEG under a hash-based name; duplicates (exact, or perceptual
+    hash within 6 bits) are dropped across engines, keywords and runs.
+    Every URL and file ends in manifest.jsonl or, with its reason, in
+    rejected.jsonl. Running the same command again adds only what is missing.
+    Files in --out that crawl did not write are never changed or removed.
+
+    Exit codes: 0 done; 2 bad usage or input (nothing written);
+    4 the tool failed; 5 nothing kept (no new image, none from earlier runs)."""
     from rich.table import Table
 
-    from crawler.run import CrawlOptions, empty_engines, run_crawl
+    from crawler.run import CrawlOptions, check_request, empty_engines, read_list, run_crawl, site_url
     from crawler.store import ImageStore
     from stampcheck.images import ImageLimits
 
-    keywords = list(keyword or [])
-    if keywords_file:
-        keywords += [k.strip() for k in keywords_file.read_text().splitlines() if k.strip()]
-    engines = [e.strip() for e in engine.split(",") if e.strip()] if keywords else []
-    if not (keywords or site or urls or from_dir):
+    keywords, folders, url_files = list(keyword or []), list(from_dir or []), list(urls or [])
+    if not (keywords or keywords_file or site or url_files or folders):
         fail("nothing to crawl: give --keyword, --keywords-file, --site, --urls or --from-dir")
-    store = ImageStore(out, ImageLimits(min_side=min_size, max_pixels=max_pixels), max_size or None)
-    before = store.kept()
-    opts = CrawlOptions(max_num=max_num, threads=threads, timeout=timeout, deadline=deadline,
-                        max_bytes=max_bytes, delay=delay)
-    try:
-        stats = run_crawl(out, keywords, engines, list(site or []), list(urls or []), list(from_dir or []), opts,
-                          store, progress_bar)
+    try:  # every check before the first file is written
+        if keywords_file:
+            keywords += read_list(keywords_file, "--keywords-file")
+        engines = [e.strip() for e in engine.split(",") if e.strip()] if keywords else []
+        sites = [site_url(s) for s in site or []]
+        check_request(out, keywords, engines, sites, url_files, folders)
+        store = ImageStore(out, ImageLimits(min_side=min_size, max_pixels=max_pixels), max_size or None)
     except (ValueError, OSError) as e:
         fail(str(e))
+    if store.foreign:
+        console.print(f"[yellow]note:[/] {store.images} holds {len(store.foreign)} files that crawl did not write "
+                      "(not in manifest.jsonl); left as they are")
+    before = store.kept()
+    opts = CrawlOptions(max_num=max_num, threads=threads, timeout=timeout, deadline=deadline, max_bytes=max_bytes,
+                        delay=delay, max_depth=max_depth, max_pages=max_pages, robots=not ignore_robots)
+    stats = run_crawl(out, keywords, engines, sites, url_files, folders, opts, store, progress_bar)
     table = Table(title=f"crawl into {out}")
-    for col in ("engine", "keyword / source", "pages", "links", "downloaded", "rejected", "duplicates", "kept", "known"):
-        table.add_column(col, justify="left" if col in ("engine", "keyword / source", "rejected") else "right")
+    for col in ("engine", "keyword / source", "pages", "links", "downloaded", "rejected", "duplicates", "kept",
+                "known"):
+        if col in ("keyword / source", "rejected"):  # long values fold onto more lines, never cut
+            table.add_column(col, overflow="fold", ratio=1)
+        else:
+            table.add_column(col, justify="left" if col == "engine" else "right", no_wrap=True, min_width=len(col))
     for (eng, kw), row in sorted(stats.rows.items()):
         reasons = ", ".join(f"{r} {n}" for r, n in stats.reasons[(eng, kw)].most_common()) or "0"
         table.add_row(eng, kw, str(row["pages"]), str(row["links"]), str(row["downloaded"]), reasons,
@@ -170,6 +190,9 @@ def crawl(
     for warning in empty_engines(stats):
         console.print(f"[bold yellow]warning:[/] {warning}")
     report.print(f"{store.kept() - before} new images, {store.kept()} in {out / 'images'}")
+    if not store.kept():
+        fail(f"nothing kept in {out / 'images'}: no source gave a usable image (the table says why; "
+             "each refused URL and its reason are in rejected.jsonl)", errors.CRAWL_EMPTY)
 
 
 @app.command("train")
