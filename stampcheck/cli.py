@@ -254,7 +254,8 @@ def pretrain(
                                            "repeatable; built-in scenes are always used too."),
     arch: str = typer.Option("resnet18", help="ResNet body: resnet18, resnet34 or resnet50."),
     size: int = typer.Option(160, min=64, max=1024, help="Input size in pixels."),
-    epochs: int = typer.Option(30, min=1, help="Epochs of the one-cycle schedule."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs of the one-cycle schedule (default 30). With "
+                                         "--resume: a new length for the run's schedule."),
     epoch_images: int = typer.Option(4000, min=8, help="New images composed per epoch."),
     valid_images: int = typer.Option(400, min=8, help="Composed valid images (the same every epoch)."),
     bs: int = typer.Option(32, min=1, help="Batch size."),
@@ -266,6 +267,8 @@ def pretrain(
     resume: bool = typer.Option(False, help="Continue the run in --out from its last finished epoch "
                                 "(weights, optimiser and schedule position); its own settings are kept."),
     mixed_precision: bool = typer.Option(True, help="bf16/fp16 autocast where the hardware runs it natively."),
+    ship: bool = typer.Option(False, help="Only copy the finished run's base.pth and card into data/weights/, "
+                              "where `train` takes its base from (a maintainer's step: each copy stays in git)."),
 ):
     """Train the class-agnostic base detector on images composed on the fly (thousands of generated seal
     designs with every compose look); `train` starts from it. Ctrl-C stops after the current batch;
@@ -273,14 +276,18 @@ def pretrain(
     from stampcheck.paths import refuse_overlap
     from train.pretrain import PretrainConfig
     from train.pretrain import pretrain as run_pretrain
+    from train.pretrain import ship as ship_base
 
     try:
+        if ship:
+            ship_base(out, log=report.print)
+            return
         refuse_overlap(out, list(backgrounds or []))
-        cfg = PretrainConfig(arch=arch, size=size, epochs=epochs, epoch_images=epoch_images,
+        cfg = PretrainConfig(arch=arch, size=size, epochs=epochs or 30, epoch_images=epoch_images,
                              valid_images=valid_images, bs=bs, lr=lr, seed=seed,
                              backgrounds=[str(b) for b in backgrounds or []], workers=workers, device=device,
                              mixed_precision=mixed_precision)
-        result = run_pretrain(out, cfg, resume=resume, log=report.print)
+        result = run_pretrain(out, cfg, resume=resume, epochs_changed=epochs if resume else None, log=report.print)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     report.print(f"base: {out / 'base.pth'} (sha256 {result['sha256'][:16]}...), card: {out / 'card.md'}")

@@ -71,7 +71,7 @@ def _state(out: Path) -> dict:
 def test_pretrain_killed_mid_epoch_resumes_and_finishes(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "stampcheck", "pretrain", "--out", str(out), "--arch", "resnet18", "--size", "64",
-            "--epochs", "3", "--epoch-images", "48", "--valid-images", "8", "--bs", "8", "--workers", "0"]
+            "--epochs", "3", "--epoch-images", "24", "--valid-images", "8", "--bs", "8", "--workers", "0"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while _state(out).get("epochs_done", 0) < 1 and time.time() < deadline and proc.poll() is None:

@@ -32,7 +32,7 @@ from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from train.detect import StampLoss
 from train.learner import EpochLog, StopOnInterrupt
 from train.metrics import detection_metrics
-from train.model import build_model
+from train.model import base_path, build_model
 from train.precision import set_precision
 from train.synthetic import Loader, SyntheticStamps, collate, load_backgrounds
 
@@ -118,8 +118,10 @@ def save_base(model, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, log=print) -> dict:
-    """Train (or go on training) the class-agnostic base detector into ``out``."""
+def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_changed: int | None = None,
+             log=print) -> dict:
+    """Train (or go on training) the class-agnostic base detector into ``out``; ``epochs_changed``
+    gives a resumed run another length."""
     out = Path(out).resolve()
     state = read_state(out)
     if state and not resume:
@@ -129,10 +131,14 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, log=print) ->
         if not state:
             raise ValueError(f"--resume: {out} holds no pretraining run (no state.json)")
         saved = PretrainConfig(**state["config"])
-        if (saved.arch, saved.size, saved.epochs, saved.epoch_images, saved.seed) != \
-                (cfg.arch, cfg.size, cfg.epochs, cfg.epoch_images, cfg.seed):
-            log(f"resuming with the run's own settings (arch {saved.arch}, size {saved.size}, "
-                f"{saved.epochs} epochs of {saved.epoch_images} images)")
+        if epochs_changed and epochs_changed != saved.epochs:  # a run that turned out slower or faster than planned: the schedule
+            # stretches or shrinks to the new length, its position becoming the done epochs' share
+            if epochs_changed <= state["epochs_done"]:
+                raise ValueError(f"--epochs {epochs_changed}: the run has done {state['epochs_done']} already")
+            log(f"resuming with {epochs_changed} epochs instead of {saved.epochs}")
+            saved.epochs = epochs_changed
+        log(f"resuming {out} with its own settings (arch {saved.arch}, size {saved.size}, "
+            f"{saved.epochs} epochs of {saved.epoch_images} images)")
         cfg = saved
     out.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)
@@ -142,7 +148,9 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, log=print) ->
     backgrounds = load_backgrounds([Path(b) for b in cfg.backgrounds], int(cfg.size * 1.6))
     if cfg.backgrounds and not backgrounds:
         raise ValueError(f"no usable photo in {', '.join(cfg.backgrounds)}")
-    train_ds = SyntheticStamps(cfg.epoch_images, cfg.size, cfg.seed, backgrounds)
+    # a curriculum over the first 40% of the run: clear stamps first, the full looks by then
+    train_ds = SyntheticStamps(cfg.epoch_images, cfg.size, cfg.seed, backgrounds,
+                               clear_until=int(cfg.epochs * cfg.epoch_images * 0.4))
     valid_ds = SyntheticStamps(cfg.valid_images, cfg.size, cfg.seed, backgrounds, offset=VALID_OFFSET)
     kw = dict(batch_size=cfg.bs, num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
               persistent_workers=False)
@@ -182,6 +190,21 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def ship(out: Path, log=print) -> Path:
+    """Copy a finished run's base.pth and card into data/weights/ as the base `train` starts from
+    (the card names the shipped file; its sha256 is the same bytes')."""
+    state = read_state(out)
+    if not state or not (out / "base.pth").is_file() or not (out / "card.md").is_file():
+        raise ValueError(f"{out} holds no finished pretraining run (state.json, base.pth, card.md)")
+    dest = base_path(state["config"]["arch"])
+    data = (out / "base.pth").read_bytes()
+    atomic_write_bytes(dest, data)
+    card = (out / "card.md").read_text().replace("`base.pth`", f"`{dest.name}`")
+    atomic_write_text(dest.with_suffix(".md"), card)
+    log(f"shipped {dest} ({len(data) / 2 ** 20:.1f} MB) and {dest.with_suffix('.md').name}")
+    return dest
 
 
 def write_card(out: Path, cfg: PretrainConfig, device, backgrounds: list) -> dict:

@@ -28,6 +28,11 @@ from train.data import MEAN, STD
 # seal may appear as a "distractor"), and a third of the images carry none. What is not a stamp
 # comes from the backgrounds: real products, logos, barcodes, print.
 PRETRAIN_LOOKS = Looks(hard_negative_share=0.0, negative_share=0.35, multi_share=0.2)
+# From scratch, the full range of looks (faint, small, see-through) gives too little signal to
+# start learning; early images are mostly clearly inked, larger stamps (a curriculum).
+CLEAR_LOOKS = Looks(scale=(0.2, 0.5), opacity=(0.9, 1.0), fade=(0.0, 0.15), blur=(0.0, 0.4), noise=(0.0, 3.0),
+                    multiply_share=0.15, glare_share=0.05, truncate_share=0.05, hard_negative_share=0.0,
+                    negative_share=0.3, multi_share=0.2, ink_colours=("keep", "#c0202a", "#1d3a9a", "#55287e"))
 DESIGNS = 20_000  # design numbers drawn from; drawing one costs more than composing an image, so
 # each worker keeps the designs it drew (64 KB each) and a long run draws most of them once
 
@@ -69,8 +74,9 @@ class SyntheticStamps(torch.utils.data.Dataset):
     and boxes in fastai's -1..1 coordinates (label 1: stamp)."""
 
     def __init__(self, length: int, size: int, seed: int = 0, backgrounds: list[Image.Image] | None = None,
-                 looks: Looks = PRETRAIN_LOOKS, offset: int = 0, real_share: float = 0.7):
+                 looks: Looks = PRETRAIN_LOOKS, offset: int = 0, real_share: float = 0.7, clear_until: int = 0):
         self.length, self.size, self.seed, self.offset = length, size, seed, offset
+        self.clear_until = clear_until  # images before this index are clear looks with falling odds
         self.backgrounds = backgrounds or []
         self.looks, self.real_share = looks, real_share if self.backgrounds else 0.0
         self.mean = torch.tensor(MEAN).view(3, 1, 1)
@@ -100,7 +106,9 @@ class SyntheticStamps(torch.utils.data.Dataset):
         """The composed photo (its own size) and its pixel boxes."""
         rng = np.random.default_rng([self.seed, 11, self.offset + index])
         bg = self.background(rng)
-        img, boxes, _ = compose_image(bg, Designs(rng), self.looks, rng)
+        i = self.offset + index
+        clear = self.clear_until and rng.random() < 1 - i / self.clear_until
+        img, boxes, _ = compose_image(bg, Designs(rng), CLEAR_LOOKS if clear else self.looks, rng)
         quality = int(rng.integers(self.looks.jpeg_quality[0], self.looks.jpeg_quality[1] + 1))
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=quality)
