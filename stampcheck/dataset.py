@@ -167,14 +167,15 @@ def _row_problem(row: dict, dataset: Path, sizes: dict) -> str | None:
         x0, y0, x1, y1 = (float(row[k]) for k in ("x0", "y0", "x1", "y1"))
     except (TypeError, ValueError):
         return "has_stamp=1 needs numeric x0,y0,x1,y1"
+    box = f"box ({x0:g},{y0:g},{x1:g},{y1:g})"
     if not all(map(math.isfinite, (x0, y0, x1, y1))):
-        return f"box ({x0},{y0},{x1},{y1}) is not finite"
+        return f"{box} is not finite"
     if not (0 <= x0 < x1 and 0 <= y0 < y1):
-        return f"box ({x0},{y0},{x1},{y1}) is empty or negative"
+        return f"{box} is empty or negative"
     # Outside the image is an error, not clipped: it means a box of another image, or of the
     # photo before it was scaled or turned, and clipping would hide that.
     if sizes[name] and (x1 > sizes[name][0] or y1 > sizes[name][1]):
-        return f"box ({x0:g},{y0:g},{x1:g},{y1:g}) reaches outside the {sizes[name][0]}x{sizes[name][1]} image"
+        return f"{box} reaches outside the {sizes[name][0]}x{sizes[name][1]} image"
     return None
 
 
