@@ -49,7 +49,7 @@ def run_stamp(stamp: Path, args, backgrounds: Path, kept_out: list[Path]) -> lis
         model = root / f"model-{start}"
         t0 = time.time()
         m = train(root / "dataset", model, TrainConfig(minutes=args.minutes, pretrained=start, workers=args.workers),
-                  log=log)
+                  log=log, overwrite=True)
         seconds = time.time() - t0
         ev = evaluate(model, root / "dataset", split="valid", progress=_no_progress)["metrics"]
         row = {"stamp": stamp.stem, "start": start, "seconds": round(seconds), "epochs": len(m["epochs"]),

@@ -4,15 +4,19 @@ Every image ``i`` is a pure function of (seed, i, parameters, backgrounds), so t
 byte-identical whatever the number of workers, and a re-run only renders what is missing. Each
 finished image leaves ``.parts/NNNNNN.json`` beside it; the label files are written from those at
 the end, atomically, so an interrupted run never leaves half-written labels.
+
+``--out`` is a new or empty folder, or a dataset compose wrote; ``overwrite`` then removes only
+the files that dataset wrote (see :func:`remove_dataset`), never anything else in the folder.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import multiprocessing
 import pickle
-import shutil
+import re
 import sys
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -24,10 +28,14 @@ from compose.backgrounds import BackgroundSource, builtin_source, scan_folder
 from compose.looks import Looks, compose_image
 from compose.stamps import DEFAULT_STAMP, Stamp, load_stamp
 from stampcheck.atomic import atomic_write_bytes, atomic_write_text, remove_partials
-from stampcheck.dataset import DATASET_JSON, IMAGES_DIR, Box, ImageLabels, write_label_files
+from stampcheck.dataset import (COCO_JSON, DATASET_JSON, IMAGES_DIR, LABELS_CSV, PREVIEW_PNG, SPLITS, YOLO_DIR, Box,
+                                ImageLabels, write_label_files)
 from stampcheck.images import ImageLimits, ImageRejected, jpeg_bytes
+from stampcheck.paths import refuse_overlap
 
 PARTS_DIR = ".parts"
+IMAGE_NAME = re.compile(r"\d{6,}\.jpg")  # the names render_one gives; nothing else is ever removed
+PART_NAME = re.compile(r"\d{6,}\.json")
 
 
 @dataclass
@@ -133,6 +141,13 @@ def compose_dataset(cfg: ComposeConfig, out: Path, workers: int = 1, overwrite: 
     """
     out = Path(out)
     progress = progress or _no_progress
+    refuse_overlap(out, [cfg.backgrounds, *cfg.stamps])
+    if out.exists() and not out.is_dir():
+        raise ComposeError(f"--out {out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not is_dataset(out):
+        raise ComposeError(f"--out {out} is not empty and holds no stampcheck dataset (no {DATASET_JSON}); "
+                           "compose writes only into a new or empty folder or a dataset it composed: "
+                           "choose another --out")
     stamps = [load_stamp(p) for p in cfg.stamps]
     if len({s.name for s in stamps}) != len(stamps):
         raise ComposeError("two stamps share a file name; the name is the class, so rename one")
@@ -159,15 +174,14 @@ def _compose(cfg, stamps, out: Path, pool, overwrite: bool, progress) -> dict:
     fp = fingerprint(cfg, stamps, source.names)
     parts = out / PARTS_DIR
     marker = parts / "fingerprint"
-    if out.exists() and overwrite:
-        for sub in (IMAGES_DIR, PARTS_DIR):
-            shutil.rmtree(out / sub, ignore_errors=True)
-    if marker.exists() and marker.read_text() != fp:
-        raise ComposeError(f"{out} holds a dataset composed with other parameters; "
-                           "choose another --out or pass --overwrite")
+    if is_dataset(out):
+        if overwrite:
+            remove_dataset(out)
+        elif not marker.is_file() or marker.read_text() != fp:
+            raise ComposeError(f"{out} holds a dataset composed with other parameters; "
+                               "choose another --out or pass --overwrite")
+    atomic_write_text(marker, fp)  # first, so that a run killed at once leaves a folder known as ours
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
-    parts.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(marker, fp)
     remove_partials(out / IMAGES_DIR)
     remove_partials(parts)
 
@@ -217,6 +231,46 @@ def write_dataset(out: Path, cfg: ComposeConfig, stamps: list[Stamp], source: Ba
     }
     atomic_write_text(out / DATASET_JSON, json.dumps(summary, indent=2))
     return summary
+
+
+def is_dataset(folder: Path) -> bool:
+    """Whether compose wrote ``folder``: it holds compose's dataset.json or, unfinished, .parts/fingerprint."""
+    if (folder / PARTS_DIR / "fingerprint").is_file():
+        return True
+    try:
+        summary = json.loads((folder / DATASET_JSON).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and {"parameters", "images", "classes"} <= set(summary)
+
+
+def remove_dataset(out: Path) -> None:
+    """Remove what compose wrote in ``out``: the NNNNNN.jpg images its part records and labels.csv
+    list, their yolo files, the label files, preview.png and .parts/. A file of the user's beside
+    them, even in images/ or yolo/, stays."""
+    parts, images, yolo = out / PARTS_DIR, out / IMAGES_DIR, out / YOLO_DIR
+    records = [p for p in parts.glob("*.json") if PART_NAME.fullmatch(p.name)]
+    names = set()
+    for record in records:
+        try:
+            names.add(json.loads(record.read_text()).get("file"))
+        except (OSError, ValueError, AttributeError):
+            pass
+    try:
+        with (out / LABELS_CSV).open(newline="", encoding="utf-8-sig") as f:
+            names.update(row.get("file") for row in csv.DictReader(f))
+    except (OSError, ValueError, csv.Error):
+        pass
+    for name in names:
+        if isinstance(name, str) and IMAGE_NAME.fullmatch(name):
+            (images / name).unlink(missing_ok=True)
+            (yolo / f"{name[:-4]}.txt").unlink(missing_ok=True)
+    for f in [out / LABELS_CSV, out / COCO_JSON, out / DATASET_JSON, out / PREVIEW_PNG, yolo / "data.yaml",
+              *(yolo / f"{split}.txt" for split in SPLITS), parts / "fingerprint", parts / "state.pkl", *records]:
+        f.unlink(missing_ok=True)
+    for folder in (out, images, parts, yolo):
+        if folder.is_dir():
+            remove_partials(folder)
 
 
 class _no_progress:

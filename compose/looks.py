@@ -8,7 +8,8 @@ fixes the output bytes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 
 import numpy as np
@@ -23,6 +24,19 @@ VISIBLE_ALPHA = 0.1
 # A labelled stamp must change its strongest pixels by this many grey levels (90th percentile of
 # the change over its box); dark ink on dark print is re-drawn with other looks, up to 3 times.
 MIN_CONTRAST = 24.0
+
+# What each look may be: (lowest, highest); a range's low end must not exceed its high end. Beyond
+# these a look breaks compositing (a stamp of scale 0, JPEG quality 0) or means nothing (a blur
+# wider than any stamp, which PIL also refuses). Scale and brightness exclude 0 itself.
+DOMAINS = {"scale": (0.0, 1.5), "rotation": (0.0, 180.0), "perspective": (0.0, 0.4), "opacity": (0.0, 1.0),
+           "fade": (0.0, 1.0), "blur": (0.0, 100.0), "noise": (0.0, 128.0), "brightness": (0.0, 4.0),
+           "jpeg_quality": (1, 100), "max_stamps": (1, 20)}
+ABOVE_LOWEST = {"scale", "brightness"}
+WHOLE_NUMBERS = {"jpeg_quality", "max_stamps"}
+
+
+class LooksError(ValueError):
+    """A look outside its domain; the message names the option and what it may be."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +61,43 @@ class Looks:
     negative_share: float = 0.5                   # share of images without any stamp
     hard_negative_share: float = 0.4              # share of negatives given stamp-like distractors
 
+    def __post_init__(self):
+        for f in fields(self):
+            _check_look(f.name, getattr(self, f.name))
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _check_look(name: str, value) -> None:
+    """Raise LooksError unless ``value`` lies in the domain of the look ``name``."""
+    option = "--ink-colour" if name == "ink_colours" else "--" + name.replace("_", "-")
+    if name == "ink_colours":
+        if not value:
+            raise LooksError(f"{option}: give at least one colour (or 'keep')")
+        for colour in value:
+            if colour != "keep" and not _is_colour(colour):
+                raise LooksError(f"{option} {colour}: not a colour; use #rrggbb, a colour name or 'keep'")
+        return
+    pair = isinstance(value, (tuple, list))
+    values = list(value) if pair else [value]
+    lowest, highest = DOMAINS.get(name, (0.0, 1.0))  # the looks not listed are shares
+    numbers = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values) and len(values) == 1 + pair
+    if numbers and (name not in WHOLE_NUMBERS or all(float(v).is_integer() for v in values)):
+        lo, hi = values[0], values[-1]
+        if (lo > lowest if name in ABOVE_LOWEST else lo >= lowest) and lo <= hi <= highest:
+            return
+    rule = (f"{lowest:g} {'<' if name in ABOVE_LOWEST else '<='} {'low <= high' if pair else 'value'} <= {highest:g}"
+            + (", whole numbers" if name in WHOLE_NUMBERS else ""))
+    raise LooksError(f"{option} {' '.join(map(str, values))}: needs {rule}")
+
+
+def _is_colour(text: str) -> bool:
+    try:
+        ImageColor.getrgb(text)
+        return True
+    except ValueError:
+        return False
 
 
 def compose_image(bg: Image.Image, stamps: list[Stamp], looks: Looks, rng: np.random.Generator

@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 
 from compose.draw import font
 from stampcheck.atomic import atomic_path
-from stampcheck.dataset import IMAGES_DIR, ImageLabels, read_labels
+from stampcheck.dataset import IMAGES_DIR, PREVIEW_PNG, ImageLabels, read_labels
 
 
 def draw_boxes(img: Image.Image, boxes, colour=(0, 230, 0), width: int = 2, labels=None) -> Image.Image:
@@ -45,7 +45,7 @@ def write_preview(dataset: Path, out: Path | None = None, n: int = 16, tile: int
         grid.paste(img, (x, y + 18))
         caption = f"{item.file} {item.split} {'stamp x%d' % len(item.boxes) if item.boxes else 'no stamp'}"
         d.text((x + 4, y + 2), caption, fill=(255, 255, 255), font=font(12))
-    out = Path(out) if out else dataset / "preview.png"
+    out = Path(out) if out else dataset / PREVIEW_PNG
     with atomic_path(out) as tmp:
         grid.save(tmp, "PNG")
     return out

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from stampcheck.images import ImageLimits
 
 DEFAULT_STAMP = Path(__file__).resolve().parents[1] / "data" / "stamps" / "qc-passed.png"
 
@@ -27,11 +31,19 @@ def load_stamp(path: Path) -> Stamp:
     """Read a stamp image. With a real alpha channel it is used as is; without one, the background
     colour (the median of the border pixels) is keyed out: alpha grows with the distance from it."""
     path = Path(path)
+    max_pixels = ImageLimits().max_pixels
     try:
         data = path.read_bytes()
-        img = Image.open(path)
-        img.load()
-    except (OSError, UnidentifiedImageError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if img.width * img.height > max_pixels:  # a header's claim, checked before decoding it
+                raise Image.DecompressionBombError()
+            img.load()
+    except Image.DecompressionBombError as e:
+        raise StampError(f"stamp {path} claims more than {max_pixels} pixels: too large for a stamp "
+                         "(or a decompression bomb)") from e
+    except Exception as e:  # broken files raise anything from OSError to SyntaxError or struct.error
         raise StampError(f"stamp {path} is not a readable image ({e})") from e
     rgba = np.asarray(img.convert("RGBA")).copy()
     has_alpha = "A" in img.getbands() or "transparency" in img.info

@@ -47,43 +47,44 @@ def compose(
     valid_share: float = typer.Option(0.2, min=0.0, max=0.9, help="Share of backgrounds held out for valid."),
     builtin_backgrounds: int = typer.Option(0, min=0, help="Number of built-in scenes (0: count/4)."),
     scale: Tuple[float, float] = typer.Option(L.scale, help="Stamp long side / background short side (log-uniform)."),
-    rotation: float = typer.Option(L.rotation, min=0, max=180, help="Rotation range, +- degrees."),
-    perspective: float = typer.Option(L.perspective, min=0, max=0.4, help="Tilt: largest corner shift, share of stamp size."),
+    rotation: float = typer.Option(L.rotation, help="Rotation range, +- degrees."),
+    perspective: float = typer.Option(L.perspective, help="Tilt: largest corner shift, share of stamp size."),
     opacity: Tuple[float, float] = typer.Option(L.opacity, help="Ink strength range, 0..1."),
     fade: Tuple[float, float] = typer.Option(L.fade, help="Uneven ink: share of ink lost in patches, 0..1."),
-    multiply_share: float = typer.Option(L.multiply_share, min=0, max=1, help="Share of 'ink' (multiply) blends, "
+    multiply_share: float = typer.Option(L.multiply_share, help="Share of 'ink' (multiply) blends, "
                                          "where the product shows through the stamp; the rest are normal pastes."),
     ink_colour: List[str] = typer.Option(list(L.ink_colours), help="Ink colours to draw from (#rrggbb or a name); "
                                          "'keep' keeps the stamp's own colours. Repeatable."),
     blur: Tuple[float, float] = typer.Option(L.blur, help="Stamp blur radius range, pixels."),
     noise: Tuple[float, float] = typer.Option(L.noise, help="Sensor noise std range, grey levels."),
     brightness: Tuple[float, float] = typer.Option(L.brightness, help="Whole-image brightness factor range."),
-    glare_share: float = typer.Option(L.glare_share, min=0, max=1, help="Share of images with a glossy highlight."),
+    glare_share: float = typer.Option(L.glare_share, help="Share of images with a glossy highlight."),
     jpeg_quality: Tuple[int, int] = typer.Option(L.jpeg_quality, help="JPEG quality range of the output."),
-    truncate_share: float = typer.Option(L.truncate_share, min=0, max=1, help="Share of stamps cut off at the "
+    truncate_share: float = typer.Option(L.truncate_share, help="Share of stamps cut off at the "
                                          "border (0 keeps every stamp fully inside)."),
-    multi_share: float = typer.Option(L.multi_share, min=0, max=1, help="Share of stamped images with several stamps."),
-    max_stamps: int = typer.Option(L.max_stamps, min=1, help="Most stamps on one image."),
-    negative_share: float = typer.Option(L.negative_share, min=0, max=1, help="Share of images without a stamp."),
-    hard_negative_share: float = typer.Option(L.hard_negative_share, min=0, max=1, help="Share of negatives "
+    multi_share: float = typer.Option(L.multi_share, help="Share of stamped images with several stamps."),
+    max_stamps: int = typer.Option(L.max_stamps, help="Most stamps on one image."),
+    negative_share: float = typer.Option(L.negative_share, help="Share of images without a stamp."),
+    hard_negative_share: float = typer.Option(L.hard_negative_share, help="Share of negatives "
                                               "carrying stamp-like distractors (other seals, badges), labelled no stamp."),
     preview: bool = typer.Option(True, help="Write preview.png, a grid of samples with boxes."),
-    overwrite: bool = typer.Option(False, help="Replace a dataset composed with other parameters."),
+    overwrite: bool = typer.Option(False, help="Replace the dataset an earlier compose wrote in --out (its own "
+                                   "files only; anything else there stays). Other folders are never written into."),
 ):
     """Superimpose the stamp on backgrounds and write a labelled dataset (images, labels.csv, coco.json, yolo/)."""
     from compose.composer import ComposeConfig, ComposeError, compose_dataset
     from compose.preview import write_preview
     from compose.stamps import DEFAULT_STAMP, StampError
 
-    looks = Looks(scale=scale, rotation=rotation, perspective=perspective, opacity=opacity, fade=fade,
-                  multiply_share=multiply_share, ink_colours=tuple(ink_colour), blur=blur, noise=noise,
-                  brightness=brightness, glare_share=glare_share, jpeg_quality=jpeg_quality,
-                  truncate_share=truncate_share, multi_share=multi_share, max_stamps=max_stamps,
-                  negative_share=negative_share, hard_negative_share=hard_negative_share)
-    cfg = ComposeConfig(count=count, seed=seed, stamps=list(stamp or [DEFAULT_STAMP]), backgrounds=backgrounds,
-                        builtin_backgrounds=builtin_backgrounds, max_size=max_size, valid_share=valid_share,
-                        looks=looks)
-    try:
+    try:  # Looks checks every range (LooksError, a ValueError) before anything is written
+        looks = Looks(scale=scale, rotation=rotation, perspective=perspective, opacity=opacity, fade=fade,
+                      multiply_share=multiply_share, ink_colours=tuple(ink_colour), blur=blur, noise=noise,
+                      brightness=brightness, glare_share=glare_share, jpeg_quality=jpeg_quality,
+                      truncate_share=truncate_share, multi_share=multi_share, max_stamps=max_stamps,
+                      negative_share=negative_share, hard_negative_share=hard_negative_share)
+        cfg = ComposeConfig(count=count, seed=seed, stamps=list(stamp or [DEFAULT_STAMP]), backgrounds=backgrounds,
+                            builtin_backgrounds=builtin_backgrounds, max_size=max_size, valid_share=valid_share,
+                            looks=looks)
         summary = compose_dataset(cfg, out, workers=workers, overwrite=overwrite, progress=progress_bar)
     except (ComposeError, StampError, FileNotFoundError, ValueError) as e:
         fail(str(e))
@@ -105,11 +106,16 @@ def preview_cmd(dataset: Path = typer.Argument(..., help="Dataset folder."),
                 n: int = typer.Option(16, min=1, help="Number of samples.")):
     """Write a PNG grid of dataset samples with their boxes drawn."""
     from compose.preview import write_preview
-    from stampcheck.dataset import DatasetError
+    from stampcheck.dataset import IMAGES_DIR, DatasetError
+    from stampcheck.paths import refuse_overlap
 
     try:
+        if out is not None:
+            if out.suffix.lower() != ".png" or out.is_dir():
+                raise ValueError(f"--out {out}: give the path of a .png file to write")
+            refuse_overlap(out, [dataset / IMAGES_DIR])  # a PNG among the images would be taken for one
         report.print(f"preview: {write_preview(dataset, out, n=n)}")
-    except DatasetError as e:
+    except (DatasetError, ValueError) as e:
         fail(str(e))
 
 
@@ -230,6 +236,8 @@ def train_cmd(
                                  "flips). Composed data already varies its looks; augmenting also slows early learning."),
     mixed_precision: bool = typer.Option(True, help="Autocast to bf16 (fp16 on GPUs without bf16) where the "
                                          "hardware runs it natively: CUDA GPUs and CPUs with AVX512-BF16 or AMX."),
+    overwrite: bool = typer.Option(False, help="Replace the model already in --out (only the files train writes; "
+                                   "anything else there stays)."),
 ):
     """Train one ResNet detector for stamp presence and location; keeps the best epoch by the share of
     valid images judged right (presence, and IoU >= 0.5 for stamped ones)."""
@@ -242,7 +250,7 @@ def train_cmd(
                       patience=patience, seed=seed, augment=augment,
                       mixed_precision=mixed_precision)
     try:
-        train(dataset, out, cfg, log=report.print)
+        train(dataset, out, cfg, log=report.print, overwrite=overwrite)
     except (DatasetError, ValueError, FileNotFoundError) as e:
         fail(str(e))
 

@@ -23,8 +23,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from PIL import Image
 
 from stampcheck.atomic import atomic_write_text
 
@@ -33,6 +38,7 @@ LABELS_CSV = "labels.csv"
 COCO_JSON = "coco.json"
 YOLO_DIR = "yolo"
 DATASET_JSON = "dataset.json"
+PREVIEW_PNG = "preview.png"
 SPLITS = ("train", "valid")
 COLUMNS = ["file", "split", "background", "has_stamp", "x0", "y0", "x1", "y1", "class"]
 REQUIRED_COLUMNS = COLUMNS[:-1]
@@ -101,26 +107,33 @@ def labels_csv_text(items: list[ImageLabels]) -> str:
 
 
 def read_labels(dataset: Path, default_class: str = "stamp") -> list[ImageLabels]:
-    """Read and validate ``labels.csv``; raise DatasetError naming every bad row."""
+    """Read and validate ``labels.csv``; raise DatasetError naming every bad row.
+
+    A file must lie inside images/, and a box must be finite and inside its image (whose upright
+    size, read from the header, fills ``width`` and ``height``). An image whose header cannot be
+    read is not a label error: whoever decodes it reports it.
+    """
     dataset = Path(dataset)
     path = dataset / LABELS_CSV
     if not path.is_file():
         raise DatasetError(f"{path} not found: not a stampcheck dataset (see `stampcheck compose`)")
     items: dict[str, ImageLabels] = {}
     errors: list[str] = []
-    with path.open(newline="") as f:
+    sizes: dict[str, tuple[int, int] | None] = {}
+    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets start the file with a BOM
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise DatasetError(f"{path}: missing columns {missing}; expected {','.join(COLUMNS)}")
         for lineno, row in enumerate(reader, start=2):
-            problem = _row_problem(row, dataset)
+            problem = _row_problem(row, dataset, sizes)
             if problem:
                 errors.append(f"line {lineno} ({row.get('file')}): {problem}")
                 continue
             item = items.get(row["file"])
             if item is None:
-                item = items[row["file"]] = ImageLabels(row["file"], row["split"], row["background"])
+                w, h = sizes.get(row["file"]) or (0, 0)
+                item = items[row["file"]] = ImageLabels(row["file"], row["split"], row["background"], width=w, height=h)
             elif item.split != row["split"]:
                 errors.append(f"line {lineno} ({row['file']}): split differs from earlier rows")
                 continue
@@ -136,22 +149,47 @@ def read_labels(dataset: Path, default_class: str = "stamp") -> list[ImageLabels
     return list(items.values())
 
 
-def _row_problem(row: dict, dataset: Path) -> str | None:
+def _row_problem(row: dict, dataset: Path, sizes: dict) -> str | None:
     if row.get("split") not in SPLITS:
         return f"split must be one of {SPLITS}, got {row.get('split')!r}"
-    if not (dataset / IMAGES_DIR / (row.get("file") or "")).is_file() or not row.get("file"):
-        return f"image {IMAGES_DIR}/{row.get('file')} is missing"
+    name = row.get("file") or ""
+    if os.path.isabs(name) or os.path.normpath(name).split(os.sep)[0] == os.pardir:
+        return f"file must be a path inside {IMAGES_DIR}/"
+    if not name or not (dataset / IMAGES_DIR / name).is_file():
+        return f"image {IMAGES_DIR}/{name} is missing"
     if row.get("has_stamp") not in ("0", "1"):
         return f"has_stamp must be 0 or 1, got {row.get('has_stamp')!r}"
+    if name not in sizes:
+        sizes[name] = _upright_size(dataset / IMAGES_DIR / name)
     if row["has_stamp"] == "0":
         return None
     try:
         x0, y0, x1, y1 = (float(row[k]) for k in ("x0", "y0", "x1", "y1"))
     except (TypeError, ValueError):
         return "has_stamp=1 needs numeric x0,y0,x1,y1"
+    box = f"box ({x0:g},{y0:g},{x1:g},{y1:g})"
+    if not all(map(math.isfinite, (x0, y0, x1, y1))):
+        return f"{box} is not finite"
     if not (0 <= x0 < x1 and 0 <= y0 < y1):
-        return f"box ({x0},{y0},{x1},{y1}) is empty or negative"
+        return f"{box} is empty or negative"
+    # Outside the image is an error, not clipped: it means a box of another image, or of the
+    # photo before it was scaled or turned, and clipping would hide that.
+    if sizes[name] and (x1 > sizes[name][0] or y1 > sizes[name][1]):
+        return f"{box} reaches outside the {sizes[name][0]}x{sizes[name][1]} image"
     return None
+
+
+def _upright_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) as the photo is seen (EXIF orientation applied), from the header alone."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    except Exception:  # unreadable headers raise anything (OSError, SyntaxError, DecompressionBombError...)
+        return None
+    return (h, w) if turned else (w, h)
 
 
 def class_names(items: list[ImageLabels]) -> list[str]:

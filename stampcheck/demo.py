@@ -67,7 +67,8 @@ def run_demo(out: Path, quick: bool = False, log=print) -> dict:
     log(f"[2/4] training {plan.arch} at {plan.size} px {budget}, from the base detector")
     train(out / "dataset", out / "model", TrainConfig(arch=plan.arch, size=plan.size, epochs=plan.epochs,
                                                       minutes=plan.minutes, bs=plan.bs, lr=plan.lr,
-                                                      augment=plan.augment, pretrained="base"), log=log)
+                                                      augment=plan.augment, pretrained="base"), log=log,
+          overwrite=True)  # the demo's own folder: a second demo replaces the first one's model
     log(f"[3/4] composing {plan.holdout_images} held-out photos on scenes the model never saw")
     compose_dataset(ComposeConfig(count=plan.holdout_images, seed=1, max_size=plan.max_size, looks=plan.looks,
                                   builtin_offset=100_000, valid_share=0.0),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 
 from stampcheck.atomic import atomic_path, atomic_write_text
 from stampcheck.dataset import IMAGES_DIR, coco_dict, read_labels
+from stampcheck.paths import refuse_overlap
 from train.detect import best_iou
 from train.metrics import ImageResult, by_stamp_size, summarise
 from train.predict import Predictor, predict_photos
@@ -24,10 +26,13 @@ AP_THRESHOLD = 0.01  # detections kept for AP: AP integrates over all scores
 def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str | None = None, bs: int = 32,
              workers: int | None = None, device: str | None = None, progress=None) -> dict:
     dataset = Path(dataset)
+    if out:
+        refuse_overlap(out, [dataset, model_dir])
     items = [i for i in read_labels(dataset) if split is None or i.split == split]
     if not items:
         raise ValueError(f"{dataset} has no images in split {split!r}")
     predictor = Predictor(model_dir, device)
+    match_classes(items, predictor.classes, dataset)
     files = [dataset / IMAGES_DIR / i.file for i in items]
     results, sizes, detections, errors = [], [], [], []
     with progress(len(files), "evaluating") as advance:
@@ -57,6 +62,18 @@ def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str
         atomic_write_text(out / "metrics.json", json.dumps(report, indent=2))
         plot_pr(report["sweep"], thr, out / "pr_curve.png")
     return report
+
+
+def match_classes(items, classes: list[str], dataset: Path) -> None:
+    """Make the labels' classes the model's: a one-class model takes every label as its class
+    (a hand-labelled set may say "stamp" or nothing); otherwise a class it lacks is an error."""
+    if len(classes) == 1:
+        for item in items:
+            item.boxes = [replace(b, label=classes[0]) for b in item.boxes]
+        return
+    unknown = sorted({b.label for item in items for b in item.boxes} - set(classes))
+    if unknown:
+        raise ValueError(f"{dataset}: the labels' classes {unknown} are not among the model's classes {classes}")
 
 
 def coco_ap(items, detections, classes: list[str]) -> dict:

@@ -3,6 +3,7 @@
 MODEL_DIR gets: ``model.pth`` + ``config.json`` (the best epoch so far, written as soon as it is
 reached, so an interrupted run leaves a usable model), and at the end ``model.pkl`` (fastai
 export), ``metrics.json``, ``curves.png``, ``samples.png`` and, with --lr-find, ``lr_find.png``.
+Those files only: a folder that already holds them is replaced only when asked (``overwrite``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from fastai.torch_core import rank_distrib
 
 from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
+from stampcheck.paths import refuse_overlap
 from train.data import MEAN, STD, stamp_dataloaders
 from train.detect import StampLoss
 from train.distributed import distributed_training
@@ -39,6 +41,7 @@ from train.precision import set_precision
 # A size that learns in minutes on a CPU and sees stamps of a tenth of the short side as 16 px;
 # on a GPU more pixels cost little.
 CPU_SIZE, GPU_SIZE = 160, 256
+OUTPUTS = ("model.pth", "config.json", "model.pkl", "metrics.json", "curves.png", "samples.png", "lr_find.png")
 MONITOR = "correct"  # see train.metrics: share of valid images judged right, presence and box;
 # ties (common once it reaches 1.0 on small sets) go to the epoch with the better mean IoU
 
@@ -165,7 +168,7 @@ def build_learner(dataset: Path, out: Path, cfg: TrainConfig, log=print):
         cfg.size = GPU_SIZE if device.type == "cuda" else CPU_SIZE
     workers = cfg.workers if cfg.workers is not None else (min(8, cpu_count()) if device.type == "cuda"
                                                            else max(0, min(2, cpu_count() - 1)))
-    dls, classes = stamp_dataloaders(dataset, cfg.size, cfg.bs, workers, device, cfg.augment, cfg.crop)
+    dls, classes = stamp_dataloaders(dataset, cfg.size, cfg.bs, workers, device, cfg.augment, cfg.crop, log)
     if cfg.init and cfg.weights:
         raise ValueError("--init (an earlier stampcheck model) and --weights (ResNet weights) exclude each other")
     if cfg.init:
@@ -259,12 +262,42 @@ def model_from_folder(model_dir: Path, arch: str, classes: list[str]):
     return model, f"the model in {model_dir}"
 
 
-def train(dataset: Path, out: Path, cfg: TrainConfig, log=print) -> dict:
-    """Train on ``dataset`` (the dataset contract) and fill ``out``; return metrics.json's content."""
+def earlier_model(dataset: Path, out: Path, cfg: TrainConfig, overwrite: bool) -> list[Path]:
+    """The files of an earlier model in ``out``, which this run may replace; raise ValueError when
+    ``out`` overlaps an input, or holds a model and ``overwrite`` was not given."""
+    refuse_overlap(out, [dataset, cfg.init, cfg.weights])
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder")
+    earlier = [out / name for name in OUTPUTS if (out / name).exists()]
+    if not earlier:
+        return []
+    names = ", ".join(p.name for p in earlier)
+    if not overwrite:
+        raise ValueError(f"--out {out} already holds a model ({names}); pass --overwrite to replace it, "
+                         "or choose another --out")
+    try:
+        config = json.loads((out / "config.json").read_text())
+        ours = isinstance(config, dict) and {"arch", "classes"} <= set(config)
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise ValueError(f"--out {out} holds {names} but no stampcheck model (its config.json); "
+                         "choose another --out")
+    return earlier
+
+
+def train(dataset: Path, out: Path, cfg: TrainConfig, log=print, overwrite: bool = False) -> dict:
+    """Train on ``dataset`` (the dataset contract) and fill ``out``; return metrics.json's content.
+
+    An earlier model in ``out`` is replaced only with ``overwrite``: its files (OUTPUTS) are removed
+    once the dataset has been read, so the folder never mixes two runs; nothing else there is touched."""
     started = time.time()
     out = Path(out).resolve()  # fastai joins learn.path with relative names; keep every path absolute
-    out.mkdir(parents=True, exist_ok=True)
+    earlier = earlier_model(dataset, out, cfg, overwrite) if rank_distrib() == 0 else []
     learn, dls, classes, device, weights_source = build_learner(dataset, out, cfg, log)
+    for f in earlier:
+        f.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     dtype = autocast_dtype(device, cfg.mixed_precision)
     precision = f"{str(dtype).removeprefix('torch.')} autocast" if dtype else "fp32"
     log(f"{cfg.arch} at {cfg.size} px on {device} ({precision}), starting from {weights_source}; "
