@@ -227,12 +227,15 @@ def qa(
     device: Optional[str] = typer.Option(None, help="cuda, cpu... (default: the GPU when there is one)."),
     annotate: bool = typer.Option(False, help="Also write full-size annotated photos to REPORT/annotated/."),
 ):
-    """Check photos for the stamp; every photo given gets a row in the report, the ones that could not
-    be read (reported, never fatal) too.
+    """Check photos for the stamp. Every photo given gets a row in the report; those that cannot be
+    read too (never fatal, never a pass).
 
-    Exit codes, a production gate (a photo that could not be checked never counts as a pass):
-    0 every photo was read and carries a stamp; 1 at least one photo lacks a stamp; 3 none lacks
-    one, but some photos could not be read; 2 bad usage (nothing written); 4 the tool itself failed."""
+    Exit codes, a production gate:
+    0 every photo was read and carries a stamp
+    1 at least one photo lacks a stamp
+    3 no stamp missing, but some photos could not be read
+    2 bad usage or input (nothing written)
+    4 the tool itself failed"""
     from rich.table import Table
 
     from stampcheck.paths import OverlapError
