@@ -241,8 +241,6 @@ def qa(
     from stampcheck.paths import OverlapError
     from stampcheck.qa import UsageError, run_qa
 
-    if threshold is not None and not 0 <= threshold <= 1:  # NaN passes typer's range check
-        fail(f"--threshold must be from 0 to 1, not {threshold}")
     try:
         summary = run_qa(model, photos, out, threshold, bs, workers, device, annotate, progress=progress_bar)
     except (UsageError, OverlapError) as e:  # a model folder that cannot be used is a UsageError
@@ -306,12 +304,13 @@ def main():
 
     try:
         rc = app(standalone_mode=False)  # typer.Exit(code) comes back as the return value here
-    except click.exceptions.Exit as e:
+    except (click.exceptions.Exit, typer.Exit) as e:
         rc = e.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         console.print("[bold yellow]interrupted[/]")
         raise SystemExit(errors.INTERRUPTED)
-    except click.ClickException as e:  # bad options: click's own message, then the usage code
+    # bad options: click's own message, then the usage code; typer >= 0.2x raises its own copy of click's
+    except (click.ClickException, typer.TyperException) as e:
         e.show()
         raise SystemExit(errors.USAGE)
     except KeyboardInterrupt:
