@@ -110,8 +110,9 @@ def _glob(pattern: str, problems: dict) -> tuple[list[tuple[Path, str]], list[Pa
         return [(p, kind) for p, names, kind in entries if _matches(names, rest)], [base]
     entries = _entries(base, problems, len(rest)) if base.is_dir() else []
     matches = [(p, kind) for p, names, kind in entries if _matches(names, rest)]
-    # files overlap --out only through their folder: one file of each will do
-    return matches, list({(p if kind == "dir" else p.parent): p for p, kind in matches}.values())
+    # files overlap --out only through their folder: one file of each will do (links that lead
+    # nowhere are never read, and could not be resolved)
+    return matches, list({(p if kind == "dir" else p.parent): p for p, kind in matches if kind != "other"}.values())
 
 
 def expand_inputs(inputs: list[str]) -> Inputs:
@@ -122,7 +123,8 @@ def expand_inputs(inputs: list[str]) -> Inputs:
             matches, roots = _glob(raw, found.problems)
         else:
             p = Path(raw)
-            matches, roots = ([(p, _kind(p))] if os.path.lexists(p) else []), [p]
+            matches = [(p, _kind(p))] if os.path.lexists(p) else []
+            roots = [p for p, kind in matches if kind != "other"]
         if not matches:
             raise UsageError(f"no such file or folder: {raw}")
         found.roots += roots

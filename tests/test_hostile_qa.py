@@ -187,13 +187,14 @@ def test_glob_over_symlink_loops_ends_and_reports_broken_links(forced_model, tmp
         (x / name).symlink_to(x)
     (x / "gone.jpg").symlink_to(tmp_path / "nothing.jpg")
     (tmp_path / "also-gone.jpg").symlink_to(tmp_path / "nothing.jpg")
+    (tmp_path / "self").symlink_to("self")
     before = tree_state(x)
-    r = qa_cli(forced_model, "x/**/*.jpg", "also-gone.jpg", "--out", "report", "--workers", "0", cwd=tmp_path,
-               timeout=90)
+    r = qa_cli(forced_model, "x/**/*.jpg", "also-gone.jpg", "self", "--out", "report", "--workers", "0",
+               cwd=tmp_path, timeout=90)
     assert r.returncode == errors.UNREADABLE, r.output
     rows = by_file(csv.DictReader(open(tmp_path / "report" / "results.csv", newline="")))
-    assert set(rows) == {"x/a.jpg", "x/deep/b.jpg", "x/gone.jpg", "also-gone.jpg"}
-    assert all(rows[f][0]["error"].startswith("broken-link") for f in ("x/gone.jpg", "also-gone.jpg"))
+    assert set(rows) == {"x/a.jpg", "x/deep/b.jpg", "x/gone.jpg", "also-gone.jpg", "self"}
+    assert all(rows[f][0]["error"].startswith("broken-link") for f in ("x/gone.jpg", "also-gone.jpg", "self"))
     assert tree_state(x) == before
 
 
@@ -208,6 +209,12 @@ def test_overlapping_photo_and_report_folders_are_refused(forced_model, tmp_path
     assert r.returncode == errors.USAGE, r.output
     assert r.output.startswith("error:") and len(r.output.strip().splitlines()) == 1 and "overlap" in r.output
     assert tree_state(tmp_path) == before  # nothing written
+
+
+@pytest.mark.parametrize("args", [(), ("--threshold", "nan"), ("--bs", "0")])
+def test_bad_options_are_usage_errors(forced_model, good_photos, tmp_path, args):
+    r = qa_cli(forced_model, *((good_photos, *args) if args else ()), "--out", tmp_path / "out")
+    assert r.returncode == errors.USAGE and "Error" in r.output and not (tmp_path / "out").exists(), r.output
 
 
 @pytest.mark.parametrize("change, words", [
