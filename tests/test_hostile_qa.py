@@ -198,6 +198,18 @@ def test_glob_over_symlink_loops_ends_and_reports_broken_links(forced_model, tmp
     assert tree_state(x) == before
 
 
+def test_a_batch_of_only_unreadable_files_is_no_pass(forced_model, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "notes.txt").write_text("not a photo")
+    (photos / "gone.jpg").symlink_to(tmp_path / "nothing.jpg")
+    r = qa_cli(forced_model, photos, "--out", tmp_path / "out", "--workers", "0")
+    assert r.returncode == errors.UNREADABLE, r.output
+    rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv", newline="")))
+    assert sorted(Path(row["file"]).name for row in rows) == ["gone.jpg", "notes.txt"]
+    assert all(row["status"] == "error" for row in rows)
+
+
 @pytest.mark.parametrize("inside", ["out_in_photos", "photos_in_out"])
 def test_overlapping_photo_and_report_folders_are_refused(forced_model, tmp_path, inside):
     photos = tmp_path / "photos"
