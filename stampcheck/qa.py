@@ -195,8 +195,8 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
            workers: int | None = None, device: str | None = None, annotate: bool = False,
            progress=None) -> QASummary:
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a folder")
+    if os.path.lexists(out) and not out.is_dir():
+        raise UsageError(f"--out {out} is not a folder; give a folder")
     found = expand_inputs(inputs)
     refuse_overlap(out, found.roots)
     if not found.files and not found.problems:
