@@ -106,7 +106,10 @@ def annotated_name(k: int, path: Path) -> str:
 def write_annotated(summary, folder: Path) -> list[tuple[Path, str]]:
     """Full-size copies of readable photos with the detected boxes drawn. Returns the photos that
     could not be annotated and why (gone since they were checked, a full disk); they stop nothing."""
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return [(folder, f"no folder for annotated copies: {e}")]
     failed = []
     for k, r in enumerate(summary.results):
         if r.error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import struct
@@ -72,6 +73,16 @@ def png_header(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def jpeg_header(width: int, height: int) -> bytes:
+    """A small real JPEG whose header claims ``width`` x ``height`` (a 108 MP phone photo's size)."""
+    buf = io.BytesIO()
+    photo(7).save(buf, "JPEG", quality=90)
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
 def dead_pid() -> int:
     p = subprocess.Popen(["true"])
     p.wait()
@@ -110,6 +121,7 @@ def hostile(tmp_path_factory, forced_model):
     photo(6).save(photos / NOT_UTF8_NAME, "JPEG", quality=90)
     os.mkfifo(photos / "pipe.jpg")  # opening it would wait for a writer forever
     (photos / "bomb.png").write_bytes(png_header(13000, 13000))  # 169 MP: 676 MB if decoded
+    (photos / "big-phone.jpg").write_bytes(jpeg_header(12000, 9000))  # JPEG: decoded at 1/8 scale
     (photos / "dangling.jpg").symlink_to(root / "gone.jpg")
     (photos / "loop").symlink_to(".")
     (photos / "sub" / "up").symlink_to("..")
@@ -122,8 +134,9 @@ def hostile(tmp_path_factory, forced_model):
     # run from inside the photo folder, so result paths start with the file name (as spreadsheets see them)
     r = qa_cli(forced_model, ".", "--out", out, "--annotate", "--workers", "0", cwd=photos)
     rows = list(csv.DictReader(open(out / "results.csv", newline=""))) if (out / "results.csv").exists() else []
+    raw = [json.loads(line) for line in open(out / "results.jsonl")] if (out / "results.jsonl").exists() else []
     return {"r": r, "photos": photos, "out": out, "before": before, "after": (tree_state(photos),
-            tree_state(forced_model)), "rows": rows, "stale": stale, "kept": kept}
+            tree_state(forced_model)), "rows": rows, "raw": raw, "stale": stale, "kept": kept}
 
 
 def by_file(rows):
@@ -137,17 +150,18 @@ def test_zero_width_boxes_neither_crash_nor_stop_the_batch(hostile):
     r = hostile["r"]
     assert r.returncode == errors.UNREADABLE, r.output  # all readable photos stamped, two unreadable
     assert (hostile["out"] / "index.html").exists() and "report:" in r.stdout
-    stamped = [row for row in hostile["rows"] if row["status"] == "ok"]
-    assert stamped and all(row["has_stamp"] == "1" for row in stamped)
-    for row in stamped:  # every box at least a pixel, inside the 320x240 photo
-        x0, y0, x1, y1 = (float(row[k]) for k in ("x0", "y0", "x1", "y1"))
-        assert 0 <= x0 < x1 <= 320 and 0 <= y0 < y1 <= 240
+    stamped = [row for row in hostile["raw"] if row["status"] == "ok"]
+    assert len({row["file"] for row in stamped}) == 7 and all(row["has_stamp"] == 1 for row in stamped)
+    for row in stamped:  # every box at least a pixel, inside its photo
+        assert 0 <= row["x0"] < row["x1"] <= row["width"] and 0 <= row["y0"] < row["y1"] <= row["height"], row
 
 
 def test_every_input_is_a_row_broken_links_and_bombs_are_errors(hostile):
     rows = by_file(hostile["rows"])
     assert set(rows) == {"a.jpg", "b.png", LONG_NAME, "'" + FORMULA_NAME, "sub/c.jpg", "bomb.png", "dangling.jpg",
-                         "caf\\xe9.jpg", "pipe.jpg"}  # names that are not UTF-8 shown as `ls -b` does
+                         "caf\\xe9.jpg", "pipe.jpg", "big-phone.jpg"}  # names not UTF-8 shown as `ls -b` does
+    big = {(row["width"], row["height"], row["status"]) for row in hostile["raw"] if row["file"] == "big-phone.jpg"}
+    assert big == {(12000, 9000, "ok")}
     (link,), (bomb,), (pipe,) = rows["dangling.jpg"], rows["bomb.png"], rows["pipe.jpg"]
     assert pipe["status"] == "error" and pipe["error"].startswith("not-a-file")
     assert link["status"] == "error" and link["error"].startswith("broken-link") and "gone.jpg" in link["error"]
@@ -157,7 +171,8 @@ def test_every_input_is_a_row_broken_links_and_bombs_are_errors(hostile):
 
 def test_long_names_are_annotated_under_names_that_fit(hostile):
     annotated = sorted((hostile["out"] / "annotated").iterdir())
-    assert len(annotated) == 6  # every readable photo, the 240-byte name included
+    assert len(annotated) == 6  # every readable photo, the 240-byte name included, but the 108 MP one:
+    assert "not annotated big-phone.jpg: too-large" in hostile["r"].output  # too large to decode in full
     assert all(len(os.fsencode(p.name)) <= 128 and p.suffix == ".jpg" for p in annotated)
     assert all(Image.open(p).size == (320, 240) for p in annotated)
 
