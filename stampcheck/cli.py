@@ -313,17 +313,28 @@ def qa(
     device: Optional[str] = typer.Option(None, help="cuda, cpu... (default: the GPU when there is one)."),
     annotate: bool = typer.Option(False, help="Also write full-size annotated photos to REPORT/annotated/."),
 ):
-    """Check photos for the stamp. Exit code 0: every readable photo has a stamp; 1: some are
-    missing; 2: bad usage. Unreadable photos are reported and counted, never fatal."""
+    """Check photos for the stamp. Every photo given gets a row in the report; those that cannot be
+    read too (never fatal, never a pass).
+
+    Exit codes, a production gate:
+    0 every photo was read and carries a stamp
+    1 at least one photo lacks a stamp
+    3 no stamp missing, but some photos could not be read
+    2 bad usage or input (nothing written)
+    4 the tool itself failed"""
     from rich.table import Table
 
+    from stampcheck.paths import OverlapError
     from stampcheck.qa import UsageError, run_qa
-    from train.model import ModelError
 
     try:
         summary = run_qa(model, photos, out, threshold, bs, workers, device, annotate, progress=progress_bar)
-    except (UsageError, ModelError, ValueError) as e:
+    except (UsageError, OverlapError) as e:  # a model folder that cannot be used is a UsageError
         fail(str(e))
+    from stampcheck.report import printable
+
+    for path, why in summary.not_annotated:
+        console.print(f"[yellow]not annotated[/] {escape(printable(str(path)))}: {escape(printable(why))}")
     table = Table(title=f"stampcheck qa ({summary.photos} photos, threshold {summary.threshold:.2f})")
     for col in ("stamped", "missing", "unreadable"):
         table.add_column(col, justify="right")

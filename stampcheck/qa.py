@@ -1,42 +1,164 @@
 """Batch QA: check folders of product photos and report, per photo, stamped or not, how sure, where.
 
-Results are streamed to ``results.csv`` / ``results.jsonl`` under temporary names and renamed at
-the end, so a report folder never holds a half-written table.
+Every path given ends as a row: the photos checked, and as errors those that could not be (unreadable
+files, broken links, folders that cannot be listed); a photo that was not checked never counts as a
+pass. Results are streamed to ``results.csv`` / ``results.jsonl`` under temporary names and renamed
+at the end, so a report folder never holds a half-written table.
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import heapq
 import json
+import os
+import re
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from stampcheck import errors
 from stampcheck.atomic import atomic_path
-from stampcheck.report import thumbnail_jpeg, write_annotated, write_html
-from train.predict import PhotoResult, Predictor, predict_photos
+from stampcheck.paths import refuse_overlap
+
+if TYPE_CHECKING:
+    from train.predict import PhotoResult
 
 RESULT_COLUMNS = ["file", "status", "has_stamp", "score", "x0", "y0", "x1", "y1", "error"]
+# The temporary names this command's atomic writes use (stampcheck.atomic): .NAME.PID.part
+OWN_PARTIALS = {".": re.compile(r"\.(?:results\.csv|results\.jsonl|index\.html)\.(\d+)\.part"),
+                "annotated": re.compile(r"\.\d{5,}_.*\.jpg\.(\d+)\.part")}
 
 
 class UsageError(ValueError):
     pass
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
+@dataclass
+class Inputs:
+    """What the photo arguments name: files to check, paths known to be unusable before reading any
+    (path -> why), and the folders and files given, which --out must stay clear of."""
+
+    files: list[Path] = field(default_factory=list)
+    problems: dict[Path, str] = field(default_factory=dict)
+    roots: list[Path] = field(default_factory=list)
+
+
+def _kind(entry: Path | os.DirEntry) -> str:
+    """'dir', 'file' (a regular file, through links) or 'other' (broken link, device, pipe...); a
+    DirEntry answers from the listing, without a system call per file."""
+    try:
+        return "dir" if entry.is_dir() else "file" if entry.is_file() else "other"
+    except OSError:
+        return "other"
+
+
+def _why_not_a_file(path: Path) -> str:
+    try:
+        os.stat(path)
+    except OSError as e:
+        if os.path.islink(path):
+            return f"broken-link: points to {os.readlink(path)} ({e.strerror})"
+        return f"unreadable: {e.strerror}"
+    return "not-a-file: not a regular file (a device, pipe or socket)"
+
+
+def _entries(top: Path, problems: dict, depth: int | None = None):
+    """(path, names below ``top``, kind) of every visible entry under the folder ``top``, at most
+    ``depth`` levels down. Folder links are followed once per real folder, so a symlink loop ends and
+    nothing is listed twice; a folder that cannot be listed becomes a problem, not a failed run."""
+    seen: set[tuple[int, int]] = set()
+    stack: list[tuple[Path, tuple[str, ...]]] = [(top, ())]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as it:
+                listing = sorted((e.name, _kind(e)) for e in it if not e.name.startswith("."))
+        except OSError as e:
+            problems[folder] = f"unreadable-folder: {e.strerror or e}"
+            continue
+        for name, kind in listing:
+            path, parts = folder / name, rel + (name,)
+            yield path, parts, kind
+            if kind == "dir" and (depth is None or len(parts) < depth):
+                stack.append((path, parts))
+
+
+def _matches(names: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """glob's rules, one path component at a time; ``**`` is any number of folders."""
+    if not pattern:
+        return not names
+    if pattern[0] == "**":
+        return any(_matches(names[i:], pattern[1:]) for i in range(len(names) + 1))
+    return bool(names) and fnmatchcase(names[0], pattern[0]) and _matches(names[1:], pattern[1:])
+
+
+def _glob(pattern: str, problems: dict) -> tuple[list[tuple[Path, str]], list[Path]]:
+    """The (path, kind) a glob matches, and the paths --out must stay clear of. Matched here rather
+    than by :mod:`glob`, which follows folder links into loops for ever."""
+    parts = Path(pattern).parts
+    cut = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base, rest = Path(*parts[:cut]), parts[cut:]
+    if "**" in rest:  # it reads the whole tree under its base, as a folder would
+        entries = _entries(base, problems) if base.is_dir() else []
+        return [(p, kind) for p, names, kind in entries if _matches(names, rest)], [base]
+    entries = _entries(base, problems, len(rest)) if base.is_dir() else []
+    matches = [(p, kind) for p, names, kind in entries if _matches(names, rest)]
+    # files overlap --out only through their folder: one file of each will do (links that lead
+    # nowhere are never read, and could not be resolved)
+    return matches, list({(p if kind == "dir" else p.parent): p for p, kind in matches if kind != "other"}.values())
+
+
+def expand_inputs(inputs: list[str]) -> Inputs:
     """Files, folders (recursive: every visible file, so nothing is skipped unseen) and globs."""
-    files: set[Path] = set()
+    found, files = Inputs(), set()
     for raw in inputs:
-        matches = [Path(m) for m in glob.glob(raw, recursive=True)] if glob.has_magic(raw) else [Path(raw)]
-        if not matches or not all(m.exists() for m in matches):
+        if glob.has_magic(raw):
+            matches, roots = _glob(raw, found.problems)
+        else:
+            p = Path(raw)
+            matches = [(p, _kind(p))] if os.path.lexists(p) else []
+            roots = [p for p, kind in matches if kind != "other"]
+        if not matches:
             raise UsageError(f"no such file or folder: {raw}")
-        for m in matches:
-            if m.is_dir():
-                files.update(f for f in m.rglob("*") if f.is_file()
-                             and not any(part.startswith(".") for part in f.relative_to(m).parts))
-            else:
-                files.add(m)
-    return sorted(files)
+        found.roots += roots
+        for path, kind in matches:
+            for f, _, k in _entries(path, found.problems) if kind == "dir" else [(path, (), kind)]:
+                if k == "file":
+                    files.add(f)
+                elif k == "other":
+                    found.problems[f] = _why_not_a_file(f)
+    found.files = sorted(files)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process, or no pid at all: leave its files be
+        return True
+    return True
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Remove what runs killed mid-way (kill -9 skips atomic_path's cleanup) left in ``out``: only this
+    command's own temporary names, and only when the process that wrote them is gone."""
+    removed = []
+    for sub, own in OWN_PARTIALS.items():
+        for p in (out / sub).glob(".*.part"):
+            m = own.fullmatch(p.name)
+            if m and not _alive(int(m[1])) and p.is_file() and not p.is_symlink():
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 @dataclass
@@ -47,11 +169,14 @@ class QASummary:
     unreadable: int = 0
     threshold: float = 0.5
     results: list[PhotoResult] = field(default_factory=list)
+    not_annotated: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        """0: every readable photo has a stamp; 1: some are missing."""
-        return 1 if self.missing else 0
+        """The production gate (stampcheck.errors): a photo that could not be read is no pass."""
+        if self.missing:
+            return errors.MISSING
+        return errors.UNREADABLE if self.unreadable else errors.OK
 
 
 def result_rows(r: PhotoResult, threshold: float) -> list[dict]:
@@ -69,23 +194,37 @@ def result_rows(r: PhotoResult, threshold: float) -> list[dict]:
 def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | None = None, bs: int = 32,
            workers: int | None = None, device: str | None = None, annotate: bool = False,
            progress=None) -> QASummary:
-    files = expand_inputs(inputs)
-    if not files:
-        raise UsageError("no photos found in " + ", ".join(inputs))
-    predictor = Predictor(model_dir, device)
-    thr = predictor.threshold if threshold is None else threshold
     out = Path(out)
+    if os.path.lexists(out) and not out.is_dir():
+        raise UsageError(f"--out {out} is not a folder; give a folder")
+    found = expand_inputs(inputs)
+    refuse_overlap(out, found.roots)
+    if not found.files and not found.problems:
+        raise UsageError("no photos found in " + ", ".join(inputs))
+    # torch and fastai load in seconds: only now, so that a mistyped path is answered at once
+    from stampcheck.report import csv_row, thumbnail_jpeg, write_annotated, write_html
+    from train.model import ModelError
+    from train.predict import PhotoResult, Predictor, predict_photos
+
+    try:
+        predictor = Predictor(model_dir, device)
+    except ModelError as e:
+        raise UsageError(str(e)) from e
+    thr = predictor.threshold if threshold is None else threshold
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out)
     summary = QASummary(threshold=thr)
+    unchecked = (PhotoResult(p, error=why) for p, why in sorted(found.problems.items()))
+    checked = predict_photos(predictor, found.files, bs=bs, workers=workers, threshold=thr, previews=True)
     with atomic_path(out / "results.csv") as csv_tmp, atomic_path(out / "results.jsonl") as jsonl_tmp, \
             csv_tmp.open("w", newline="") as fcsv, jsonl_tmp.open("w") as fjson, \
-            progress(len(files), "checking photos") as advance:
+            progress(len(found.files) + len(found.problems), "checking photos") as advance:
         writer = csv.DictWriter(fcsv, fieldnames=RESULT_COLUMNS, lineterminator="\n")
         writer.writeheader()
-        for r in predict_photos(predictor, files, bs=bs, workers=workers, threshold=thr, previews=True):
+        for r in heapq.merge(unchecked, checked, key=lambda r: r.path):
             rows = result_rows(r, thr)
             r.thumbnail, r.preview = thumbnail_jpeg(r, thr), None
-            writer.writerows(rows)
+            writer.writerows(map(csv_row, rows))
             for row in rows:
                 fjson.write(json.dumps({**row, "width": r.width, "height": r.height}) + "\n")
             summary.photos += 1
@@ -99,5 +238,5 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
             advance(1)
     write_html(summary, out / "index.html", model_dir)
     if annotate:
-        write_annotated(summary, out / "annotated")
+        summary.not_annotated = write_annotated(summary, out / "annotated")
     return summary

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from pathlib import Path
 
 from compose.preview import draw_boxes
 
 from stampcheck.atomic import atomic_write_bytes, atomic_write_text
-from stampcheck.images import jpeg_bytes, open_checked
+from stampcheck.images import ImageRejected, jpeg_bytes, open_checked
 from train.predict import PHOTO_LIMITS, THUMB
+
+NAME_BYTES = 100  # of a photo's name kept in its annotated copy's name
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP, "CSV injection"): a
+# photo named =HYPERLINK(...) must stay text in results.csv.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222}
@@ -21,6 +27,30 @@ figure{margin:0;background:#fff;padding:6px;border-radius:6px;box-shadow:0 1px 3
 figcaption{font-size:12px;word-break:break-all}.tag{font-weight:bold}.tag.missing{color:#c62828}
 .tag.stamped{color:#2e7d32}table{border-collapse:collapse}td{padding:2px 8px;border-bottom:1px solid #ddd}
 """
+
+
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: the bytes of a file name that are not UTF-8 (which Python keeps as
+    surrogates) shown as \\xNN, as `ls -b` does, instead of failing the whole report."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+
+
+def _html(value) -> str:
+    return html.escape(printable(str(value)))
+
+
+def csv_row(row: dict) -> dict:
+    """A results row as results.csv holds it: text printable and never a formula (JSONL keeps raw values)."""
+    cells = {}
+    for k, v in row.items():
+        if isinstance(v, str):
+            v = printable(v)
+            v = "'" + v if v.startswith(FORMULA_START) else v
+        cells[k] = v
+    return cells
 
 
 def thumbnail_jpeg(r, threshold: float) -> bytes | None:
@@ -51,12 +81,12 @@ def write_html(summary, path: Path, model_dir: Path) -> None:
         tag = "stamped" if ok else "missing"
         figures.append(f'<figure class="photo {tag}"><img alt="" src="data:image/jpeg;base64,{data}" width="{THUMB}">'
                        f'<figcaption><span class="tag {tag}">{tag}</span> score {r.score:.2f}<br>'
-                       f'{html.escape(str(r.path))}</figcaption></figure>')
-    errors = "".join(f"<tr><td>{html.escape(str(r.path))}</td><td>{html.escape(r.error)}</td></tr>"
+                       f'{_html(r.path)}</figcaption></figure>')
+    errors = "".join(f"<tr><td>{_html(r.path)}</td><td>{_html(r.error)}</td></tr>"
                      for r in summary.results if r.error)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>stampcheck QA report</title>
 <style>{STYLE}</style></head><body><h1>stampcheck QA report</h1>
-<p>Model: {html.escape(str(model_dir))} &middot; threshold {summary.threshold:.2f} &middot; {summary.photos} photos</p>
+<p>Model: {_html(model_dir)} &middot; threshold {summary.threshold:.2f} &middot; {summary.photos} photos</p>
 <div class="counts"><div class="count stamped" id="stamped"><b>{summary.stamped}</b>stamped</div>
 <div class="count missing" id="missing"><b>{summary.missing}</b>missing</div>
 <div class="count unreadable" id="unreadable"><b>{summary.unreadable}</b>unreadable</div></div>
@@ -66,13 +96,29 @@ def write_html(summary, path: Path, model_dir: Path) -> None:
     atomic_write_text(path, page)
 
 
-def write_annotated(summary, folder: Path) -> None:
-    """Full-size copies of readable photos with the detected boxes drawn."""
-    folder.mkdir(parents=True, exist_ok=True)
+def annotated_name(k: int, path: Path) -> str:
+    """``k`` keeps names apart; the stem is cut to NAME_BYTES, so that with the temporary suffix of an
+    atomic write the name stays far below the 255 bytes a file name may have."""
+    stem = os.fsencode(path.stem)[:NAME_BYTES].decode("utf-8", "ignore")
+    return f"{k:05d}_{stem}.jpg"
+
+
+def write_annotated(summary, folder: Path) -> list[tuple[Path, str]]:
+    """Full-size copies of readable photos with the detected boxes drawn. Returns the photos that
+    could not be annotated and why (gone since they were checked, a full disk); they stop nothing."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return [(folder, f"no folder for annotated copies: {e}")]
+    failed = []
     for k, r in enumerate(summary.results):
         if r.error:
             continue
-        img = open_checked(r.path, PHOTO_LIMITS)
-        boxes = [b for _, _, b in r.found(summary.threshold)]
-        img = draw_boxes(img, boxes, width=max(2, img.width // 200))
-        atomic_write_bytes(folder / f"{k:05d}_{r.path.stem}.jpg", jpeg_bytes(img, 90, subsampling=0))
+        try:
+            img = open_checked(r.path, PHOTO_LIMITS)
+            boxes = [b for _, _, b in r.found(summary.threshold)]
+            img = draw_boxes(img, boxes, width=max(2, img.width // 200))
+            atomic_write_bytes(folder / annotated_name(k, r.path), jpeg_bytes(img, 90, subsampling=0))
+        except Exception as e:  # noqa: BLE001 - one photo's copy is not worth the others'
+            failed.append((r.path, str(e) if isinstance(e, ImageRejected) else f"{type(e).__name__}: {e}"))
+    return failed

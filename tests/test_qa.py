@@ -64,7 +64,8 @@ def rows_by_file(report: Path):
 
 def test_qa_reports_every_photo_with_statuses_and_exit_codes(tiny_model, photo_folder, tmp_path):
     r = run_cli("qa", tiny_model / "model", photo_folder, "--out", tmp_path / "all", "--threshold", "0", "--workers", "1")
-    assert r.returncode == 0, r.stdout + r.stderr  # threshold 0: every readable photo "has" a stamp
+    # threshold 0: every readable photo "has" a stamp, but two could not be read, which is no pass
+    assert r.returncode == 3, r.stdout + r.stderr
     rows = rows_by_file(tmp_path / "all")
     assert set(rows) == {p.name for p in photo_folder.iterdir()}
     for name in ("corrupt.jpg", "notes.txt"):
@@ -82,8 +83,11 @@ def test_qa_reports_every_photo_with_statuses_and_exit_codes(tiny_model, photo_f
     r = run_cli("qa", tiny_model / "model", photo_folder, "--out", tmp_path / "none", "--threshold", "1")
     assert r.returncode == 1  # no stamp found anywhere
     assert "missing" in r.stdout
-    assert run_cli("qa", tiny_model / "model", tmp_path / "nope", "--out", tmp_path / "x").returncode == 2
-    assert run_cli("qa", tmp_path, photo_folder, "--out", tmp_path / "x").returncode == 2
+    for args in ((tiny_model / "model", tmp_path / "nope"), (tmp_path / "no-model", photo_folder)):
+        r = run_cli("qa", *args, "--out", tmp_path / "x")  # one line, nothing written
+        output = r.stdout + r.stderr
+        assert r.returncode == 2 and output.startswith("error:") and len(output.strip().splitlines()) == 1, output
+        assert not (tmp_path / "x").exists()
 
 
 def test_report_html_shows_counts_in_a_real_browser(tiny_model, photo_folder, tmp_path):

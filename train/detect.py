@@ -125,9 +125,12 @@ def detect(out: torch.Tensor, n_classes: int, threshold: float, nms_iou: float =
 
 
 def to_pixels(box: torch.Tensor, width: int, height: int) -> list[float]:
-    """A -1..1 box -> pixels of a width x height image (x1/y1 exclusive), clipped to the image."""
-    x0, y0, x1, y1 = ((box.detach().float().cpu().clamp(-1, 1) + 1) / 2).tolist()
-    return [x0 * width, y0 * height, x1 * width, y1 * height]
+    """A -1..1 box -> pixels of a width x height image (x1/y1 exclusive), clipped to the image and at
+    least 1 px wide and high: a head can predict boxes of zero size (exp of a very negative
+    distance), and every consumer (drawing, IoU, crops) expects a real box."""
+    x0, y0, x1, y1 = ((box.detach().float().cpu().nan_to_num(0.0).clamp(-1, 1) + 1) / 2).tolist()
+    x0, y0 = min(x0 * width, width - 1), min(y0 * height, height - 1)
+    return [x0, y0, max(x1 * width, x0 + 1), max(y1 * height, y0 + 1)]
 
 
 def best_iou(box: torch.Tensor, truth: torch.Tensor) -> float:

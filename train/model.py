@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import socket
 import warnings
 from pathlib import Path
@@ -63,21 +64,58 @@ class ModelError(ValueError):
     """A model folder that cannot be used: missing, corrupt, or not what the caller needs."""
 
 
+SIZES = (32, 2048)  # input sizes a config may ask for: past 2048 one photo's activations take many GB
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def config_problem(config) -> str | None:
+    """What makes a model folder's config.json unusable (a hand edit, another tool's file), or None.
+    Checked before any weight is read: a size of 20000 would cost tens of GB per photo."""
+    if not isinstance(config, dict):
+        return "it is not a JSON object"
+    if config.get("arch") not in ARCHS:
+        return f"arch is {config.get('arch')!r}, not one of {', '.join(ARCHS)}"
+    classes = config.get("classes")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) and c for c in classes)):
+        return f"classes must be a non-empty list of names, not {classes!r}"
+    size = config.get("size")
+    if not (isinstance(size, int) and not isinstance(size, bool) and SIZES[0] <= size <= SIZES[1]):
+        return f"size must be a whole number of pixels from {SIZES[0]} to {SIZES[1]}, not {size!r}"
+    threshold = config.get("threshold")
+    if not (_number(threshold) and 0 <= threshold <= 1):
+        return f"threshold must be a number from 0 to 1, not {threshold!r}"
+    for key in ("mean", "std"):
+        v = config.get(key)
+        if not (isinstance(v, list) and len(v) == 3 and all(map(_number, v))) or (key == "std" and min(v) <= 0):
+            return f"{key} must be 3 numbers (one per colour channel{', above 0' if key == 'std' else ''}), not {v!r}"
+    return None
+
+
 def load_model_dir(model_dir: Path) -> tuple[dict, StampNet]:
     """config.json and the network holding model.pth's weights, from a `stampcheck train` folder."""
     model_dir = Path(model_dir)
     try:
         config = json.loads((model_dir / "config.json").read_text())
-        state = torch.load(model_dir / "model.pth", map_location="cpu", weights_only=True)
-        arch, n_classes = config["arch"], len(config["classes"])
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+    except (OSError, ValueError) as e:
         raise ModelError(f"{model_dir} is not a stampcheck model folder ({e}); "
                          "make one with `stampcheck train`") from e
+    problem = config_problem(config)
+    if problem:
+        raise ModelError(f"{model_dir / 'config.json'} cannot be used: {problem}")
+    try:
+        state = torch.load(model_dir / "model.pth", map_location="cpu", weights_only=True)
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        raise ModelError(f"{model_dir / 'model.pth'} cannot be read ({e}); "
+                         "make a model folder with `stampcheck train`") from e
+    arch, n_classes = config["arch"], len(config["classes"])
     with torch.device("meta"):  # skip the random initialisation of weights about to be replaced
         model, _ = build_model(arch, n_classes, pretrained="none")
     try:
         model.load_state_dict(state, assign=True)
-    except RuntimeError as e:
+    except (RuntimeError, TypeError, AttributeError) as e:
         raise ModelError(f"{model_dir}/model.pth does not match its config.json ({e})") from e
     return config, model
 

@@ -7,7 +7,7 @@ nothing is decoded twice.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +20,11 @@ from stampcheck.images import ImageLimits, ImageRejected, fit_within, open_check
 from train.detect import detect, to_pixels
 from train.model import load_model_dir
 
-# Phone photos are fine; only headers claiming absurd sizes are refused.
-PHOTO_LIMITS = ImageLimits(min_side=16, max_pixels=250_000_000, max_aspect=20.0)
+# Capped as crawl and compose cap theirs: a 169 MP PNG decodes to 2 GB, so anything over 100 MP is
+# refused from its header, unread. JPEGs decode at reduced scale (draft mode), so they may be larger,
+# up to Pillow's own bomb limit (179 MP): 108 MP phone photos stay checkable.
+PHOTO_LIMITS = ImageLimits(min_side=16, max_pixels=100_000_000, max_aspect=20.0)
+JPEG_LIMITS = replace(PHOTO_LIMITS, max_pixels=2 * Image.MAX_IMAGE_PIXELS)
 THUMB = 160  # report thumbnails' display size; small enough that JPEG draft decoding still applies
 # Draft decoding lands between 1x and 2x of that; up to 1.5x the photo is kept as decoded and the
 # page scales it: shrinking 174 px to 160 px cost qa about a tenth of its speed on shop photos.
@@ -92,9 +95,18 @@ class PhotoDataset(Dataset):
     def __len__(self):
         return len(self.files)
 
+    def open(self, path: Path) -> Image.Image:
+        draft = max(self.size, THUMB)
+        try:
+            return open_checked(path, PHOTO_LIMITS, draft_size=draft)
+        except ImageRejected as e:
+            if e.reason != "too-large" or not _is_jpeg(path):
+                raise
+        return open_checked(path, JPEG_LIMITS, draft_size=draft)
+
     def __getitem__(self, i):
         try:
-            img = open_checked(self.files[i], PHOTO_LIMITS, draft_size=max(self.size, THUMB))
+            img = self.open(self.files[i])
         except ImageRejected as e:
             return i, None, (0, 0), str(e), None
         except Exception as e:  # whatever else a broken file does, it must not stop the batch
@@ -102,6 +114,11 @@ class PhotoDataset(Dataset):
         # kept as pixels: the report draws the boxes on it and encodes it once
         thumb = fit_within(img, THUMB_MAX) if self.previews else None
         return i, self.to_input(img), img.info["source_size"], None, thumb
+
+
+def _is_jpeg(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(3) == b"\xff\xd8\xff"
 
 
 def _collate(samples):

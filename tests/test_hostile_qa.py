@@ -1,0 +1,301 @@
+"""qa against what users and attackers actually fed it (issue 13): the CLI must end with the
+documented exit code, report every input, never print a traceback and never touch the inputs.
+
+The model is not trained: its head is forced (zero weights, chosen biases) so that it scores a
+stamp everywhere and predicts boxes of zero width and height, the case that crashed box drawing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from stampcheck import errors
+from stampcheck.qa import QASummary
+from stampcheck.report import write_annotated
+from tests.conftest import huge_header_png, photo
+from train.data import MEAN, STD
+from train.detect import detect, to_pixels
+from train.learner import plot_samples, save_weights
+from train.model import ModelError, build_model, load_model_dir
+from train.predict import PhotoResult
+
+ROOT = Path(__file__).resolve().parents[1]
+LONG_NAME = "L" * 236 + ".jpg"  # 240 bytes: with the annotated copy's prefix and temp suffix, over NAME_MAX
+FORMULA_NAME = '=HYPERLINK("evil.example?q","click").jpg'
+NOT_UTF8_NAME = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes: Python holds them as surrogates
+CONFIG = {"arch": "resnet18", "size": 64, "classes": ["qc-passed"], "mean": list(MEAN), "std": list(STD),
+          "threshold": 0.5}
+
+
+def qa_cli(*args, cwd=ROOT, timeout=120):
+    """`python -m stampcheck qa ...` from any folder, importing this worktree's code."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "stampcheck", "qa", *map(str, args)], capture_output=True,
+                       text=True, cwd=cwd, timeout=timeout, env=env)
+    r.output = r.stdout + r.stderr
+    assert "Traceback" not in r.output, r.output
+    return r
+
+
+def tree_state(folder: Path) -> dict:
+    """Every entry under ``folder`` (links not followed): content hash, link target or 'dir'."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            if os.path.islink(p):
+                state[p] = "-> " + os.readlink(p)
+            elif os.path.isfile(p):
+                state[p] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+            else:
+                state[p] = "dir" if os.path.isdir(p) else "other"
+    return state
+
+
+def png_header(width: int, height: int) -> bytes:
+    """conftest's crafted PNG, claiming ``width`` x ``height`` pixels instead."""
+    data = bytearray(huge_header_png())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def jpeg_header(width: int, height: int) -> bytes:
+    """A small real JPEG whose header claims ``width`` x ``height`` (a 108 MP phone photo's size)."""
+    buf = io.BytesIO()
+    photo(7).save(buf, "JPEG", quality=90)
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def forced_net():
+    """A StampNet that scores ~1 in every cell and predicts boxes of width and height exp(-40) ~ 0."""
+    model, _ = build_model("resnet18", 1, pretrained=False)
+    with torch.no_grad():
+        model.out.weight.zero_()
+        model.out.bias.copy_(torch.tensor([8.0, -40.0, -40.0, -40.0, -40.0]))
+    return model
+
+
+@pytest.fixture(scope="module")
+def forced_model(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("forced") / "model"
+    folder.mkdir()
+    save_weights(forced_net(), folder, CONFIG)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory, forced_model):
+    """One qa run over a folder of hostile names and files, with stale partials in --out."""
+    root = tmp_path_factory.mktemp("hostile")
+    photos, out = root / "photos", root / "out"
+    (photos / "sub").mkdir(parents=True)
+    out.mkdir()
+    photo(1).save(photos / "a.jpg", quality=90)
+    photo(2).save(photos / "b.png")
+    photo(3).save(photos / LONG_NAME, quality=90)
+    photo(4).save(photos / FORMULA_NAME, quality=90)
+    photo(5).save(photos / "sub" / "c.jpg", quality=90)
+    photo(6).save(photos / NOT_UTF8_NAME, "JPEG", quality=90)
+    os.mkfifo(photos / "pipe.jpg")  # opening it would wait for a writer forever
+    (photos / "bomb.png").write_bytes(png_header(13000, 13000))  # 169 MP: 676 MB if decoded
+    (photos / "big-phone.jpg").write_bytes(jpeg_header(12000, 9000))  # JPEG: decoded at 1/8 scale
+    (photos / "dangling.jpg").symlink_to(root / "gone.jpg")
+    (photos / "loop").symlink_to(".")
+    (photos / "sub" / "up").symlink_to("..")
+    dead, live = dead_pid(), os.getpid()
+    stale = [out / f".results.csv.{dead}.part", out / f".results.jsonl.{dead}.part"]
+    kept = [out / f".results.csv.{live}.part", out / f".notes.txt.{dead}.part", out / "mine.part"]
+    for p in stale + kept:
+        p.write_text("partial")
+    before = tree_state(photos), tree_state(forced_model)
+    # run from inside the photo folder, so result paths start with the file name (as spreadsheets see them)
+    r = qa_cli(forced_model, ".", "--out", out, "--annotate", "--workers", "0", cwd=photos)
+    rows = list(csv.DictReader(open(out / "results.csv", newline=""))) if (out / "results.csv").exists() else []
+    raw = [json.loads(line) for line in open(out / "results.jsonl")] if (out / "results.jsonl").exists() else []
+    return {"r": r, "photos": photos, "out": out, "before": before, "after": (tree_state(photos),
+            tree_state(forced_model)), "rows": rows, "raw": raw, "stale": stale, "kept": kept}
+
+
+def by_file(rows):
+    found = {}
+    for row in rows:
+        found.setdefault(row["file"], []).append(row)
+    return found
+
+
+def test_zero_width_boxes_neither_crash_nor_stop_the_batch(hostile):
+    r = hostile["r"]
+    assert r.returncode == errors.UNREADABLE, r.output  # all readable photos stamped, two unreadable
+    assert (hostile["out"] / "index.html").exists() and "report:" in r.stdout
+    stamped = [row for row in hostile["raw"] if row["status"] == "ok"]
+    assert len({row["file"] for row in stamped}) == 7 and all(row["has_stamp"] == 1 for row in stamped)
+    for row in stamped:  # every box at least a pixel, inside its photo
+        assert 0 <= row["x0"] < row["x1"] <= row["width"] and 0 <= row["y0"] < row["y1"] <= row["height"], row
+
+
+def test_every_input_is_a_row_broken_links_and_bombs_are_errors(hostile):
+    rows = by_file(hostile["rows"])
+    assert set(rows) == {"a.jpg", "b.png", LONG_NAME, "'" + FORMULA_NAME, "sub/c.jpg", "bomb.png", "dangling.jpg",
+                         "caf\\xe9.jpg", "pipe.jpg", "big-phone.jpg"}  # names not UTF-8 shown as `ls -b` does
+    big = {(row["width"], row["height"], row["status"]) for row in hostile["raw"] if row["file"] == "big-phone.jpg"}
+    assert big == {(12000, 9000, "ok")}
+    (link,), (bomb,), (pipe,) = rows["dangling.jpg"], rows["bomb.png"], rows["pipe.jpg"]
+    assert pipe["status"] == "error" and pipe["error"].startswith("not-a-file")
+    assert link["status"] == "error" and link["error"].startswith("broken-link") and "gone.jpg" in link["error"]
+    assert bomb["status"] == "error" and bomb["error"].startswith("too-large"), bomb
+    assert "unreadable" in hostile["r"].stdout
+
+
+def test_long_names_are_annotated_under_names_that_fit(hostile):
+    annotated = sorted((hostile["out"] / "annotated").iterdir())
+    assert len(annotated) == 6  # every readable photo, the 240-byte name included, but the 108 MP one:
+    assert "not annotated big-phone.jpg: too-large" in hostile["r"].output  # too large to decode in full
+    assert all(len(os.fsencode(p.name)) <= 128 and p.suffix == ".jpg" for p in annotated)
+    assert all(Image.open(p).size == (320, 240) for p in annotated)
+
+
+def test_formulas_are_neutralised_in_csv_but_raw_in_jsonl(hostile):
+    assert any(row["file"] == "'" + FORMULA_NAME for row in hostile["rows"])
+    assert not any(row["file"][:1] in "=+-@\t\r" for row in hostile["rows"])
+    files = {json.loads(line)["file"] for line in open(hostile["out"] / "results.jsonl")}
+    assert FORMULA_NAME in files
+
+
+def test_stale_partials_of_dead_runs_go_and_nothing_else(hostile):
+    assert not any(p.exists() for p in hostile["stale"])
+    assert all(p.read_text() == "partial" for p in hostile["kept"])
+
+
+def test_inputs_and_model_are_untouched(hostile):
+    assert hostile["after"] == hostile["before"]
+
+
+def test_glob_over_symlink_loops_ends_and_reports_broken_links(forced_model, tmp_path):
+    x = tmp_path / "x"
+    (x / "deep").mkdir(parents=True)
+    photo(1).save(x / "a.jpg", quality=90)
+    photo(2).save(x / "deep" / "b.jpg", quality=90)
+    for name in ("l1", "l2", "deep/l3", "deep/l4"):  # 2^depth paths through loops for a glob that follows them
+        (x / name).symlink_to(x)
+    (x / "gone.jpg").symlink_to(tmp_path / "nothing.jpg")
+    (tmp_path / "also-gone.jpg").symlink_to(tmp_path / "nothing.jpg")
+    (tmp_path / "self").symlink_to("self")
+    before = tree_state(x)
+    r = qa_cli(forced_model, "x/**/*.jpg", "also-gone.jpg", "self", "--out", "report", "--workers", "0",
+               cwd=tmp_path, timeout=90)
+    assert r.returncode == errors.UNREADABLE, r.output
+    rows = by_file(csv.DictReader(open(tmp_path / "report" / "results.csv", newline="")))
+    assert set(rows) == {"x/a.jpg", "x/deep/b.jpg", "x/gone.jpg", "also-gone.jpg", "self"}
+    assert all(rows[f][0]["error"].startswith("broken-link") for f in ("x/gone.jpg", "also-gone.jpg", "self"))
+    assert tree_state(x) == before
+
+
+def test_a_batch_of_only_unreadable_files_is_no_pass(forced_model, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "notes.txt").write_text("not a photo")
+    (photos / "gone.jpg").symlink_to(tmp_path / "nothing.jpg")
+    r = qa_cli(forced_model, photos, "--out", tmp_path / "out", "--workers", "0")
+    assert r.returncode == errors.UNREADABLE, r.output
+    rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv", newline="")))
+    assert sorted(Path(row["file"]).name for row in rows) == ["gone.jpg", "notes.txt"]
+    assert all(row["status"] == "error" for row in rows)
+
+
+@pytest.mark.parametrize("inside", ["out_in_photos", "photos_in_out"])
+def test_overlapping_photo_and_report_folders_are_refused(forced_model, tmp_path, inside):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    photo(1).save(photos / "a.jpg", quality=90)
+    out = photos / "report" if inside == "out_in_photos" else tmp_path
+    before = tree_state(tmp_path)
+    r = qa_cli(forced_model, photos, "--out", out, "--workers", "0")
+    assert r.returncode == errors.USAGE, r.output
+    assert r.output.startswith("error:") and len(r.output.strip().splitlines()) == 1 and "overlap" in r.output
+    assert tree_state(tmp_path) == before  # nothing written
+
+
+@pytest.mark.parametrize("args", [(), ("--threshold", "nan"), ("--bs", "0")])
+def test_bad_options_are_usage_errors(forced_model, good_photos, tmp_path, args):
+    r = qa_cli(forced_model, *((good_photos, *args) if args else ()), "--out", tmp_path / "out")
+    assert r.returncode == errors.USAGE and "Error" in r.output and not (tmp_path / "out").exists(), r.output
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"size": 20000}, "size"), ({"size": 0}, "size"), ({"size": "64"}, "size"), ({"threshold": None}, "threshold"),
+    ({"threshold": 1.5}, "threshold"), ({"arch": "resnet9000"}, "arch"), ({"classes": []}, "classes"),
+    ({"classes": [3]}, "classes"), ({"mean": [0.5, 0.5]}, "mean"), ({"std": [0.2, 0.0, 0.2]}, "std"),
+])
+def test_model_config_is_validated_on_load(forced_model, tmp_path, change, words):
+    config = {**CONFIG, **change}
+    config = {k: v for k, v in config.items() if v is not None}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model.pth").symlink_to(forced_model / "model.pth")
+    with pytest.raises(ModelError, match=words):
+        load_model_dir(tmp_path)
+
+
+def test_a_bad_model_config_is_one_line_and_exit_2(forced_model, tmp_path, good_photos):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({**CONFIG, "size": 0}))
+    (model / "model.pth").symlink_to(forced_model / "model.pth")
+    r = qa_cli(model, good_photos, "--out", tmp_path / "out")
+    assert r.returncode == errors.USAGE and r.output.startswith("error:") and "size" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_degenerate_boxes_become_one_pixel_inside_the_image():
+    boxes = torch.tensor([[0.2, 0.2, 0.2, 0.2], [1.0, 1.0, 1.0, 1.0], [-1.0, -1.0, -1.0, -1.0],
+                          [float("nan"), 0.0, float("inf"), 0.5], [-3.0, -2.0, 5.0, 4.0]])
+    for b in boxes:
+        x0, y0, x1, y1 = to_pixels(b, 50, 40)
+        assert 0 <= x0 and x0 + 1 <= x1 <= 50 and 0 <= y0 and y0 + 1 <= y1 <= 40, (b, (x0, y0, x1, y1))
+    assert to_pixels(torch.tensor([-1.0, -1.0, 1.0, 1.0]), 50, 40) == [0, 0, 50, 40]  # proper boxes unchanged
+    net = forced_net().eval()
+    with torch.no_grad():
+        found = detect(net(torch.zeros(1, 3, 64, 64)), 1, 0.5)[0]
+    assert found["score"] > 0.99 and float(found["box"][2] - found["box"][0]) < 1e-6  # the case the test needs
+
+
+def test_training_samples_plot_survives_zero_width_predictions(tmp_path):
+    """The same crash ended a 1-epoch `train` before model.pkl was written."""
+    xb = torch.zeros(2, 3, 64, 64)
+    boxes = torch.tensor([[[-0.5, -0.5, 0.5, 0.5]], [[0.0, 0.0, 0.0, 0.0]]])
+    labels = torch.tensor([[1], [1]])
+    plot_samples(forced_net().eval(), [(xb, boxes, labels)], 1, "cpu", 0.5, tmp_path / "samples.png")
+    assert Image.open(tmp_path / "samples.png").size[0] > 0
+
+
+def test_one_photo_failing_to_annotate_does_not_stop_the_rest(tmp_path):
+    good, gone = tmp_path / "good.jpg", tmp_path / "gone.jpg"
+    photo(1).save(good, quality=90)
+    box = [(0.9, "qc-passed", [10.0, 10.0, 10.0, 10.0])]
+    summary = QASummary(results=[PhotoResult(gone, 320, 240, 0.9, detections=box),
+                                 PhotoResult(good, 320, 240, 0.9, detections=box)])
+    failed = write_annotated(summary, tmp_path / "annotated")
+    assert [p for p, _ in failed] == [gone] and "unreadable" in failed[0][1]
+    assert [p.name for p in (tmp_path / "annotated").iterdir()] == ["00001_good.jpg"]
