@@ -18,7 +18,9 @@ def pick_device(name: str | None = None):
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but no CUDA GPU is available (use --device cpu)")
-    if device.type == "cpu":
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # every core; a user who shares the machine says otherwise with OMP_NUM_THREADS (threads
+        # that wait on a core taken by another process stall each other at every barrier)
         torch.set_num_threads(cpu_count())
     return device
 
