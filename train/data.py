@@ -47,7 +47,10 @@ def is_valid(item: ImageLabels) -> bool:
 
 def pad_boxes(samples, pad_idx: int = 0):
     """fastai's bb_pad, but labels always long: an image without stamps has an empty *float*
-    label tensor, which cannot be stacked with the long ones of stamped images."""
+    label tensor, which cannot be stacked with the long ones of stamped images. Samples without
+    targets (``dls.test_dl``, ``learn.predict``) pass as they are."""
+    if any(len(s) < 3 for s in samples):
+        return samples
     samples = [(s[0], *clip_remove_empty(*s[1:])) for s in samples]
     max_len = max(len(s[2]) for s in samples)
 

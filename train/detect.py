@@ -106,6 +106,24 @@ class StampLoss(nn.Module):
             loss = loss + self.giou_weight * generalized_box_iou_loss(p, t, reduction="sum") / n_pos
         return loss
 
+    threshold = 0.5  # train sets the model's own before export; decodes keeps what reaches it
+
+    def decodes(self, out: torch.Tensor):
+        """fastai's decoding of raw outputs (``learn.predict``, ``get_preds(with_decoded=True)``):
+        per image the boxes (-1..1) and labels (class + 1; 0 is fastai's padding, ``#na#``) of the
+        stamps scoring at least ``threshold``, best first, padded as fastai's bb_pad pads. fastai's
+        decode_batch then turns them into pixels of the model's input and class names."""
+        from fastai.torch_core import TensorMultiCategory
+        from fastai.vision.core import TensorBBox
+
+        found = [f["dets"] for f in detect(plain(out), self.n_classes, self.threshold)]
+        n = max((len(s) for s, _, _ in found), default=0)
+        boxes, labels = out.new_zeros(len(found), n, 4).float(), torch.zeros(len(found), n, dtype=torch.long,
+                                                                              device=out.device)
+        for b, (s, c, bx) in enumerate(found):
+            boxes[b, :len(s)], labels[b, :len(s)] = bx.clamp(-1, 1), c + 1
+        return TensorBBox(boxes), TensorMultiCategory(labels)
+
 
 def detect(out: torch.Tensor, n_classes: int, threshold: float, nms_iou: float = 0.5, max_det: int = 10):
     """Per image: ``score`` (the highest stamp score anywhere: presence), ``box``/``cls`` of that
