@@ -238,14 +238,14 @@ def yolo_lines(item: ImageLabels, classes: list[str]) -> str:
 def yolo_to_box(line: str, width: int, height: int, classes: list[str]) -> Box:
     """Inverse of :func:`yolo_lines` for one line, rounded back to whole pixels."""
     c, *xywh = line.split()
-    return Box(*yolo_pixels(map(float, xywh), width, height), label=classes[int(c)])
+    return Box(*map(round, yolo_pixels(map(float, xywh), width, height)), label=classes[int(c)])
 
 
-def yolo_pixels(xywh, width: int, height: int) -> tuple[int, int, int, int]:
-    """A normalised YOLO ``cx cy w h`` as a pixel box of a width x height image, whole pixels."""
+def yolo_pixels(xywh, width: int, height: int) -> tuple[float, float, float, float]:
+    """A normalised YOLO ``cx cy w h`` as a pixel box ``x0, y0, x1, y1`` of a width x height image."""
     cx, cy, w, h = xywh
     cx, cy, w, h = cx * width, cy * height, w * width, h * height
-    return round(cx - w / 2), round(cy - h / 2), round(cx + w / 2), round(cy + h / 2)
+    return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
 
 
 def yolo_paths(item: ImageLabels) -> tuple[Path, Path]:
@@ -259,14 +259,20 @@ def yolo_files(dataset: Path, name: str) -> list[Path]:
     """Every yolo/ file that :func:`write_label_files` may have written for the image ``name``,
     in either split, and in the flat layout of earlier versions (for compose --overwrite)."""
     yolo = Path(dataset) / YOLO_DIR
-    return [yolo / (Path(name).stem + ".txt")] + [
+    return legacy_yolo_files(dataset, [name])[:1] + [
         p for split in SPLITS for p in map(yolo.joinpath, yolo_paths(ImageLabels(name, split, "")))]
 
 
 def yolo_dataset_files(dataset: Path) -> list[Path]:
     """yolo/'s files not tied to one image, earlier versions' split lists included."""
+    return [Path(dataset) / YOLO_DIR / "data.yaml", *legacy_yolo_files(dataset, [])]
+
+
+def legacy_yolo_files(dataset: Path, names: list[str]) -> list[Path]:
+    """What versions before the Ultralytics layout wrote in yolo/: NAME.txt beside data.yaml, and
+    split lists of absolute paths, which break when the dataset moves."""
     yolo = Path(dataset) / YOLO_DIR
-    return [yolo / "data.yaml", *(yolo / f"{split}.txt" for split in SPLITS)]
+    return [yolo / (Path(n).stem + ".txt") for n in names] + [yolo / f"{split}.txt" for split in SPLITS]
 
 
 def yolo_folders(dataset: Path) -> list[Path]:
@@ -308,5 +314,7 @@ def write_label_files(dataset: Path, items: list[ImageLabels], classes: list[str
         link_image(dataset / IMAGES_DIR / item.file, yolo / image)
         atomic_write_text(yolo / label, yolo_lines(item, classes))
     atomic_write_text(yolo / "data.yaml", yolo_data_yaml(classes))
+    for f in legacy_yolo_files(dataset, [i.file for i in items]):  # a dataset composed before, resumed
+        f.unlink(missing_ok=True)
     atomic_write_text(dataset / COCO_JSON, json.dumps(coco_dict(items, classes)))
     atomic_write_text(dataset / LABELS_CSV, labels_csv_text(items))

@@ -26,9 +26,9 @@ def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str
     """``dataset``: any labelled set :func:`stampcheck.formats.read_labelled_set` reads; ``images``
     the folder a COCO JSON's file names are relative to. ``log`` gets how the set was read."""
     dataset = Path(dataset)
-    if out:
-        refuse_overlap(out, [dataset, images, model_dir])
     labelled = read_labelled_set(dataset, images)
+    if out:
+        refuse_overlap(out, [dataset, labelled.root, model_dir])
     splits = sorted({i.split for i in labelled.items} - {""})
     if split is not None and not splits:
         raise ValueError(f"{dataset} ({labelled.kind}) has no splits; evaluate without --split")
@@ -36,7 +36,8 @@ def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str
     if not items:
         raise ValueError(f"{dataset} has no images in split {split!r} (it has {', '.join(splits)})")
     for note in labelled.notes + unlabelled_notes(labelled):
-        (log or (lambda _: None))(note)
+        if log:
+            log(note)
     # torch and fastai load in seconds: only now, so that a bad labelled set is answered at once
     import torch
 

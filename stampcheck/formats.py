@@ -81,6 +81,18 @@ def _raise_problems(source: Path, problems: list[str], hint: str = "") -> None:
         raise DatasetError(f"{source}: {len(problems)} bad labels{hint}:\n  {shown}{more}")
 
 
+def _snap(box, item: ImageLabels, slack: float = 1.0) -> tuple:
+    """Whole pixels; a corner less than ``slack`` pixels outside the image (a tool's rounding) moved
+    onto its edge. Anything further out stays, for box_problem to name."""
+    limits = (item.width, item.height) * 2 if item.width else (math.inf,) * 4
+    out = []
+    for v, lim in zip(box, limits):
+        if math.isfinite(v):
+            v = round(0 if -slack < v < 0 else lim if lim < v < lim + slack else v)
+        out.append(v)
+    return tuple(out)
+
+
 # ---------------------------------------------------------------- COCO
 
 def read_coco(path: Path, images: Path | None = None) -> LabelledSet:
@@ -109,7 +121,7 @@ def read_coco(path: Path, images: Path | None = None) -> LabelledSet:
         size = upright_size(root / name)
         if not (root / name).is_file():
             problems.append(f"image {name}: not found in {root}")
-        elif size and (im.get("width"), im.get("height")) not in ((None, None), size):
+        elif size and im.get("width") and im.get("height") and (im["width"], im["height"]) != size:
             problems.append(f"image {name}: the JSON says {im.get('width')}x{im.get('height')}, the photo is "
                             f"{size[0]}x{size[1]} upright: labelled turned or scaled")
         items[im["id"]] = ImageLabels(name, "", "", width=size[0] if size else 0, height=size[1] if size else 0)
@@ -117,8 +129,11 @@ def read_coco(path: Path, images: Path | None = None) -> LabelledSet:
         problem = _coco_box(ann, entries, cats, items)
         if problem:
             problems.append(f"annotation {ann.get('id', k) if isinstance(ann, dict) else k}: {problem}")
-    _raise_problems(path, problems, "" if images else f" (give --images, the folder its file names are relative to)")
+    missing = not images and any(p.endswith(f"not found in {root}") for p in problems)
+    _raise_problems(path, problems, " (give --images, the folder its file names are relative to)" if missing else "")
     labelled = list(items.values())
+    if not labelled:
+        raise DatasetError(f"{path}: lists no images")
     return LabelledSet(root, labelled, "COCO", _unlabelled(root, labelled))
 
 
@@ -144,7 +159,7 @@ def _coco_box(ann, entries: dict, cats: dict, items: dict) -> str | None:
         return f"bbox must be [x, y, width, height], got {bbox!r}"
     item = items[ann["image_id"]]
     x, y, w, h = map(float, bbox)
-    box = tuple(round(v) if math.isfinite(v) else v for v in (x, y, x + w, y + h))
+    box = _snap((x, y, x + w, y + h), item)
     problem = box_problem(box, (item.width, item.height) if item.width else None)
     if problem:
         return f"{item.file}: {problem}"
@@ -164,7 +179,8 @@ def read_yolo(path: Path) -> LabelledSet:
     if yaml_file is None:  # Label Studio's export: images/, labels/, classes.txt
         root = path
         names_file = path / "classes.txt"
-        names = [n.strip() for n in names_file.read_text().splitlines() if n.strip()] if names_file.is_file() else None
+        names = dict(enumerate(n.strip() for n in names_file.read_text().splitlines() if n.strip())) \
+            if names_file.is_file() else None
         images = {str(f): "" for f in find_images([path / IMAGES_DIR])}
     else:
         root, names, images = _yolo_yaml(yaml_file)
@@ -193,7 +209,7 @@ def read_yolo(path: Path) -> LabelledSet:
     return LabelledSet(root, items, "YOLO", notes=notes)
 
 
-def _yolo_yaml(yaml_file: Path) -> tuple[Path, list[str] | None, dict[str, str]]:
+def _yolo_yaml(yaml_file: Path) -> tuple[Path, dict[int, str] | None, dict[str, str]]:
     import yaml
 
     try:
@@ -203,11 +219,9 @@ def _yolo_yaml(yaml_file: Path) -> tuple[Path, list[str] | None, dict[str, str]]
     if not isinstance(data, dict) or not any(data.get(k) for k in YOLO_SPLIT_NAMES):
         raise DatasetError(f"{yaml_file}: not a YOLO data.yaml (needs train/val image folders or lists)")
     names = data.get("names")
-    if isinstance(names, dict):
-        names = [str(names[k]) for k in sorted(names)]
-    elif isinstance(names, list):
-        names = [str(n) for n in names]
-    else:
+    try:
+        names = {int(k): str(v) for k, v in (names.items() if isinstance(names, dict) else enumerate(names))}
+    except (TypeError, ValueError):  # no names (only nc), or not a list or a {number: name} map
         names = None
     # Ultralytics takes a relative `path` from the working folder; relative to the file is what is meant
     root = yaml_file.parent / str(data.get("path") or ".")
@@ -239,7 +253,7 @@ def _label_path(img: str) -> str:
     return sb.join(img.rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt"
 
 
-def _yolo_line(line: str, item: ImageLabels, names: list[str] | None) -> str | None:
+def _yolo_line(line: str, item: ImageLabels, names: dict[int, str] | None) -> str | None:
     """Add the box of one label line to ``item``; a line of a polygon (segmentation) counts as its bounds."""
     parts = line.split()
     if not parts:
@@ -251,8 +265,8 @@ def _yolo_line(line: str, item: ImageLabels, names: list[str] | None) -> str | N
     c, coords = values[0], values[1:]
     if len(coords) != 4 and (len(coords) < 6 or len(coords) % 2):
         return "expected 'class cx cy w h' (or a class and polygon points)"
-    if c != int(c) or c < 0 or (names is not None and c >= len(names)):
-        return f"class {parts[0]} is not one of the {len(names) if names else 0} names"
+    if c != int(c) or c < 0 or (names is not None and int(c) not in names):
+        return f"class {parts[0]} is not among the names' numbers {sorted(names or [])}"
     if not all(map(math.isfinite, coords)) or min(coords) < -0.01 or max(coords) > 1.0:
         return f"coordinates must be normalised to 0..1, got {' '.join(parts[1:])}"
     if len(coords) > 4:
@@ -260,10 +274,10 @@ def _yolo_line(line: str, item: ImageLabels, names: list[str] | None) -> str | N
         coords = [(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
     if not item.width:  # an unreadable photo: whoever decodes it reports it
         return None
-    box = tuple(min(max(v, 0), lim) for v, lim in zip(yolo_pixels(coords, item.width, item.height),
-                                                       (item.width, item.height) * 2))
+    # within 1% of the edges, as Ultralytics allows: onto them
+    box = _snap(yolo_pixels(coords, item.width, item.height), item, slack=math.inf)
     problem = box_problem(box, (item.width, item.height))
     if problem:
         return problem
-    item.boxes.append(Box(*box, label=names[int(c)] if names else str(int(c))))
+    item.boxes.append(Box(*box, label=names[int(c)] if names is not None else str(int(c))))
     return None

@@ -156,7 +156,8 @@ def stamp_dataloaders(root: Path, size: int, bs: int, workers: int, device, augm
                       crop: int | None = None, log=print):
     items = readable_items(root, read_labels(root), log)
     if not any(i.split == "valid" for i in items) or not any(i.split == "train" for i in items):
-        raise DatasetError(f"{root}: needs readable images in both the train and the valid split")
+        raise DatasetError(f"{root}: needs readable images in both the train and the valid split "
+                           "(labels.csv's split column)")
     classes = class_names(items)
     db = stamp_datablock(root, classes, size, augment, crop)
     return db.dataloaders(items, bs=bs, num_workers=workers, device=device, before_batch=pad_boxes,
