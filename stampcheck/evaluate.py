@@ -85,8 +85,7 @@ def unlabelled_notes(labelled, named: int = 10) -> list[str]:
     if not left:
         return []
     more = f" and {len(left) - named} more" if len(left) > named else ""
-    return [f"{len(left)} images in {labelled.root} have no labels and are not evaluated: "
-            + ", ".join(left[:named]) + more]
+    return [f"no labels, not evaluated ({len(left)} in {labelled.root}): " + ", ".join(left[:named]) + more]
 
 
 def match_classes(items, classes: list[str], dataset: Path) -> None:
