@@ -183,12 +183,13 @@ def photo_record(r: PhotoResult, threshold: float) -> dict:
     """results.jsonl's record of one photo: the stamps found (``detections``, best first, boxes in the
     photo's upright pixels) and the top score; null where there is no value (a photo not read has
     no score, size or detections, which is not the same as none found)."""
-    base = {"file": str(r.path), "status": "error" if r.error else "ok", "error": r.error}
+    base = {"file": str(r.path), "status": "error" if r.error else "ok"}
     if r.error:
-        return {**base, "has_stamp": None, "score": None, "width": None, "height": None, "detections": None}
+        return {**base, "has_stamp": None, "score": None, "width": None, "height": None, "detections": None,
+                "error": r.error}
     dets = [{"score": round(s, 4), "class": c, "box": [round(v) for v in b]} for s, c, b in r.found(threshold)]
     return {**base, "has_stamp": bool(dets), "score": round(r.score, 4), "width": r.width, "height": r.height,
-            "detections": dets}
+            "detections": dets, "error": None}
 
 
 def result_rows(record: dict) -> list[dict]:

@@ -88,6 +88,8 @@ class StampLoss(nn.Module):
     Box weights (2.5 and 2) balance the terms for coordinates in -1..1 (L1 there is twice L1 in 0..1).
     """
 
+    threshold = 0.5  # learn.predict's cut-off (see decodes); train sets the model's own before export
+
     def __init__(self, n_classes: int, l1_weight: float = 2.5, giou_weight: float = 2.0,
                  gamma: float = 0.0, alpha: float = -1.0):
         super().__init__()
@@ -105,8 +107,6 @@ class StampLoss(nn.Module):
             loss = loss + self.l1_weight * F.l1_loss(p, t, reduction="sum") / n_pos / 4
             loss = loss + self.giou_weight * generalized_box_iou_loss(p, t, reduction="sum") / n_pos
         return loss
-
-    threshold = 0.5  # train sets the model's own before export; decodes keeps what reaches it
 
     def decodes(self, out: torch.Tensor):
         """fastai's decoding of raw outputs (``learn.predict``, ``get_preds(with_decoded=True)``):
