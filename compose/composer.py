@@ -28,8 +28,9 @@ from compose.backgrounds import BackgroundSource, builtin_source, scan_folder
 from compose.looks import Looks, compose_image
 from compose.stamps import DEFAULT_STAMP, Stamp, load_stamp
 from stampcheck.atomic import atomic_write_bytes, atomic_write_text, remove_partials
-from stampcheck.dataset import (COCO_JSON, DATASET_JSON, IMAGES_DIR, LABELS_CSV, PREVIEW_PNG, SPLITS, YOLO_DIR, Box,
-                                ImageLabels, write_label_files)
+from stampcheck.dataset import (COCO_JSON, DATASET_JSON, IMAGES_DIR, LABELS_CSV, PREVIEW_PNG, Box,
+                                ImageLabels, write_label_files, yolo_dataset_files, yolo_files,
+                                yolo_folders)
 from stampcheck.images import ImageLimits, ImageRejected, jpeg_bytes
 from stampcheck.paths import refuse_overlap
 
@@ -248,7 +249,7 @@ def remove_dataset(out: Path) -> None:
     """Remove what compose wrote in ``out``: the NNNNNN.jpg images its part records and labels.csv
     list, their yolo files, the label files, preview.png and .parts/. A file of the user's beside
     them, even in images/ or yolo/, stays."""
-    parts, images, yolo = out / PARTS_DIR, out / IMAGES_DIR, out / YOLO_DIR
+    parts, images = out / PARTS_DIR, out / IMAGES_DIR
     records = [p for p in parts.glob("*.json") if PART_NAME.fullmatch(p.name)]
     names = set()
     for record in records:
@@ -263,12 +264,12 @@ def remove_dataset(out: Path) -> None:
         pass
     for name in names:
         if isinstance(name, str) and IMAGE_NAME.fullmatch(name):
-            (images / name).unlink(missing_ok=True)
-            (yolo / f"{name[:-4]}.txt").unlink(missing_ok=True)
-    for f in [out / LABELS_CSV, out / COCO_JSON, out / DATASET_JSON, out / PREVIEW_PNG, yolo / "data.yaml",
-              *(yolo / f"{split}.txt" for split in SPLITS), parts / "fingerprint", parts / "state.pkl", *records]:
+            for f in [images / name, *yolo_files(out, name)]:
+                f.unlink(missing_ok=True)
+    for f in [out / LABELS_CSV, out / COCO_JSON, out / DATASET_JSON, out / PREVIEW_PNG, *yolo_dataset_files(out),
+              parts / "fingerprint", parts / "state.pkl", *records]:
         f.unlink(missing_ok=True)
-    for folder in (out, images, parts, yolo):
+    for folder in (out, images, parts, *yolo_folders(out)):
         if folder.is_dir():
             remove_partials(folder)
 

@@ -347,21 +347,29 @@ def qa(
 @app.command()
 def evaluate(
     model: Path = typer.Argument(..., help="Model folder."),
-    dataset: Path = typer.Argument(..., help="Labelled set in the dataset contract (labels.csv + images/)."),
+    dataset: Path = typer.Argument(..., help="Labelled set: a folder with labels.csv + images/, a COCO JSON "
+                                   "(CVAT, Label Studio, Roboflow), or a YOLO data.yaml / Ultralytics-layout folder."),
+    images: Optional[Path] = typer.Option(None, help="COCO only: the folder its file names are relative to "
+                                          "(default: the JSON's folder, its images/ or ../images/)."),
     out: Optional[Path] = typer.Option(None, help="Folder for metrics.json and pr_curve.png."),
-    split: Optional[str] = typer.Option(None, help="Only this split (train or valid); default all images."),
+    split: Optional[str] = typer.Option(None, help="Only this split (train or valid; test in a YOLO set); "
+                                        "default all images."),
     bs: int = typer.Option(32, min=1), workers: Optional[int] = typer.Option(None, min=0),
     device: Optional[str] = typer.Option(None),
 ):
     """Presence accuracy, precision, recall, F1, mean IoU, IoU>=0.5 share and COCO AP on a labelled set,
     with recall and mean IoU by stamp size."""
-    from stampcheck.dataset import DatasetError
     from stampcheck.evaluate import evaluate as run_evaluate
-    from train.model import ModelError
+
+    def note(line: str):
+        from stampcheck.report import printable
+
+        console.print(f"[yellow]note:[/] {escape(printable(line))}")
 
     try:
-        result = run_evaluate(model, dataset, out, split, bs, workers, device, progress=progress_bar)
-    except (DatasetError, ModelError, ValueError) as e:
+        result = run_evaluate(model, dataset, out, split, bs, workers, device, progress=progress_bar, images=images,
+                              log=note)
+    except ValueError as e:  # DatasetError, ModelError, OverlapError: bad input, named
         fail(str(e))
     m = result["metrics"]
     report.print(" ".join(f"{k} {m[k]:.3f}" for k in ("accuracy", "precision", "recall", "f1", "mean_iou",

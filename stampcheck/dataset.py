@@ -6,16 +6,18 @@ the box convention live here and nowhere else.
 A dataset directory holds:
 
 - ``images/``: the JPEG images;
-- ``labels.csv``: header ``file,split,background,has_stamp,x0,y0,x1,y1`` (plus an optional
-  ``class`` column when several stamp classes exist): one row per stamp instance, and one row with
-  ``has_stamp=0`` and empty box fields for an image without any stamp;
+- ``labels.csv``: header ``file,split,background,has_stamp,x0,y0,x1,y1,class``: one row per stamp
+  instance, and one row with ``has_stamp=0`` and empty box fields for an image without any stamp;
 - ``coco.json``: COCO detection format, one category per stamp class;
-- ``yolo/``: one ``.txt`` per image (``class cx cy w h`` normalised to 0..1) plus ``data.yaml``;
+- ``yolo/``: the Ultralytics YOLO layout: ``data.yaml`` (paths relative to it), ``images/{train,val}/``
+  (hard links to the files in ``images/``, copies where the file system has no hard links) and
+  ``labels/{train,val}/NAME.txt`` (``class cx cy w h`` normalised to 0..1; empty for no stamp);
 - ``dataset.json``: counts, seed, every parameter used, stamp hashes, background list.
 
 Box convention (used by every stage): a box is ``(x0, y0, x1, y1)`` in pixels of the image it
 belongs to, x1 and y1 exclusive, so ``width = x1 - x0``. A real-photo dataset labelled by hand uses
-the same files; only ``labels.csv`` and ``images/`` are required to read one.
+the same files; only ``images/`` and ``labels.csv`` with ``file,has_stamp,x0,y0,x1,y1`` are required
+(``split``, ``background`` and ``class`` may be left out).
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import io
 import json
 import math
 import os
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from stampcheck.atomic import atomic_write_text
+from stampcheck.atomic import atomic_path, atomic_write_text
 
 IMAGES_DIR = "images"
 LABELS_CSV = "labels.csv"
@@ -41,7 +44,8 @@ DATASET_JSON = "dataset.json"
 PREVIEW_PNG = "preview.png"
 SPLITS = ("train", "valid")
 COLUMNS = ["file", "split", "background", "has_stamp", "x0", "y0", "x1", "y1", "class"]
-REQUIRED_COLUMNS = COLUMNS[:-1]
+REQUIRED_COLUMNS = ["file", "has_stamp", "x0", "y0", "x1", "y1"]
+YOLO_SPLITS = {"train": "train", "valid": "val"}  # our split -> the folder name Ultralytics uses
 
 
 class DatasetError(ValueError):
@@ -111,7 +115,8 @@ def read_labels(dataset: Path, default_class: str = "stamp") -> list[ImageLabels
 
     A file must lie inside images/, and a box must be finite and inside its image (whose upright
     size, read from the header, fills ``width`` and ``height``). An image whose header cannot be
-    read is not a label error: whoever decodes it reports it.
+    read is not a label error: whoever decodes it reports it. Without a ``split`` column every
+    image's split is "" (an evaluation set); without ``class`` every box is ``default_class``.
     """
     dataset = Path(dataset)
     path = dataset / LABELS_CSV
@@ -124,8 +129,12 @@ def read_labels(dataset: Path, default_class: str = "stamp") -> list[ImageLabels
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise DatasetError(f"{path}: missing columns {missing}; expected {','.join(COLUMNS)}")
+            raise DatasetError(f"{path}: missing columns {missing}; expected {','.join(COLUMNS)} "
+                               f"(split, background and class may be left out)")
+        has_split = "split" in reader.fieldnames
         for lineno, row in enumerate(reader, start=2):
+            row["split"] = row.get("split") if has_split else ""
+            row["background"] = row.get("background") or ""
             problem = _row_problem(row, dataset, sizes)
             if problem:
                 errors.append(f"line {lineno} ({row.get('file')}): {problem}")
@@ -150,8 +159,8 @@ def read_labels(dataset: Path, default_class: str = "stamp") -> list[ImageLabels
 
 
 def _row_problem(row: dict, dataset: Path, sizes: dict) -> str | None:
-    if row.get("split") not in SPLITS:
-        return f"split must be one of {SPLITS}, got {row.get('split')!r}"
+    if row["split"] not in SPLITS and row["split"] != "":
+        return f"split must be one of {SPLITS}, got {row['split']!r}"
     name = row.get("file") or ""
     if os.path.isabs(name) or os.path.normpath(name).split(os.sep)[0] == os.pardir:
         return f"file must be a path inside {IMAGES_DIR}/"
@@ -160,26 +169,32 @@ def _row_problem(row: dict, dataset: Path, sizes: dict) -> str | None:
     if row.get("has_stamp") not in ("0", "1"):
         return f"has_stamp must be 0 or 1, got {row.get('has_stamp')!r}"
     if name not in sizes:
-        sizes[name] = _upright_size(dataset / IMAGES_DIR / name)
+        sizes[name] = upright_size(dataset / IMAGES_DIR / name)
     if row["has_stamp"] == "0":
         return None
     try:
         x0, y0, x1, y1 = (float(row[k]) for k in ("x0", "y0", "x1", "y1"))
     except (TypeError, ValueError):
         return "has_stamp=1 needs numeric x0,y0,x1,y1"
-    box = f"box ({x0:g},{y0:g},{x1:g},{y1:g})"
+    return box_problem((x0, y0, x1, y1), sizes[name])
+
+
+def box_problem(box, size: tuple[int, int] | None) -> str | None:
+    """Why a pixel box ``(x0, y0, x1, y1)`` cannot be a label of a ``size`` image, or None."""
+    x0, y0, x1, y1 = box
+    text = f"box ({x0:g},{y0:g},{x1:g},{y1:g})"
     if not all(map(math.isfinite, (x0, y0, x1, y1))):
-        return f"{box} is not finite"
+        return f"{text} is not finite"
     if not (0 <= x0 < x1 and 0 <= y0 < y1):
-        return f"{box} is empty or negative"
+        return f"{text} is empty or negative"
     # Outside the image is an error, not clipped: it means a box of another image, or of the
     # photo before it was scaled or turned, and clipping would hide that.
-    if sizes[name] and (x1 > sizes[name][0] or y1 > sizes[name][1]):
-        return f"{box} reaches outside the {sizes[name][0]}x{sizes[name][1]} image"
+    if size and (x1 > size[0] or y1 > size[1]):
+        return f"{text} reaches outside the {size[0]}x{size[1]} image"
     return None
 
 
-def _upright_size(path: Path) -> tuple[int, int] | None:
+def upright_size(path: Path) -> tuple[int, int] | None:
     """(width, height) as the photo is seen (EXIF orientation applied), from the header alone."""
     try:
         with warnings.catch_warnings():
@@ -222,24 +237,84 @@ def yolo_lines(item: ImageLabels, classes: list[str]) -> str:
 
 def yolo_to_box(line: str, width: int, height: int, classes: list[str]) -> Box:
     """Inverse of :func:`yolo_lines` for one line, rounded back to whole pixels."""
-    c, cx, cy, w, h = line.split()
-    cx, cy, w, h = float(cx) * width, float(cy) * height, float(w) * width, float(h) * height
-    return Box(round(cx - w / 2), round(cy - h / 2), round(cx + w / 2), round(cy + h / 2),
-               label=classes[int(c)])
+    c, *xywh = line.split()
+    return Box(*map(round, yolo_pixels(map(float, xywh), width, height)), label=classes[int(c)])
+
+
+def yolo_pixels(xywh, width: int, height: int) -> tuple[float, float, float, float]:
+    """A normalised YOLO ``cx cy w h`` as a pixel box ``x0, y0, x1, y1`` of a width x height image."""
+    cx, cy, w, h = xywh
+    cx, cy, w, h = cx * width, cy * height, w * width, h * height
+    return cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+
+
+def yolo_paths(item: ImageLabels) -> tuple[Path, Path]:
+    """The image and label paths of ``item`` inside yolo/: Ultralytics finds a label by swapping the
+    last ``/images/`` of the image's path for ``/labels/`` and its suffix for ``.txt``."""
+    split = YOLO_SPLITS[item.split or "valid"]  # a set without splits is a held-out set
+    return Path(IMAGES_DIR, split, item.file), Path("labels", split, item.file).with_suffix(".txt")
+
+
+def yolo_files(dataset: Path, name: str) -> list[Path]:
+    """Every yolo/ file that :func:`write_label_files` may have written for the image ``name``,
+    in either split, and in the flat layout of earlier versions (for compose --overwrite)."""
+    yolo = Path(dataset) / YOLO_DIR
+    return legacy_yolo_files(dataset, [name])[:1] + [
+        p for split in SPLITS for p in map(yolo.joinpath, yolo_paths(ImageLabels(name, split, "")))]
+
+
+def yolo_dataset_files(dataset: Path) -> list[Path]:
+    """yolo/'s files not tied to one image, earlier versions' split lists included."""
+    return [Path(dataset) / YOLO_DIR / "data.yaml", *legacy_yolo_files(dataset, [])]
+
+
+def legacy_yolo_files(dataset: Path, names: list[str]) -> list[Path]:
+    """What versions before the Ultralytics layout wrote in yolo/: NAME.txt beside data.yaml, and
+    split lists of absolute paths, which break when the dataset moves."""
+    yolo = Path(dataset) / YOLO_DIR
+    return [yolo / (Path(n).stem + ".txt") for n in names] + [yolo / f"{split}.txt" for split in SPLITS]
+
+
+def yolo_folders(dataset: Path) -> list[Path]:
+    yolo = Path(dataset) / YOLO_DIR
+    return [yolo] + [yolo / sub / split for sub in (IMAGES_DIR, "labels") for split in YOLO_SPLITS.values()]
+
+
+def yolo_data_yaml(classes: list[str]) -> str:
+    """No ``path:`` key: Ultralytics then takes paths relative to this file, so the dataset can move.
+    Names are JSON strings, which YAML reads as double-quoted scalars whatever they hold."""
+    names = "".join(f"  {i}: {json.dumps(n, ensure_ascii=False)}\n" for i, n in enumerate(classes))
+    return ("# Ultralytics YOLO detection dataset written by stampcheck compose; paths relative to this file.\n"
+            "# images/ holds hard links to the dataset's images/ (copies where links are impossible).\n"
+            f"train: {IMAGES_DIR}/{YOLO_SPLITS['train']}\nval: {IMAGES_DIR}/{YOLO_SPLITS['valid']}\n"
+            f"nc: {len(classes)}\nnames:\n{names}")
+
+
+def link_image(src: Path, dst: Path) -> None:
+    """``dst`` becomes a hard link to ``src`` (no extra disk space; survives moving the dataset and
+    is a plain file to every tool), or a copy where the file system cannot link. Atomic, like every
+    write here; an existing link to the same file is kept."""
+    if dst.exists() and os.path.samefile(src, dst):
+        return
+    with atomic_path(dst) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
 
 
 def write_label_files(dataset: Path, items: list[ImageLabels], classes: list[str]) -> None:
-    """Write labels.csv, coco.json and yolo/, each atomically, from the same items."""
+    """Write labels.csv, coco.json and yolo/, each file atomically, from the same items."""
     dataset = Path(dataset)
     yolo = dataset / YOLO_DIR
-    yolo.mkdir(parents=True, exist_ok=True)
+    for folder in yolo_folders(dataset):  # both splits, even empty: Ultralytics checks that they exist
+        folder.mkdir(parents=True, exist_ok=True)
     for item in items:
-        atomic_write_text(yolo / (Path(item.file).stem + ".txt"), yolo_lines(item, classes))
-    for split in SPLITS:
-        listed = "".join(f"{(dataset / IMAGES_DIR / i.file).resolve()}\n" for i in items if i.split == split)
-        atomic_write_text(yolo / f"{split}.txt", listed)
-    names = "".join(f"  {i}: {n}\n" for i, n in enumerate(classes))
-    atomic_write_text(yolo / "data.yaml", f"path: {yolo.resolve()}\ntrain: train.txt\nval: valid.txt\n"
-                      f"names:\n{names}")
+        image, label = yolo_paths(item)
+        link_image(dataset / IMAGES_DIR / item.file, yolo / image)
+        atomic_write_text(yolo / label, yolo_lines(item, classes))
+    atomic_write_text(yolo / "data.yaml", yolo_data_yaml(classes))
+    for f in legacy_yolo_files(dataset, [i.file for i in items]):  # a dataset composed before, resumed
+        f.unlink(missing_ok=True)
     atomic_write_text(dataset / COCO_JSON, json.dumps(coco_dict(items, classes)))
     atomic_write_text(dataset / LABELS_CSV, labels_csv_text(items))

@@ -1,6 +1,6 @@
-"""Evaluate a model on any labelled set in the dataset contract (composed, or real photos labelled
-by hand): the presence and IoU metrics of train.metrics, COCO AP from pycocotools, and a threshold
-sweep with its precision-recall curve."""
+"""Evaluate a model on a labelled set: the dataset contract (composed, or real photos labelled by
+hand), a COCO JSON or a YOLO set (see stampcheck.formats). The presence and IoU metrics of
+train.metrics, COCO AP from pycocotools, and a threshold sweep with its precision-recall curve."""
 
 from __future__ import annotations
 
@@ -11,29 +11,43 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from stampcheck.atomic import atomic_path, atomic_write_text
-from stampcheck.dataset import IMAGES_DIR, coco_dict, read_labels
+from stampcheck.dataset import coco_dict
+from stampcheck.formats import read_labelled_set
 from stampcheck.paths import refuse_overlap
-from train.detect import best_iou
-from train.metrics import ImageResult, by_stamp_size, summarise
-from train.predict import Predictor, predict_photos
 
 AP_THRESHOLD = 0.01  # detections kept for AP: AP integrates over all scores
 
 
 def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str | None = None, bs: int = 32,
-             workers: int | None = None, device: str | None = None, progress=None) -> dict:
+             workers: int | None = None, device: str | None = None, progress=None, images: Path | None = None,
+             log=None) -> dict:
+    """``dataset``: any labelled set :func:`stampcheck.formats.read_labelled_set` reads; ``images``
+    the folder a COCO JSON's file names are relative to. ``log`` gets how the set was read."""
     dataset = Path(dataset)
+    labelled = read_labelled_set(dataset, images)
     if out:
-        refuse_overlap(out, [dataset, model_dir])
-    items = [i for i in read_labels(dataset) if split is None or i.split == split]
+        refuse_overlap(out, [dataset, labelled.root, model_dir])
+    splits = sorted({i.split for i in labelled.items} - {""})
+    if split is not None and not splits:
+        raise ValueError(f"{dataset} ({labelled.kind}) has no splits; evaluate without --split")
+    items = [i for i in labelled.items if split is None or i.split == split]
     if not items:
-        raise ValueError(f"{dataset} has no images in split {split!r}")
+        raise ValueError(f"{dataset} has no images in split {split!r} (it has {', '.join(splits)})")
+    for note in labelled.notes + unlabelled_notes(labelled):
+        if log:
+            log(note)
+    # torch and fastai load in seconds: only now, so that a bad labelled set is answered at once
+    import torch
+
+    from train.detect import best_iou
+    from train.metrics import ImageResult, by_stamp_size, summarise
+    from train.predict import Predictor, predict_photos
+
     predictor = Predictor(model_dir, device)
     match_classes(items, predictor.classes, dataset)
-    files = [dataset / IMAGES_DIR / i.file for i in items]
+    files = [labelled.root / i.file for i in items]
     results, sizes, detections, errors = [], [], [], []
     with progress(len(files), "evaluating") as advance:
         for item, r in zip(items, predict_photos(predictor, files, bs=bs, workers=workers,
@@ -55,13 +69,23 @@ def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str
     sweep = [summarise(results, float(t)) for t in np.round(np.arange(0.05, 0.96, 0.05), 2)]
     report = {"metrics": metrics, "sweep": [{k: s[k] for k in ("threshold", "accuracy", "precision", "recall", "f1")}
                                             for s in sweep], "unreadable": errors, "model": str(model_dir),
-              "dataset": str(dataset), "split": split or "all"}
+              "dataset": str(dataset), "format": labelled.kind, "images": str(labelled.root),
+              "unlabelled": labelled.unlabelled, "notes": labelled.notes, "split": split or "all"}
     if out:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "metrics.json", json.dumps(report, indent=2))
         plot_pr(report["sweep"], thr, out / "pr_curve.png")
     return report
+
+
+def unlabelled_notes(labelled, named: int = 10) -> list[str]:
+    """Photos in the images folder that no label names: left out, and said so."""
+    left = labelled.unlabelled
+    if not left:
+        return []
+    more = f" and {len(left) - named} more" if len(left) > named else ""
+    return [f"no labels, not evaluated ({len(left)} in {labelled.root}): " + ", ".join(left[:named]) + more]
 
 
 def match_classes(items, classes: list[str], dataset: Path) -> None:
@@ -73,7 +97,8 @@ def match_classes(items, classes: list[str], dataset: Path) -> None:
         return
     unknown = sorted({b.label for item in items for b in item.boxes} - set(classes))
     if unknown:
-        raise ValueError(f"{dataset}: the labels' classes {unknown} are not among the model's classes {classes}")
+        raise ValueError(f"{dataset}: the labels' classes {unknown} are not among the model's classes {classes} "
+                         "(a labels.csv without a class column calls them 'stamp')")
 
 
 def coco_ap(items, detections, classes: list[str]) -> dict:

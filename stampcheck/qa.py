@@ -26,7 +26,7 @@ from stampcheck.paths import refuse_overlap
 if TYPE_CHECKING:
     from train.predict import PhotoResult
 
-RESULT_COLUMNS = ["file", "status", "has_stamp", "score", "x0", "y0", "x1", "y1", "error"]
+RESULT_COLUMNS = ["file", "status", "has_stamp", "score", "class", "x0", "y0", "x1", "y1", "error"]
 # The temporary names this command's atomic writes use (stampcheck.atomic): .NAME.PID.part
 OWN_PARTIALS = {".": re.compile(r"\.(?:results\.csv|results\.jsonl|index\.html)\.(\d+)\.part"),
                 "annotated": re.compile(r"\.\d{5,}_.*\.jpg\.(\d+)\.part")}
@@ -179,16 +179,29 @@ class QASummary:
         return errors.UNREADABLE if self.unreadable else errors.OK
 
 
-def result_rows(r: PhotoResult, threshold: float) -> list[dict]:
-    """One row per detected stamp, or one row for a photo without stamp or that could not be read."""
-    base = {"file": str(r.path), "status": "error" if r.error else "ok", "error": r.error or ""}
+def photo_record(r: PhotoResult, threshold: float) -> dict:
+    """results.jsonl's record of one photo: the stamps found (``detections``, best first, boxes in the
+    photo's upright pixels) and the top score; null where there is no value (a photo not read has
+    no score, size or detections, which is not the same as none found)."""
+    base = {"file": str(r.path), "status": "error" if r.error else "ok"}
     if r.error:
-        return [{**base, "has_stamp": "", "score": "", "x0": "", "y0": "", "x1": "", "y1": ""}]
-    dets = r.found(threshold)
-    if not dets:
-        return [{**base, "has_stamp": 0, "score": round(r.score, 4), "x0": "", "y0": "", "x1": "", "y1": ""}]
-    return [{**base, "has_stamp": 1, "score": round(s, 4), "x0": round(b[0]), "y0": round(b[1]),
-             "x1": round(b[2]), "y1": round(b[3])} for s, _, b in dets]
+        return {**base, "has_stamp": None, "score": None, "width": None, "height": None, "detections": None,
+                "error": r.error}
+    dets = [{"score": round(s, 4), "class": c, "box": [round(v) for v in b]} for s, c, b in r.found(threshold)]
+    return {**base, "has_stamp": bool(dets), "score": round(r.score, 4), "width": r.width, "height": r.height,
+            "detections": dets, "error": None}
+
+
+def result_rows(record: dict) -> list[dict]:
+    """results.csv's rows of a :func:`photo_record`: one per stamp found, or one for a photo without
+    (or not read); cells are empty where the record has null."""
+    base = {"file": record["file"], "status": record["status"], "error": record["error"] or "",
+            "has_stamp": "" if record["has_stamp"] is None else int(record["has_stamp"])}
+    if not record["detections"]:
+        return [{**base, "score": "" if record["score"] is None else record["score"], "class": "",
+                 "x0": "", "y0": "", "x1": "", "y1": ""}]
+    return [{**base, "score": d["score"], "class": d["class"], **dict(zip(("x0", "y0", "x1", "y1"), d["box"]))}
+            for d in record["detections"]]
 
 
 def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | None = None, bs: int = 32,
@@ -222,15 +235,14 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         writer = csv.DictWriter(fcsv, fieldnames=RESULT_COLUMNS, lineterminator="\n")
         writer.writeheader()
         for r in heapq.merge(unchecked, checked, key=lambda r: r.path):
-            rows = result_rows(r, thr)
+            record = photo_record(r, thr)
             r.thumbnail, r.preview = thumbnail_jpeg(r, thr), None
-            writer.writerows(map(csv_row, rows))
-            for row in rows:
-                fjson.write(json.dumps({**row, "width": r.width, "height": r.height}) + "\n")
+            writer.writerows(map(csv_row, result_rows(record)))
+            fjson.write(json.dumps(record) + "\n")
             summary.photos += 1
             if r.error:
                 summary.unreadable += 1
-            elif rows[0]["has_stamp"] == 1:
+            elif record["has_stamp"]:
                 summary.stamped += 1
             else:
                 summary.missing += 1

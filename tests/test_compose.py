@@ -121,12 +121,18 @@ def test_coco_agrees_with_labels(small_dataset):
 
 def test_yolo_round_trips_to_the_same_pixels(small_dataset):
     classes = ["qc-passed"]
+    yolo = small_dataset / "yolo"
     for item in read_labels(small_dataset):
-        lines = (small_dataset / "yolo" / (Path(item.file).stem + ".txt")).read_text().splitlines()
+        split = {"train": "train", "valid": "val"}[item.split]
+        lines = (yolo / "labels" / split / (Path(item.file).stem + ".txt")).read_text().splitlines()
+        assert len(lines) == len(item.boxes)  # an empty file for an image without stamp
         w, h = Image.open(small_dataset / "images" / item.file).size
         back = [yolo_to_box(line, w, h, classes) for line in lines]
         assert sorted(b.as_tuple() for b in back) == sorted(b.as_tuple() for b in item.boxes)
-    assert "names:" in (small_dataset / "yolo" / "data.yaml").read_text()
+        # the image beside it is the dataset's own file, linked, not a second copy
+        assert (yolo / "images" / split / item.file).samefile(small_dataset / "images" / item.file)
+    assert not any(yolo.glob("*.txt"))  # no absolute split lists
+    assert "path:" not in (yolo / "data.yaml").read_text() and "qc-passed" in (yolo / "data.yaml").read_text()
 
 
 def test_same_seed_same_bytes_with_1_and_2_workers(tmp_path):

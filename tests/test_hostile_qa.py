@@ -150,10 +150,12 @@ def test_zero_width_boxes_neither_crash_nor_stop_the_batch(hostile):
     r = hostile["r"]
     assert r.returncode == errors.UNREADABLE, r.output  # all readable photos stamped, two unreadable
     assert (hostile["out"] / "index.html").exists() and "report:" in r.stdout
-    stamped = [row for row in hostile["raw"] if row["status"] == "ok"]
-    assert len({row["file"] for row in stamped}) == 7 and all(row["has_stamp"] == 1 for row in stamped)
+    stamped = [row for row in hostile["raw"] if row["status"] == "ok"]  # one JSONL record per photo
+    assert len(stamped) == len({row["file"] for row in stamped}) == 7
+    assert all(row["has_stamp"] is True and row["detections"] for row in stamped)
     for row in stamped:  # every box at least a pixel, inside its photo
-        assert 0 <= row["x0"] < row["x1"] <= row["width"] and 0 <= row["y0"] < row["y1"] <= row["height"], row
+        for x0, y0, x1, y1 in (d["box"] for d in row["detections"]):
+            assert 0 <= x0 < x1 <= row["width"] and 0 <= y0 < y1 <= row["height"], row
 
 
 def test_every_input_is_a_row_broken_links_and_bombs_are_errors(hostile):

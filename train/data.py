@@ -47,7 +47,10 @@ def is_valid(item: ImageLabels) -> bool:
 
 def pad_boxes(samples, pad_idx: int = 0):
     """fastai's bb_pad, but labels always long: an image without stamps has an empty *float*
-    label tensor, which cannot be stacked with the long ones of stamped images."""
+    label tensor, which cannot be stacked with the long ones of stamped images. Samples without
+    targets (``dls.test_dl``, ``learn.predict``) pass as they are."""
+    if any(len(s) < 3 for s in samples):
+        return samples
     samples = [(s[0], *clip_remove_empty(*s[1:])) for s in samples]
     max_len = max(len(s[2]) for s in samples)
 
@@ -153,7 +156,8 @@ def stamp_dataloaders(root: Path, size: int, bs: int, workers: int, device, augm
                       crop: int | None = None, log=print):
     items = readable_items(root, read_labels(root), log)
     if not any(i.split == "valid" for i in items) or not any(i.split == "train" for i in items):
-        raise DatasetError(f"{root}: needs readable images in both the train and the valid split")
+        raise DatasetError(f"{root}: needs readable images in both the train and the valid split "
+                           "(labels.csv's split column)")
     classes = class_names(items)
     db = stamp_datablock(root, classes, size, augment, crop)
     return db.dataloaders(items, bs=bs, num_workers=workers, device=device, before_batch=pad_boxes,

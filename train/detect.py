@@ -88,6 +88,8 @@ class StampLoss(nn.Module):
     Box weights (2.5 and 2) balance the terms for coordinates in -1..1 (L1 there is twice L1 in 0..1).
     """
 
+    threshold = 0.5  # learn.predict's cut-off (see decodes); train sets the model's own before export
+
     def __init__(self, n_classes: int, l1_weight: float = 2.5, giou_weight: float = 2.0,
                  gamma: float = 0.0, alpha: float = -1.0):
         super().__init__()
@@ -105,6 +107,22 @@ class StampLoss(nn.Module):
             loss = loss + self.l1_weight * F.l1_loss(p, t, reduction="sum") / n_pos / 4
             loss = loss + self.giou_weight * generalized_box_iou_loss(p, t, reduction="sum") / n_pos
         return loss
+
+    def decodes(self, out: torch.Tensor):
+        """fastai's decoding of raw outputs (``learn.predict``, ``get_preds(with_decoded=True)``):
+        per image the boxes (-1..1) and labels (class + 1; 0 is fastai's padding, ``#na#``) of the
+        stamps scoring at least ``threshold``, best first, padded as fastai's bb_pad pads. fastai's
+        decode_batch then turns them into pixels of the model's input and class names."""
+        from fastai.torch_core import TensorMultiCategory
+        from fastai.vision.core import TensorBBox
+
+        found = [f["dets"] for f in detect(plain(out), self.n_classes, self.threshold)]
+        n = max((len(s) for s, _, _ in found), default=0)
+        boxes, labels = out.new_zeros(len(found), n, 4).float(), torch.zeros(len(found), n, dtype=torch.long,
+                                                                              device=out.device)
+        for b, (s, c, bx) in enumerate(found):
+            boxes[b, :len(s)], labels[b, :len(s)] = bx.clamp(-1, 1), c + 1
+        return TensorBBox(boxes), TensorMultiCategory(labels)
 
 
 def detect(out: torch.Tensor, n_classes: int, threshold: float, nms_iou: float = 0.5, max_det: int = 10):

@@ -365,6 +365,7 @@ def finish(learn: Learner, out: Path, classes: list[str], dls, device, train_sec
     plot_curves(history, out / "curves.png")
     plot_samples(model, dls.valid, len(classes), device, config["threshold"], out / "samples.png")
     learn.model = model
+    learn.loss_func.threshold = config["threshold"]  # what learn.predict decodes with (StampLoss.decodes)
     with atomic_path(out / "model.pkl") as tmp:
         learn.export(tmp)
     log(f"valid: accuracy {final['accuracy']:.3f}, mean IoU {final['mean_iou']:.3f}, "

@@ -1,0 +1,314 @@
+"""Outputs the tools users already have can load, and labelled sets as those tools export them:
+Ultralytics on compose's yolo/, fastai's load_learner on model.pkl, evaluate on labels.csv / COCO /
+YOLO sets, and qa's result files."""
+
+import csv
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from compose.composer import ComposeConfig, _no_progress, compose_dataset
+from compose.looks import Looks
+from stampcheck.dataset import DatasetError, read_labels
+from stampcheck.formats import read_labelled_set
+from stampcheck.qa import run_qa
+from tests.conftest import photo
+from tests.test_train import EASY
+from train.learner import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Run in a fresh process, as a user would: Ultralytics reads its settings folder at import.
+ULTRALYTICS_CHECK = """
+import json, sys
+from pathlib import Path
+from ultralytics.data.dataset import YOLODataset
+from ultralytics.data.utils import check_det_dataset, load_dataset_cache_file
+
+data = check_det_dataset(sys.argv[1])
+out = {"names": {str(k): v for k, v in data["names"].items()}, "splits": {}}
+for split in ("train", "val"):
+    ds = YOLODataset(img_path=data[split], data=data, task="detect", augment=False)
+    cache = load_dataset_cache_file(Path(ds.label_files[0]).parent.with_suffix(".cache"))
+    out["splits"][split] = {"found_missing_empty_corrupt": [int(v) for v in cache["results"][:4]], "labels": [
+        {"file": l["im_file"], "hw": [int(v) for v in l["shape"]], "cls": l["cls"].ravel().tolist(),
+         "xywh": l["bboxes"].tolist()} for l in ds.labels]}
+Path(sys.argv[2]).write_text(json.dumps(out))
+"""
+
+
+def cli(*args, cwd=ROOT):
+    r = subprocess.run([sys.executable, "-m", "stampcheck", *map(str, args)], capture_output=True, text=True,
+                       cwd=cwd, timeout=300)
+    r.output = r.stdout + r.stderr
+    return r
+
+
+@pytest.fixture(scope="module")
+def module_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("formats")
+
+
+@pytest.fixture(scope="module")
+def two_class_dataset(module_dir):
+    """Two stamp classes, several stamps on some images, and images without any."""
+    seal = photo(3, (120, 80))
+    seal.paste((20, 40, 200), (10, 10, 110, 70))
+    seal.save(module_dir / "lab-seal.png")
+    from compose.stamps import DEFAULT_STAMP
+    cfg = ComposeConfig(count=24, seed=7, max_size=128, stamps=[DEFAULT_STAMP, module_dir / "lab-seal.png"],
+                        looks=Looks(negative_share=0.3, multi_share=0.4))
+    compose_dataset(cfg, module_dir / "two", workers=1)
+    return module_dir / "two"
+
+
+@pytest.fixture(scope="module")
+def tiny(module_dir):
+    """A one-class model trained for one epoch on 24 composed images, and that dataset."""
+    compose_dataset(ComposeConfig(count=24, seed=2, max_size=96, looks=EASY), module_dir / "ds", workers=1)
+    train(module_dir / "ds", module_dir / "model", TrainConfig(arch="resnet18", size=64, epochs=1, bs=8,
+                                                                pretrained="none", workers=0))
+    return module_dir
+
+
+# ---------------------------------------------------------------- YOLO export, read by Ultralytics
+
+def ultralytics_view(data_yaml: Path, tmp: Path) -> dict:
+    if importlib.util.find_spec("ultralytics") is None:
+        pytest.skip("ultralytics not installed (pip install -e '.[test]')")
+    config = tmp / "ultralytics-config"
+    (config / "Ultralytics").mkdir(parents=True, exist_ok=True)
+    # check_det_dataset looks for Arial.ttf here and downloads it when missing: give it a font
+    import matplotlib
+    shutil.copy(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf",
+                config / "Ultralytics" / "Arial.ttf")
+    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(config)}
+    script, result = tmp / "check.py", tmp / "ultralytics.json"
+    script.write_text(ULTRALYTICS_CHECK)
+    r = subprocess.run([sys.executable, str(script), str(data_yaml), str(result)], capture_output=True, text=True,
+                       env=env, cwd=tmp, timeout=180)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return json.loads(result.read_text())
+
+
+def assert_ultralytics_sees_our_labels(view: dict, dataset: Path) -> None:
+    items = read_labels(dataset)
+    classes = json.loads((dataset / "dataset.json").read_text())["classes"]
+    assert view["names"] == {str(i): n for i, n in enumerate(classes)}
+    for split, ours in (("train", "train"), ("val", "valid")):
+        mine = {i.file: i for i in items if i.split == ours}
+        seen = view["splits"][split]
+        stamped = sum(i.has_stamp for i in mine.values())
+        # every label file found (none missing, none corrupt); images without stamp have an empty one
+        assert seen["found_missing_empty_corrupt"] == [len(mine), 0, len(mine) - stamped, 0]
+        assert sorted(Path(lab["file"]).name for lab in seen["labels"]) == sorted(mine)
+        for lab in seen["labels"]:
+            item = mine[Path(lab["file"]).name]
+            h, w = lab["hw"]
+            assert (w, h) == (item.width, item.height)
+            got = sorted((classes[int(c)], (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h)
+                         for c, (cx, cy, bw, bh) in zip(lab["cls"], lab["xywh"]))
+            want = sorted((b.label, *b.as_tuple()) for b in item.boxes)
+            assert len(got) == len(want)
+            for g, t in zip(got, want):
+                assert g[0] == t[0] and all(abs(a - b) < 0.5 for a, b in zip(g[1:], t[1:])), (g, t)
+
+
+def test_ultralytics_finds_every_label_and_the_moved_dataset_still_loads(two_class_dataset, tmp_path):
+    moved = tmp_path / "elsewhere" / "two"
+    shutil.copytree(two_class_dataset, moved)  # a copy: the module's dataset stays where it is
+    assert not any(p.is_symlink() for p in (two_class_dataset / "yolo").rglob("*"))
+    assert_ultralytics_sees_our_labels(ultralytics_view(two_class_dataset / "yolo" / "data.yaml", tmp_path),
+                                       two_class_dataset)
+    target = tmp_path / "moved-again"
+    os.rename(moved, target)  # paths are relative to data.yaml: nothing points back to the old place
+    view = ultralytics_view(target / "yolo" / "data.yaml", tmp_path)
+    assert_ultralytics_sees_our_labels(view, target)
+    assert all(str(target) in lab["file"] for s in view["splits"].values() for lab in s["labels"])
+
+
+def test_compose_overwrite_replaces_its_yolo_files_and_keeps_the_users(tmp_path):
+    ds = tmp_path / "ds"
+    compose_dataset(ComposeConfig(count=6, seed=1, max_size=96), ds, workers=1)
+    (ds / "yolo" / "labels" / "train" / "mine.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    (ds / "yolo" / "labels" / "train.cache").write_bytes(b"Ultralytics' own cache")
+    compose_dataset(ComposeConfig(count=3, seed=2, max_size=96), ds, workers=1, overwrite=True)
+    items = read_labels(ds)
+    assert sorted(p.name for p in (ds / "yolo" / "images").rglob("*.jpg")) == sorted(i.file for i in items)
+    labels = sorted(p.name for p in (ds / "yolo" / "labels").rglob("*.txt"))
+    assert labels == sorted(["mine.txt"] + [i.file.replace(".jpg", ".txt") for i in items])
+    assert (ds / "yolo" / "labels" / "train.cache").read_bytes() == b"Ultralytics' own cache"
+
+
+# ---------------------------------------------------------------- fastai: model.pkl
+
+def test_model_pkl_predicts_and_gets_preds_as_fastai_users_expect(tiny):
+    from fastai.learner import load_learner
+
+    from train.detect import detect
+
+    files = sorted((tiny / "ds" / "images").iterdir())[:5]
+    config = json.loads((tiny / "model" / "config.json").read_text())
+    learn = load_learner(tiny / "model" / "model.pkl")
+    assert learn.loss_func.threshold == config["threshold"]
+    preds, targets = learn.get_preds(dl=learn.dls.test_dl(files))
+    side = config["size"] // 16
+    assert targets is None and preds.shape == (5, 1 + 4, side, side)  # the raw outputs, one per photo
+    for threshold in (config["threshold"], 0.01):  # the model's own, and one that keeps boxes to compare
+        learn.loss_func.threshold = threshold
+        (boxes, labelled), decoded, raw = learn.predict(files[0])  # as for any fastai BBox learner
+        assert torch.allclose(raw, preds[0], atol=1e-4)
+        scores, classes, expected = detect(preds[:1], 1, threshold)[0]["dets"]
+        assert list(labelled.lbl) == ["qc-passed"] * len(scores) and torch.equal(labelled.bbox, boxes)
+        # pixels of the size x size image the model sees, best first
+        pixels = (expected.clamp(-1, 1) + 1) / 2 * config["size"]
+        assert torch.allclose(torch.as_tensor(boxes).float().view(-1, 4), pixels, atol=1e-3)
+    assert len(scores) > 0
+
+
+# ---------------------------------------------------------------- evaluate on the formats people have
+
+def hand_labelled(src: Path, dst: Path) -> Path:
+    """``src``'s labels as a person writes them: file,has_stamp,x0,y0,x1,y1 (no class, split or
+    background), plus a photo in images/ that no row names."""
+    shutil.copytree(src / "images", dst / "images")
+    shutil.copy(src / "images" / "000000.jpg", dst / "images" / "not-labelled-yet.jpg")
+    with open(dst / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "has_stamp", "x0", "y0", "x1", "y1"])
+        for item in read_labels(src):
+            for b in item.boxes or [None]:
+                w.writerow([item.file, 1, *b.as_tuple()] if b else [item.file, 0, "", "", "", ""])
+    return dst
+
+
+def coco_export(src: Path, dst: Path) -> Path:
+    """``src``'s labels as CVAT exports COCO: annotations/instances_default.json with float boxes
+    and a class name of the user's own, the images apart."""
+    data = json.loads((src / "coco.json").read_text())
+    data["categories"] = [{"id": 7, "name": "Stamp", "supercategory": ""}]
+    for a in data["annotations"]:
+        a["category_id"], a["bbox"] = 7, [v + 0.2 for v in a["bbox"][:2]] + a["bbox"][2:]
+    (dst / "annotations").mkdir(parents=True)
+    (dst / "annotations" / "instances_default.json").write_text(json.dumps(data))
+    return dst / "annotations" / "instances_default.json"
+
+
+def test_evaluate_gives_the_same_figures_from_labels_csv_coco_and_yolo(tiny, tmp_path):
+    ds = tiny / "ds"
+    runs = {
+        "labels.csv": [hand_labelled(ds, tmp_path / "hand")],
+        "COCO": [coco_export(ds, tmp_path / "cvat"), "--images", ds / "images"],
+        "YOLO": [ds / "yolo"],
+    }
+    started = {kind: subprocess.Popen(  # side by side: most of each run is Python loading torch
+        [sys.executable, "-m", "stampcheck", "evaluate", str(tiny / "model"), *map(str, args), "--out",
+         str(tmp_path / f"eval-{kind}"), "--workers", "0", "--device", "cpu"], cwd=ROOT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for kind, args in runs.items()}
+    metrics = {}
+    for kind, proc in started.items():
+        output, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and "Traceback" not in output, output[-3000:]
+        out = tmp_path / f"eval-{kind}"
+        report = json.loads((out / "metrics.json").read_text())
+        assert report["format"] == kind
+        if kind == "labels.csv":  # the photo no row names is left out, and said so
+            assert report["unlabelled"] == ["not-labelled-yet.jpg"]
+            assert "not-labelled-yet.jpg" in output and "not evaluated" in output
+        metrics[kind] = report["metrics"]
+    for kind in ("COCO", "YOLO"):  # the same photos and boxes, read three ways (YOLO and COCO round to pixels)
+        for key in ("images", "stamped", "accuracy", "precision", "recall"):
+            assert metrics[kind][key] == metrics["labels.csv"][key], (kind, key)
+        assert metrics[kind]["mean_iou"] == pytest.approx(metrics["labels.csv"]["mean_iou"], abs=0.02)
+    assert metrics["YOLO"]["images"] == 24
+
+
+def test_bad_labels_are_named_before_the_model_loads(tiny, tmp_path):
+    yolo = tmp_path / "yolo"
+    shutil.copytree(tiny / "ds" / "yolo", yolo)
+    label = next(p for p in sorted((yolo / "labels" / "train").iterdir()) if p.read_text())
+    label.write_text("0 0.5 0.5 1.7 0.2\n")
+    r = cli("evaluate", tiny / "model", yolo / "data.yaml")
+    assert r.returncode == 2 and f"labels/train/{label.name} line 1" in r.output and "0..1" in r.output, r.output
+    with pytest.raises(DatasetError, match="none of its 24 images .*--images"):  # a CVAT export: its images are elsewhere
+        read_labelled_set(coco_export(tiny / "ds", tmp_path / "c"))
+    (tmp_path / "c" / "annotations" / "instances_default.json").write_text('{"images": [{"id": 1}]}')
+    with pytest.raises(DatasetError, match="without 'file_name'"):
+        read_labelled_set(tmp_path / "c" / "annotations" / "instances_default.json")
+
+
+def test_labelled_sets_are_found_where_the_tools_export_them(tiny, tmp_path):
+    ds = tiny / "ds"
+    truth = {i.file: sorted(b.as_tuple() for b in i.boxes) for i in read_labels(ds)}
+    # Label Studio, COCO: result.json beside images/, file names "images/NAME"
+    ls = tmp_path / "label-studio"
+    shutil.copytree(ds / "images", ls / "images")
+    data = json.loads((ds / "coco.json").read_text())
+    for im in data["images"]:
+        im["file_name"] = "images/" + im["file_name"]
+    (ls / "result.json").write_text(json.dumps(data))
+    # Roboflow, YOLO: data.yaml with ../valid/images, folders valid/images and valid/labels
+    rf = tmp_path / "roboflow"
+    shutil.copytree(ds / "yolo" / "images" / "val", rf / "valid" / "images")
+    shutil.copytree(ds / "yolo" / "labels" / "val", rf / "valid" / "labels")
+    (rf / "data.yaml").write_text("train: ../valid/images\nval: ../valid/images\nnc: 1\nnames: ['stamp']\n")
+    # Label Studio, YOLO: images/, labels/, classes.txt and no data.yaml
+    lsy = tmp_path / "label-studio-yolo"
+    shutil.copytree(ds / "images", lsy / "images")
+    (lsy / "labels").mkdir()
+    for f in (ds / "yolo" / "labels").rglob("*.txt"):
+        shutil.copy(f, lsy / "labels" / f.name)
+    (lsy / "classes.txt").write_text("stamp\n")
+    n_valid = sum(i.split == "valid" for i in read_labels(ds))
+    for path, kind, n in ((ls, "COCO", 24), (ls / "result.json", "COCO", 24), (rf, "YOLO", n_valid),
+                          (lsy, "YOLO", 24)):
+        found = read_labelled_set(path)
+        assert found.kind == kind and len(found.items) == n and not found.notes
+        for item in found.items:
+            assert sorted(b.as_tuple() for b in item.boxes) == truth[Path(item.file).name], (path, item.file)
+    # as in Ultralytics, a photo without a label file has no stamp; the notes say how many
+    stamped = next(f for f, boxes in truth.items() if boxes)
+    (lsy / "labels" / stamped.replace(".jpg", ".txt")).unlink()
+    found = read_labelled_set(lsy)
+    assert found.notes and found.notes[0].startswith("1 of 24 images have no label file")
+    assert not next(i for i in found.items if i.file.endswith(stamped)).boxes
+    with pytest.raises(DatasetError, match="not a labelled set"):
+        read_labelled_set(ds / "images")
+
+
+# ---------------------------------------------------------------- qa's result files
+
+def test_qa_results_one_jsonl_record_per_photo_and_csv_rows_per_stamp(tiny, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for f in sorted((tiny / "ds" / "images").iterdir())[:4]:
+        shutil.copy(f, photos / f.name)
+    (photos / "broken.jpg").write_bytes(b"not a photo")
+    summary = run_qa(tiny / "model", [str(photos)], tmp_path / "qa", threshold=0.01, workers=0, device="cpu",
+                     progress=_no_progress)
+    assert (summary.stamped, summary.unreadable) == (4, 1)  # every readable photo stamped at 0.01
+    records = [json.loads(line) for line in open(tmp_path / "qa" / "results.jsonl")]
+    assert [Path(x["file"]).name for x in records] == sorted(p.name for p in photos.iterdir())
+    broken = next(x for x in records if x["file"].endswith("broken.jpg"))
+    assert broken["status"] == "error" and broken["error"]
+    assert all(broken[k] is None for k in ("has_stamp", "score", "width", "height", "detections"))
+    rows = list(csv.DictReader(open(tmp_path / "qa" / "results.csv", newline="")))
+    assert list(rows[0]) == ["file", "status", "has_stamp", "score", "class", "x0", "y0", "x1", "y1", "error"]
+    for x in records:
+        mine = [row for row in rows if row["file"] == x["file"]]
+        if x["status"] == "error":
+            assert len(mine) == 1 and mine[0]["score"] == mine[0]["class"] == "" and x["error"] is not None
+            continue
+        assert x["error"] is None and x["has_stamp"] is True and x["detections"]
+        assert [(d["class"], d["score"], d["box"]) for d in x["detections"]] == \
+               [(row["class"], float(row["score"]), [int(row[k]) for k in ("x0", "y0", "x1", "y1")]) for row in mine]
+        assert all(d["class"] == "qc-passed" for d in x["detections"])
+        scores = [d["score"] for d in x["detections"]]
+        assert scores == sorted(scores, reverse=True) and x["score"] == scores[0]
