@@ -16,10 +16,10 @@ from pathlib import Path
 
 from fastai.data.core import DataLoaders
 
-from bench.photos import PHOTOS, split_photos
+from bench.photos import split_photos
 from bench.train import TrainTimer
 from compose.composer import ComposeConfig, _no_progress, compose_dataset
-from stampcheck.device import cpu_count
+from stampcheck.device import cpu_count, pick_device
 from train.learner import TrainConfig, build_learner
 from train.synthetic import PRETRAIN_LOOKS, Loader, SyntheticStamps, collate, load_backgrounds
 
@@ -56,7 +56,7 @@ def main() -> None:
     fly, *_ = build_learner(tmp / "ds", tmp / "m2", cfg, log=lambda *a: None)
     ds = SyntheticStamps(count, args.size, backgrounds=load_backgrounds([folder], side))
     kw = dict(batch_size=args.bs, num_workers=args.workers, collate_fn=collate)
-    fly.dls = DataLoaders(Loader(ds, drop_last=True, **kw), Loader(ds, **kw), device=files.dls.device)
+    fly.dls = DataLoaders(Loader(ds, drop_last=True, **kw), Loader(ds, **kw), device=pick_device(None))
     rates = {"files": [], "fly": []}
     for _ in range(args.rounds):
         rates["files"].append(images_per_second(files))

@@ -78,8 +78,8 @@ def main() -> None:
     for name in args.stamps.split(","):
         rows += run_stamp(STAMPS / f"{name}.png", args, backgrounds, kept_out)
     atomic_write_text(args.out / "transfer.json", json.dumps(rows, indent=2))
-    print(f"\n| stamp | start | epochs | accuracy | precision | recall | mean IoU | AP50 | recall by size | "
-          f"kept-out flagged |\n|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
+    print("\n| stamp | start | epochs | accuracy | precision | recall | mean IoU | AP50 | recall by size | "
+          "kept-out flagged |\n|---|---|---:|---:|---:|---:|---:|---:|---|---:|")
     for r in rows:
         sizes = " / ".join(f"{v:.2f}" for v in r["by_size"].values())
         print(f"| {r['stamp']} | {r['start']} | {r['epochs']} | {r['accuracy']:.3f} | {r['precision']:.3f} | "

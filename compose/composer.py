@@ -32,7 +32,7 @@ from stampcheck.dataset import (COCO_JSON, DATASET_JSON, IMAGES_DIR, LABELS_CSV,
                                 ImageLabels, write_label_files, yolo_dataset_files, yolo_files,
                                 yolo_folders)
 from stampcheck.images import ImageLimits, ImageRejected, jpeg_bytes
-from stampcheck.paths import refuse_overlap
+from stampcheck.paths import refuse_links, refuse_overlap
 
 PARTS_DIR = ".parts"
 IMAGE_NAME = re.compile(r"\d{6,}\.jpg")  # the names render_one gives; nothing else is ever removed
@@ -143,6 +143,7 @@ def compose_dataset(cfg: ComposeConfig, out: Path, workers: int = 1, overwrite: 
     out = Path(out)
     progress = progress or _no_progress
     refuse_overlap(out, [cfg.backgrounds, *cfg.stamps])
+    refuse_links(out / IMAGES_DIR, out / PARTS_DIR, *yolo_folders(out))
     if out.exists() and not out.is_dir():
         raise ComposeError(f"--out {out} is a file; give a folder")
     if out.is_dir() and any(out.iterdir()) and not is_dataset(out):

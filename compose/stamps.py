@@ -32,6 +32,8 @@ def load_stamp(path: Path) -> Stamp:
     colour (the median of the border pixels) is keyed out: alpha grows with the distance from it."""
     path = Path(path)
     max_pixels = ImageLimits().max_pixels
+    if not path.is_file():  # a FIFO would block the read forever, a folder fail obscurely
+        raise StampError(f"stamp {path} is not a regular file")
     try:
         data = path.read_bytes()
         with warnings.catch_warnings():

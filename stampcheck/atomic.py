@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,3 +40,18 @@ def remove_partials(folder: Path) -> int:
         tmp.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def _finite(obj):
+    """NaN and infinities as null: JSON has no such numbers, and strict readers refuse them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def atomic_write_json(path: Path, obj, indent: int | None = 2) -> None:
+    atomic_write_text(path, json.dumps(_finite(obj), indent=indent, allow_nan=False))

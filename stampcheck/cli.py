@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from compose.looks import Looks
 from stampcheck import errors
-from stampcheck.device import cpu_count
+from stampcheck.device import DeviceError, cpu_count
 from stampcheck.progress import console, progress_bar, report
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
@@ -114,6 +114,8 @@ def preview_cmd(dataset: Path = typer.Argument(..., help="Dataset folder."),
             if out.suffix.lower() != ".png" or out.is_dir():
                 raise ValueError(f"--out {out}: give the path of a .png file to write")
             refuse_overlap(out, [dataset / IMAGES_DIR])  # a PNG among the images would be taken for one
+            if os.path.lexists(out):  # a picture of the user's, not a preview of ours
+                raise ValueError(f"--out {out} exists; give the path of a new .png file")
         report.print(f"preview: {write_preview(dataset, out, n=n)}")
     except (DatasetError, ValueError) as e:
         fail(str(e))
@@ -403,6 +405,9 @@ def main():
         rc = errors.INTERRUPTED
     except typer.TyperException as e:  # bad options: the parser's own message, then the usage code
         e.show()
+        rc = errors.USAGE
+    except DeviceError as e:  # raised deep inside every command that runs a model
+        console.print(f"[bold red]error:[/] {escape(str(e))}")
         rc = errors.USAGE
     except MemoryError:
         console.print("[bold red]error:[/] out of memory")

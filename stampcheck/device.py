@@ -9,15 +9,22 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+class DeviceError(ValueError):
+    """A --device that this machine does not have: bad usage, not a failure of the tool."""
+
+
 def pick_device(name: str | None = None):
     """``None``/``"auto"``: cuda if available, else cpu. Otherwise the named device, checked."""
     import torch  # here, not at import time: `compose` and `--help` should not pay for torch
 
     if name in (None, "", "auto"):
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise DeviceError(f"--device {name!r} is not a device torch knows (cpu, cuda, cuda:1, mps...)") from e
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but no CUDA GPU is available (use --device cpu)")
+        raise DeviceError(f"--device {name!r} asked for, but no CUDA GPU is available (use --device cpu)")
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # every core; a user who shares the machine says otherwise with OMP_NUM_THREADS (threads
         # that wait on a core taken by another process stall each other at every barrier)

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from stampcheck.atomic import atomic_path, atomic_write_text
+from stampcheck.atomic import atomic_path, atomic_write_json
 from stampcheck.dataset import coco_dict
 from stampcheck.formats import read_labelled_set
-from stampcheck.paths import refuse_overlap
+from stampcheck.paths import check_output, claim_output, refuse_overlap
 
 AP_THRESHOLD = 0.01  # detections kept for AP: AP integrates over all scores
 
@@ -29,6 +28,7 @@ def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str
     labelled = read_labelled_set(dataset, images)
     if out:
         refuse_overlap(out, [dataset, labelled.root, model_dir])
+        check_output(out, "evaluate")
     splits = sorted({i.split for i in labelled.items} - {""})
     if split is not None and not splits:
         raise ValueError(f"{dataset} ({labelled.kind}) has no splits; evaluate without --split")
@@ -62,6 +62,9 @@ def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str
             results.append(ImageResult(item.has_stamp, r.score, iou))
             sizes.append(max((max(b.width, b.height) for b in item.boxes), default=0) / min(r.width, r.height))
             detections.append((item, r.detections))
+    if not results:
+        raise ValueError(f"none of the {len(errors)} images of {dataset} could be read "
+                         f"(first: {errors[0]['file']}: {errors[0]['error']})")
     thr = predictor.threshold
     metrics = {**summarise(results, thr), **coco_ap([i for i, _ in detections], [d for _, d in detections],
                                                     predictor.classes)}
@@ -72,9 +75,8 @@ def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str
               "dataset": str(dataset), "format": labelled.kind, "images": str(labelled.root),
               "unlabelled": labelled.unlabelled, "notes": labelled.notes, "split": split or "all"}
     if out:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "metrics.json", json.dumps(report, indent=2))
+        out = claim_output(out, "evaluate")
+        atomic_write_json(out / "metrics.json", report)
         plot_pr(report["sweep"], thr, out / "pr_curve.png")
     return report
 

@@ -29,3 +29,41 @@ def refuse_overlap(out: Path, inputs: list[Path], out_name: str = "--out") -> No
         if _inside(o, i) or _inside(i, o):
             raise OverlapError(f"{out_name} {out} and the input {raw} overlap: an output folder must be "
                                "outside every input folder and hold none of them; choose another folder")
+
+
+MARKER = ".stampcheck"  # in every report folder qa or evaluate made: which command made it
+
+
+def check_output(out: Path, command: str, out_name: str = "--out") -> None:
+    """``out`` may become the output folder of ``command``: new, empty, or one the same command
+    made before (its marker); anything else is the user's and refused, so that no file there is
+    replaced. Folders linked from elsewhere are refused too: writing through a link would write
+    into the folder it points to."""
+    out = Path(out)
+    if out.is_symlink():
+        raise OverlapError(f"{out_name} {out} is a symbolic link; give the folder itself")
+    if out.exists():
+        if not out.is_dir():
+            raise OverlapError(f"{out_name} {out} is not a folder; give a folder")
+        marker = out / MARKER
+        made_by = marker.read_text().strip() if marker.is_file() and not marker.is_symlink() else None
+        if made_by != command and any(out.iterdir()):
+            raise OverlapError(f"{out_name} {out} holds files that `stampcheck {command}` did not write; "
+                               "give a new or empty folder")
+
+
+def claim_output(out: Path, command: str, out_name: str = "--out") -> Path:
+    """:func:`check_output`, then the folder made and marked as ``command``'s."""
+    check_output(out, command, out_name)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text(command + "\n")
+    return out
+
+
+def refuse_links(*folders: Path) -> None:
+    """A tool's own sub-folder (images/, yolo/, annotated/) that is a link would lead its writes
+    and removals into the folder it points to."""
+    for f in folders:
+        if Path(f).is_symlink():
+            raise OverlapError(f"{f} is a symbolic link; stampcheck writes only into folders it made")

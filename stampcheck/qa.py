@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from stampcheck import errors
 from stampcheck.atomic import atomic_path
-from stampcheck.paths import refuse_overlap
+from stampcheck.paths import check_output, claim_output, refuse_links, refuse_overlap
 
 if TYPE_CHECKING:
     from train.predict import PhotoResult
@@ -212,6 +212,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         raise UsageError(f"--out {out} is not a folder; give a folder")
     found = expand_inputs(inputs)
     refuse_overlap(out, found.roots)
+    check_output(out, "qa")
     if not found.files and not found.problems:
         raise UsageError("no photos found in " + ", ".join(inputs))
     # torch and fastai load in seconds: only now, so that a mistyped path is answered at once
@@ -224,7 +225,9 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
     except ModelError as e:
         raise UsageError(str(e)) from e
     thr = predictor.threshold if threshold is None else threshold
-    out.mkdir(parents=True, exist_ok=True)
+    claim_output(out, "qa")
+    if annotate:
+        refuse_links(out / "annotated")
     remove_stale_partials(out)
     summary = QASummary(threshold=thr)
     unchecked = (PhotoResult(p, error=why) for p, why in sorted(found.problems.items()))

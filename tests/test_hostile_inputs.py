@@ -3,6 +3,8 @@ as they ran it: each must end with one clear line and its documented exit code, 
 traceback, and change no file the command did not write."""
 
 import hashlib
+import os
+import shutil
 import json
 import subprocess
 import sys
@@ -238,3 +240,73 @@ def test_evaluate_checks_classes_against_the_model(composed, tmp_path):
     assert report["metrics"]["images"] == len(read_labels(composed)) and np.isfinite(report["metrics"]["ap50"])
     assert files(composed) == before
 
+
+
+# Found by trying the safety fixes as an attacker would: outputs written over a user's files.
+
+def test_report_folders_of_other_owners_are_refused_and_untouched(composed, tmp_path):
+    model = model_folder(tmp_path / "model", ["qc-passed"])
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<h1>my website</h1>")
+    (site / "results.csv").write_text("a,b\n")
+    trained = model_folder(tmp_path / "trained", ["qc-passed"])
+    (trained / "metrics.json").write_text('{"my": "metrics"}')
+    before = files(site, trained, composed, model)
+    photo = composed / "images" / "000000.jpg"
+    refused(cli("qa", model, photo, "--out", site), "did not write")
+    refused(cli("evaluate", model, composed, "--out", trained), "did not write")
+    refused(cli("qa", model, photo, "--out", trained), "did not write")  # a model folder is no report folder
+    assert files(site, trained, composed, model) == before
+    # its own folder again is fine, and a report folder is refused to the other command
+    assert cli("qa", model, photo, "--out", tmp_path / "rep").returncode in (0, 1)
+    assert cli("qa", model, photo, "--out", tmp_path / "rep").returncode in (0, 1)
+    refused(cli("evaluate", model, composed, "--out", tmp_path / "rep"), "did not write")
+
+
+def test_links_out_of_the_tools_folders_are_refused(composed, tmp_path):
+    user = tmp_path / "frames"
+    user.mkdir()
+    for i in range(3):
+        (user / f"00000{i}.jpg").write_bytes((composed / "images" / "000000.jpg").read_bytes())
+    ds = tmp_path / "d"
+    shutil.copytree(composed, ds)
+    shutil.rmtree(ds / "images")
+    (ds / "images").symlink_to(user)
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    (rep / "annotated").symlink_to(user)
+    (rep / ".stampcheck").write_text("qa\n")
+    model = model_folder(tmp_path / "model", ["qc-passed"])
+    before = files(user)
+    refused(cli("compose", "--count", 3, "--max-size", 64, "--out", ds, "--workers", 1, "--overwrite"), "link")
+    refused(cli("qa", model, composed / "images" / "000001.jpg", "--out", rep, "--annotate"), "link")
+    assert files(user) == before
+
+
+def test_preview_never_replaces_an_existing_picture_and_fifo_stamps_are_refused(composed, tmp_path):
+    pic = tmp_path / "mine.png"
+    pic.write_bytes((composed / "images" / "000000.jpg").read_bytes())
+    before = files(tmp_path)
+    refused(cli("preview", composed, "--out", pic), "exists")
+    os.mkfifo(tmp_path / "fifo.png")
+    refused(cli("compose", "--stamp", tmp_path / "fifo.png", "--count", 4, "--out", tmp_path / "c", timeout=60),
+            "not a regular file")
+    assert {k: v for k, v in files(tmp_path).items()} == before
+
+
+def test_devices_this_machine_lacks_are_usage_errors(composed, tmp_path):
+    model = model_folder(tmp_path / "model", ["qc-passed"])
+    photo = composed / "images" / "000000.jpg"
+    refused(cli("qa", model, photo, "--out", tmp_path / "r", "--device", "bogus"), "bogus")
+    if not __import__("torch").cuda.is_available():
+        refused(cli("evaluate", model, composed, "--device", "cuda"), "no CUDA GPU")
+
+
+def test_evaluate_on_a_set_whose_every_image_is_unreadable_says_so(tmp_path):
+    ds = tmp_path / "ds"
+    (ds / "images").mkdir(parents=True)
+    (ds / "images" / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (ds / "labels.csv").write_text("file,split,background,has_stamp,x0,y0,x1,y1,class\na.jpg,valid,b,0,,,,,\n")
+    model = model_folder(tmp_path / "model", ["qc-passed"])
+    refused(cli("evaluate", model, ds), "could be read")

@@ -130,6 +130,7 @@ def hostile(tmp_path_factory, forced_model):
     kept = [out / f".results.csv.{live}.part", out / f".notes.txt.{dead}.part", out / "mine.part"]
     for p in stale + kept:
         p.write_text("partial")
+    (out / ".stampcheck").write_text("qa\n")  # the folder of an earlier qa run (killed)
     before = tree_state(photos), tree_state(forced_model)
     # run from inside the photo folder, so result paths start with the file name (as spreadsheets see them)
     r = qa_cli(forced_model, ".", "--out", out, "--annotate", "--workers", "0", cwd=photos)

@@ -28,7 +28,7 @@ from fastai.learner import Learner
 from fastai.optimizer import Adam
 from fastai.torch_core import rank_distrib
 
-from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from stampcheck.paths import refuse_overlap
 from train.data import MEAN, STD, stamp_dataloaders
@@ -155,7 +155,7 @@ def save_weights(model, out: Path, config: dict) -> None:
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}, buf)
     atomic_write_bytes(out / "model.pth", buf.getvalue())
-    atomic_write_text(out / "config.json", json.dumps(config, indent=2))
+    atomic_write_json(out / "config.json", config)
 
 
 def build_learner(dataset: Path, out: Path, cfg: TrainConfig, log=print):
@@ -355,13 +355,13 @@ def finish(learn: Learner, out: Path, classes: list[str], dls, device, train_sec
     config["threshold"] = best_threshold(results)
     final = summarise(results, config["threshold"])
     config["valid"] = final
-    atomic_write_text(out / "config.json", json.dumps(config, indent=2))
+    atomic_write_json(out / "config.json", config)
     history = [dict(zip(learn.recorder.metric_names[1:-1], [_num(v) for v in row]))
                for row in learn.recorder.values]
     metrics = {"final": final, "best_epoch": config.get("best_epoch"), "epochs": history,
                "monitor": MONITOR, "train_seconds": round(train_seconds, 1), "interrupted": interrupted,
                "device": str(device)}
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_json(out / "metrics.json", metrics)
     plot_curves(history, out / "curves.png")
     plot_samples(model, dls.valid, len(classes), device, config["threshold"], out / "samples.png")
     learn.model = model

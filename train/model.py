@@ -116,7 +116,8 @@ def load_model_dir(model_dir: Path) -> tuple[dict, StampNet]:
     try:
         model.load_state_dict(state, assign=True)
     except (RuntimeError, TypeError, AttributeError) as e:
-        raise ModelError(f"{model_dir}/model.pth does not match its config.json ({e})") from e
+        first = str(e).strip().splitlines()[-1].strip()  # torch lists every mismatched layer on its own line
+        raise ModelError(f"{model_dir}/model.pth does not match its config.json ({first})") from e
     return config, model
 
 
