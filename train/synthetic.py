@@ -136,4 +136,11 @@ def collate(samples):
 
 
 class Loader(torch.utils.data.DataLoader):
+    """A torch DataLoader as fastai's DataLoaders and Learner expect one."""
+
     n_inp = 1  # fastai's Learner splits (image, boxes, labels) into input and targets by it
+    device = None  # where fastai's Learner moves each batch
+
+    def to(self, device):
+        self.device = device
+        return self
