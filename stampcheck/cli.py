@@ -316,7 +316,7 @@ def qa(
     device: Optional[str] = typer.Option(None, help="cuda, cpu... (default: the GPU when there is one)."),
     annotate: bool = typer.Option(False, help="Also write full-size annotated photos to REPORT/annotated/."),
     engine: str = typer.Option("torch", help="torch (the model folder), or onnx: its `stampcheck export` file "
-                               "run by onnxruntime, which needs no torch (pip install 'stampcheck[runtime]')."),
+                               "run by onnxruntime, which needs no torch (pip install 'stampcheck\\[runtime]')."),
 ):
     """Check photos for the stamp. Every photo given gets a row in the report; those that cannot be
     read too (never fatal, never a pass).
@@ -434,7 +434,7 @@ def main():
         missing = getattr(e, "name", None) or ""  # a runtime install (stampcheck[runtime]) has no torch...
         if isinstance(e, ModuleNotFoundError) and missing.split(".")[0] in FULL_ONLY:
             console.print(f"[bold red]error:[/] this command needs {missing.split('.')[0]}, which is not installed: "
-                          "pip install 'stampcheck[full]' (a runtime install runs `qa --engine onnx`)")
+                          + escape("pip install 'stampcheck[full]' (a runtime install runs `qa --engine onnx`)"))
         else:
             console.print(f"[bold red]error:[/] {escape(f'{type(e).__name__}: {e}')} "
                           "(a bug in stampcheck or a problem of the machine; STAMPCHECK_DEBUG=1 shows the traceback)")

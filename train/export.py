@@ -37,8 +37,11 @@ class InferenceGraph(nn.Module):
         self.register_buffer("mean", torch.tensor(config["mean"]).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(config["std"]).view(1, 3, 1, 1) * 255)
 
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, boxes = split_output(self.model((x.float() - self.mean) / self.std), self.n_classes)
+        logits, boxes = split_output(self.model(self.normalise(x)), self.n_classes)
         return logits.sigmoid(), (boxes + 1) * (self.size / 2)
 
 

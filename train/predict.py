@@ -63,5 +63,5 @@ class Predictor:
     @torch.no_grad()
     def predict(self, batch: torch.Tensor, threshold: float | None = None) -> list[dict]:
         """uint8 (B, 3, S, S) -> per photo: score, top box, detections (boxes in -1..1)."""
-        out = self._forward(lambda x: self.model((x.float() - self.mean) / self.std), batch)
+        out = self._forward(lambda x: self.model(self.graph.normalise(x)), batch)
         return detect(out.float(), len(self.classes), self.threshold if threshold is None else threshold)
