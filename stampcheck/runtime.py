@@ -223,33 +223,33 @@ class OnnxModel:
             path = path / ONNX_NAME
         if not path.is_file():
             raise ModelError(f"{path} not found; make it with `stampcheck export MODEL`")
-        providers = ["CPUExecutionProvider"]
-        if device not in (None, "", "auto", "cpu"):
-            if not device.startswith("cuda") or "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ModelError(f"device {device!r}: this onnxruntime runs on {', '.join(ort.get_available_providers())}")
-            providers.insert(0, "CUDAExecutionProvider")
-        elif device is None and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
+        available = ort.get_available_providers()
+        gpu = "CUDAExecutionProvider" in available and (device in (None, "", "auto") or str(device).startswith("cuda"))
+        if device not in (None, "", "auto", "cpu") and not gpu:
+            raise ModelError(f"device {device!r}: this onnxruntime runs on {', '.join(available)}")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # onnxruntime's warnings are for its developers
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
             meta = json.loads(self.session.get_modelmeta().custom_metadata_map[META_KEY])
+            self.config, made_from = meta["config"], meta["source_sha256"]
+            self.classes = [str(c) for c in self.config["classes"]]
+            self.size, self.threshold = int(self.config["size"]), float(self.config["threshold"])
+            self.input = self.session.get_inputs()[0]
+            if self.input.shape[1:] != [3, self.size, self.size]:
+                raise ValueError(f"its input is {self.input.shape}, its config says {self.size} px")
         except Exception as e:  # a truncated file, another tool's ONNX: onnxruntime's own errors vary
             raise ModelError(f"{path} is not a stampcheck export ({type(e).__name__}: {str(e)[:200]}); "
                              "make one with `stampcheck export MODEL`") from e
         digest = source_digest(path.parent)
-        if digest and digest != meta["source_sha256"]:
+        if digest and digest != made_from:
             raise ModelError(f"{path} was exported from other weights than the model.pth beside it "
                              f"(trained again since?); run `stampcheck export {path.parent}` again")
-        self.path, self.config = path, meta["config"]
-        self.classes = self.config["classes"]
-        self.size = int(self.config["size"])
-        self.threshold = float(self.config["threshold"])
+        self.path = path
         self.on_gpu = self.session.get_providers()[0] == "CUDAExecutionProvider"
-        self.input = self.session.get_inputs()[0].name
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (B, 3, S, S) -> scores (B, HW, C) and boxes (B, HW, 4) in input pixels."""
-        scores, boxes = self.session.run(None, {self.input: np.ascontiguousarray(batch, dtype=np.uint8)})
+        scores, boxes = self.session.run(None, {self.input.name: np.ascontiguousarray(batch, dtype=np.uint8)})
         return scores, boxes

@@ -64,6 +64,8 @@ def is_export(path: Path) -> bool:
                 return any(n.endswith(f"extra/{META_KEY}.json") for n in z.namelist())
         import onnx
 
+        if path.stat().st_size >= 2**31:  # past protobuf's limit: no ONNX file, and not worth reading
+            return False
         model = onnx.load(str(path), load_external_data=False)
         return any(p.key == META_KEY for p in model.metadata_props)
     except Exception:  # anything unreadable is not ours
