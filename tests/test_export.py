@@ -1,5 +1,6 @@
 """`stampcheck export`, the ONNX engine (`qa --engine onnx`, no torch needed) and the Python API."""
 
+import csv
 import json
 import shutil
 import subprocess
@@ -102,26 +103,32 @@ def test_onnx_gives_torchs_detections_on_real_and_generated_photos(tiny):
 
 
 def test_qa_on_the_onnx_file_needs_no_torch_and_agrees_with_torch(tiny, tmp_path):
-    r = run_cli("qa", tiny / "model" / "model.onnx", tiny / "photos", "--out", tmp_path / "qa", "--engine", "onnx",
-                "--threshold", "0.02", code=NO_TORCH)
-    assert r.returncode in (1, 3), r.stdout + r.stderr  # the corrupt photo: at best 3, never a pass
-    rows = [json.loads(line) for line in open(tmp_path / "qa" / "results.jsonl")]
-    assert (tmp_path / "qa" / "index.html").stat().st_size > 1000
     expected = {r.path.name: r for r in predict_photos(Predictor(tiny / "model", "cpu", mixed_precision=False),
-                                                       find_images([tiny / "photos"]), threshold=0.02)}
+                                                       find_images([tiny / "photos"]), threshold=0.0)}
+    # a threshold halfway between two photos' scores: some photos pass, some fail, none is near the cut
+    tops = sorted({r.score for r in expected.values() if not r.error})
+    k = max(range(1, len(tops)), key=lambda i: tops[i] - tops[i - 1])
+    thr = round((tops[k - 1] + tops[k]) / 2, 6)
+    r = run_cli("qa", tiny / "model" / "model.onnx", tiny / "photos", "--out", tmp_path / "qa", "--engine", "onnx",
+                "--threshold", thr, code=NO_TORCH)
+    assert r.returncode == 1, r.stdout + r.stderr  # some stamps missing (and the corrupt photo is no pass)
+    rows = list(csv.DictReader(open(tmp_path / "qa" / "results.csv")))  # one row per stamp found
+    assert (tmp_path / "qa" / "index.html").stat().st_size > 1000
     assert {Path(row["file"]).name for row in rows} == set(expected)
     for row in rows:
         want = expected[Path(row["file"]).name]
         if want.error:
             assert row["status"] == "error" and row["error"] == want.error
             continue
-        found = want.found(0.02)
-        assert row["has_stamp"] == int(bool(found))
-        if found:  # rows of one photo come best first, as the detections do
-            same = [f for f in found if abs(f[0] - row["score"]) <= SCORE_TOL + 1e-4]
-            assert same and any(np.allclose([row[k] for k in ("x0", "y0", "x1", "y1")], b, atol=1) for _, _, b in same)
+        found = want.found(thr)
+        assert row["has_stamp"] == str(int(bool(found)))
+        if found:
+            same = [f for f in found if abs(f[0] - float(row["score"])) <= SCORE_TOL + 1e-4]
+            assert same and any(np.allclose([float(row[k]) for k in ("x0", "y0", "x1", "y1")], b, atol=1)
+                                for _, _, b in same)
         else:
-            assert abs(row["score"] - want.score) <= SCORE_TOL + 1e-4
+            assert abs(float(row["score"]) - want.score) <= SCORE_TOL + 1e-4
+    assert 0 < sum(row["has_stamp"] == "1" for row in rows) == sum(len(r.found(thr)) for r in expected.values())
 
     r = run_cli("qa", tiny / "model", tiny / "photos", "--out", tmp_path / "torch", code=NO_TORCH)
     out = (r.stdout + r.stderr).strip()
