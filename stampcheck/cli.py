@@ -23,7 +23,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                        "Pipeline: crawl (backgrounds) -> compose (labelled dataset) -> train (model) -> qa (reports).")
 DATA = Path("data")
 # what only the full install has (pip install 'stampcheck[full]'; pyproject.toml)
-FULL_ONLY = {"torch", "torchvision", "fastai", "accelerate", "icrawler", "imagehash", "pycocotools", "matplotlib"}
+FULL_ONLY = {"torch", "torchvision", "fastai", "accelerate", "icrawler", "imagehash", "pycocotools", "matplotlib",
+             "yaml"}
 L = Looks()
 
 
