@@ -22,6 +22,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
                   help="Prove from photos that a product carries its inspection stamp, and where.\n\n"
                        "Pipeline: crawl (backgrounds) -> compose (labelled dataset) -> train (model) -> qa (reports).")
 DATA = Path("data")
+# what only the full install has (pip install 'stampcheck[full]'; pyproject.toml)
+FULL_ONLY = {"torch", "torchvision", "fastai", "accelerate", "icrawler", "imagehash", "pycocotools", "matplotlib",
+             "yaml"}
 L = Looks()
 
 
@@ -305,15 +308,18 @@ def pretrain(
 
 @app.command()
 def qa(
-    model: Path = typer.Argument(..., help="Model folder (from `stampcheck train`)."),
+    model: Path = typer.Argument(..., help="Model folder (from `stampcheck train`); with --engine onnx, its "
+                                 "exported model.onnx or the folder holding it."),
     photos: List[str] = typer.Argument(..., help="Photo files, folders (recursive) or globs."),
     out: Path = typer.Option(DATA / "qa", help="Report folder: results.csv, results.jsonl, index.html."),
     threshold: Optional[float] = typer.Option(None, min=0, max=1, help="Stamp score threshold "
                                               "(default: the one stored with the model, chosen on its valid set)."),
     bs: int = typer.Option(32, min=1, help="Batch size."),
-    workers: Optional[int] = typer.Option(None, min=0, help="Photo-decoding processes."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Photo-decoding threads."),
     device: Optional[str] = typer.Option(None, help="cuda, cpu... (default: the GPU when there is one)."),
     annotate: bool = typer.Option(False, help="Also write full-size annotated photos to REPORT/annotated/."),
+    engine: str = typer.Option("torch", help="torch (the model folder), or onnx: its `stampcheck export` file "
+                               "run by onnxruntime, which needs no torch (pip install 'stampcheck\\[runtime]')."),
 ):
     """Check photos for the stamp. Every photo given gets a row in the report; those that cannot be
     read too (never fatal, never a pass).
@@ -330,7 +336,8 @@ def qa(
     from stampcheck.qa import UsageError, run_qa
 
     try:
-        summary = run_qa(model, photos, out, threshold, bs, workers, device, annotate, progress=progress_bar)
+        summary = run_qa(model, photos, out, threshold, bs, workers, device, annotate, progress=progress_bar,
+                         engine=engine)
     except (UsageError, OverlapError) as e:  # a model folder that cannot be used is a UsageError
         fail(str(e))
     from stampcheck.report import printable
@@ -344,6 +351,29 @@ def qa(
     report.print(table)
     report.print(f"report: {out / 'index.html'}  table: {out / 'results.csv'}")
     raise typer.Exit(summary.exit_code)
+
+
+@app.command()
+def export(
+    model: Path = typer.Argument(..., help="Model folder (from `stampcheck train`)."),
+    fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
+    out: Optional[Path] = typer.Option(None, help="File to write (default MODEL/model.onnx or "
+                                       "MODEL/model.torchscript). An existing file is replaced only when an "
+                                       "earlier export wrote it."),
+):
+    """Write the model as one graph that other tools load: uint8 photos (B, 3, S, S), RGB, squished to
+    the model's size, in; per-cell scores (B, HW, C) and boxes (B, HW, 4) in input pixels out. The
+    model's config.json travels in the file's metadata. `qa --engine onnx` runs the ONNX file without torch."""
+    from train.export import export as run_export
+    from train.model import ModelError
+
+    try:
+        path, difference = run_export(model, fmt, out)
+    except (ModelError, ValueError, OSError) as e:
+        fail(str(e))
+    checked = ("not checked (no onnxruntime installed)" if difference is None else
+               f"checked: scores within {difference[0]:.1g}, boxes within {difference[1]:.1g} px of torch's")
+    report.print(f"[green]exported[/] {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB); {checked}")
 
 
 @app.command()
@@ -415,8 +445,13 @@ def main():
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         if os.environ.get("STAMPCHECK_DEBUG"):
             raise
-        console.print(f"[bold red]error:[/] {escape(f'{type(e).__name__}: {e}')} "
-                      "(a bug in stampcheck or a problem of the machine; STAMPCHECK_DEBUG=1 shows the traceback)")
+        missing = getattr(e, "name", None) or ""  # a runtime install (stampcheck[runtime]) has no torch...
+        if isinstance(e, ModuleNotFoundError) and missing.split(".")[0] in FULL_ONLY:
+            console.print(f"[bold red]error:[/] this command needs {missing.split('.')[0]}, which is not installed: "
+                          + escape("pip install 'stampcheck[full]' (a runtime install runs `qa --engine onnx`)"))
+        else:
+            console.print(f"[bold red]error:[/] {escape(f'{type(e).__name__}: {e}')} "
+                          "(a bug in stampcheck or a problem of the machine; STAMPCHECK_DEBUG=1 shows the traceback)")
         rc = errors.FAILED
     raise SystemExit(rc if isinstance(rc, int) else errors.OK)
 

@@ -24,7 +24,7 @@ from stampcheck.atomic import atomic_path
 from stampcheck.paths import check_output, claim_output, refuse_links, refuse_overlap
 
 if TYPE_CHECKING:
-    from train.predict import PhotoResult
+    from stampcheck.runtime import PhotoResult
 
 RESULT_COLUMNS = ["file", "status", "has_stamp", "score", "class", "x0", "y0", "x1", "y1", "error"]
 # The temporary names this command's atomic writes use (stampcheck.atomic): .NAME.PID.part
@@ -206,7 +206,7 @@ def result_rows(record: dict) -> list[dict]:
 
 def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | None = None, bs: int = 32,
            workers: int | None = None, device: str | None = None, annotate: bool = False,
-           progress=None) -> QASummary:
+           progress=None, engine: str = "torch") -> QASummary:
     out = Path(out)
     if os.path.lexists(out) and not out.is_dir():
         raise UsageError(f"--out {out} is not a folder; give a folder")
@@ -215,13 +215,13 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
     check_output(out, "qa")
     if not found.files and not found.problems:
         raise UsageError("no photos found in " + ", ".join(inputs))
-    # torch and fastai load in seconds: only now, so that a mistyped path is answered at once
+    # the model loads in seconds: only now, so that a mistyped path is answered at once
+    from stampcheck.api import load_engine
     from stampcheck.report import csv_row, thumbnail_jpeg, write_annotated, write_html
-    from train.model import ModelError
-    from train.predict import PhotoResult, Predictor, predict_photos
+    from stampcheck.runtime import ModelError, PhotoResult, predict_photos
 
     try:
-        predictor = Predictor(model_dir, device)
+        predictor = load_engine(model_dir, engine, device)
     except ModelError as e:
         raise UsageError(str(e)) from e
     thr = predictor.threshold if threshold is None else threshold

@@ -11,7 +11,7 @@ from compose.preview import draw_boxes
 
 from stampcheck.atomic import atomic_write_bytes, atomic_write_text
 from stampcheck.images import ImageRejected, jpeg_bytes, open_checked
-from train.predict import PHOTO_LIMITS, THUMB
+from stampcheck.runtime import PHOTO_LIMITS, THUMB
 
 NAME_BYTES = 100  # of a photo's name kept in its annotated copy's name
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP, "CSV injection"): a

@@ -16,6 +16,8 @@ from fastai.vision.learner import create_body, num_features_model
 from torch import nn
 from torchvision import models
 
+from stampcheck.runtime import ModelError  # the ONNX engine raises it too: one error to catch
+
 ARCHS = {"resnet18": models.resnet18, "resnet34": models.resnet34, "resnet50": models.resnet50}
 WEIGHTS = {"resnet18": models.ResNet18_Weights.IMAGENET1K_V1, "resnet34": models.ResNet34_Weights.IMAGENET1K_V1,
            "resnet50": models.ResNet50_Weights.IMAGENET1K_V2}
@@ -58,10 +60,6 @@ class StampNet(nn.Module):
         f4 = self.last(f3)
         p = self.lat3(f3) + F.interpolate(self.lat4(f4), size=f3.shape[-2:], mode="nearest")
         return self.out(self.smooth(p))
-
-
-class ModelError(ValueError):
-    """A model folder that cannot be used: missing, corrupt, or not what the caller needs."""
 
 
 SIZES = (32, 2048)  # input sizes a config may ask for: past 2048 one photo's activations take many GB

@@ -1,0 +1,76 @@
+"""The Python API: ``Detector("data/model").predict("photo.jpg")``.
+
+Importing it costs no torch: the torch engine loads torch when a Detector is made, the ONNX engine
+never does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from stampcheck.images import to_rgb8
+from stampcheck.runtime import ModelError, OnnxModel, PhotoResult, find_stamps, open_photo, to_input
+
+ENGINES = ("torch", "onnx")
+
+
+def load_engine(model: Path, engine: str = "torch", device: str | None = None):
+    """The engine that runs ``model``: "torch" (a model folder) or "onnx" (an exported model.onnx,
+    or the folder holding it); a model that cannot be used raises ModelError."""
+    if engine == "onnx":
+        return OnnxModel(model, device)
+    if engine != "torch":
+        raise ModelError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    try:
+        from train.predict import Predictor
+    except ImportError as e:  # a runtime install (pip install 'stampcheck[runtime]') has no torch
+        raise ModelError(f"the torch engine needs {e.name or 'torch'}, which is not installed: use "
+                         "--engine onnx with an exported model, or pip install 'stampcheck[full]'") from e
+    return Predictor(model, device)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One stamp found: its score (0..1), class name and box in the photo's pixels (x1, y1 exclusive)."""
+
+    score: float
+    label: str
+    box: tuple[float, float, float, float]
+
+
+class Detector:
+    """A trained model, ready to find stamps on photos.
+
+    ``model``: a model folder (from `stampcheck train`); with ``engine="onnx"`` its exported
+    model.onnx (or the file itself), run by onnxruntime without torch. ``threshold`` defaults to
+    the one stored with the model; ``device`` is the torch engine's ("cpu", "cuda", ...)."""
+
+    def __init__(self, model: str | Path, engine: str = "torch", device: str | None = None,
+                 threshold: float | None = None):
+        self.engine = load_engine(Path(model), engine, device)
+        self.classes = list(self.engine.classes)
+        self.threshold = self.engine.threshold if threshold is None else float(threshold)
+
+    def predict(self, image: str | Path | Image.Image | np.ndarray,
+                threshold: float | None = None) -> list[Detection]:
+        """The stamps on ``image``, best first: a photo file (read as qa reads it: EXIF-upright, any
+        format qa takes; an unusable file raises stampcheck.images.ImageRejected), a PIL image, or a
+        H x W x 3 uint8 RGB array (both taken as they are, not turned)."""
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"an array must be H x W x 3 uint8 RGB, not {image.shape} {image.dtype}")
+            image = Image.fromarray(image)
+        if isinstance(image, Image.Image):
+            img, (w, h) = to_rgb8(image), image.size
+        else:
+            img = open_photo(Path(image), self.engine.size)
+            w, h = img.info["source_size"]
+        scores, boxes = self.engine.run(to_input(img, self.engine.size)[None])
+        r = PhotoResult(Path(), w, h)
+        find_stamps(r, scores[0], boxes[0], self.engine.size, self.classes,
+                    self.threshold if threshold is None else threshold)
+        return [Detection(s, c, tuple(b)) for s, c, b in r.detections]

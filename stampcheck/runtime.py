@@ -1,0 +1,255 @@
+"""Running a trained model on photos without torch: reading photos as the model sees them, turning
+per-cell scores and boxes into detections, the batch loop, and the ONNX engine.
+
+An engine takes a uint8 batch (B, 3, S, S), RGB, of photos squished to S x S, and returns per cell
+``scores`` (B, HW, C), probabilities, and ``boxes`` (B, HW, 4), x0, y0, x1, y1 in the pixels of
+that input. Two do: the torch model (train/predict.py) and its ONNX export (:class:`OnnxModel`);
+everything before and after the network is this module's, the same for both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+
+from stampcheck.device import cpu_count
+from stampcheck.images import ImageLimits, ImageRejected, fit_within, open_checked
+
+# Capped as crawl and compose cap theirs: a 169 MP PNG decodes to 2 GB, so anything over 100 MP is
+# refused from its header, unread. JPEGs decode at reduced scale (draft mode), so they may be larger,
+# up to Pillow's own bomb limit (179 MP): 108 MP phone photos stay checkable.
+PHOTO_LIMITS = ImageLimits(min_side=16, max_pixels=100_000_000, max_aspect=20.0)
+JPEG_LIMITS = replace(PHOTO_LIMITS, max_pixels=2 * Image.MAX_IMAGE_PIXELS)
+THUMB = 160  # report thumbnails' display size; small enough that JPEG draft decoding still applies
+# Draft decoding lands between 1x and 2x of that; up to 1.5x the photo is kept as decoded and the
+# page scales it: shrinking 174 px to 160 px cost qa about a tenth of its speed on shop photos.
+THUMB_MAX = THUMB * 3 // 2
+NMS_IOU, MAX_DETECTIONS = 0.5, 10  # as train.detect.detect, which chose the valid threshold
+ONNX_NAME, TORCHSCRIPT_NAME = "model.onnx", "model.torchscript"
+META_KEY = "stampcheck"  # the exported file's metadata: the model's config.json, and what it was made from
+
+
+class ModelError(ValueError):
+    """A model folder or file that cannot be used: missing, corrupt, or not what the caller needs."""
+
+
+@dataclass
+class PhotoResult:
+    """What the model says about one photo; boxes in the photo's own (EXIF-upright) pixels."""
+
+    path: Path
+    width: int = 0
+    height: int = 0
+    score: float = 0.0
+    top_box: list[float] | None = None
+    detections: list[tuple[float, str, list[float]]] | None = None  # (score, class, box)
+    error: str | None = None
+    preview: Image.Image | None = None  # the photo at report-thumbnail size, upright, when asked for
+    thumbnail: bytes | None = None      # the report's JPEG, made from preview by whoever draws on it
+
+    def found(self, threshold: float) -> list[tuple[float, str, list[float]]]:
+        """The detections at or above ``threshold``: the stamps this photo is judged to carry."""
+        return [d for d in (self.detections or []) if d[0] >= threshold]
+
+
+# ---- photos in ----
+
+def _is_jpeg(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(3) == b"\xff\xd8\xff"
+
+
+def open_photo(path: Path, size: int) -> Image.Image:
+    """A photo upright and RGB, JPEGs decoded at reduced scale (enough for the model and a thumbnail)."""
+    draft = max(size, THUMB)
+    try:
+        return open_checked(path, PHOTO_LIMITS, draft_size=draft)
+    except ImageRejected as e:
+        if e.reason != "too-large" or not _is_jpeg(path):
+            raise
+    return open_checked(path, JPEG_LIMITS, draft_size=draft)
+
+
+def to_input(img: Image.Image, size: int) -> np.ndarray:
+    """The model's view of an RGB image: squished to size x size, as in training; uint8 (3, S, S)."""
+    small = img.resize((size, size), Image.BILINEAR, reducing_gap=2.0)
+    return np.asarray(small).transpose(2, 0, 1)
+
+
+class Photo(NamedTuple):
+    pixels: np.ndarray | None        # to_input's array; None when the photo could not be read
+    source_size: tuple[int, int]     # width, height of the photo as stored, upright
+    error: str | None
+    preview: Image.Image | None
+
+
+def read_photo(path: Path, size: int, previews: bool = False) -> Photo:
+    """Read one photo for the model; a photo that cannot be read is a Photo with an error, never a raise."""
+    try:
+        img = open_photo(path, size)
+    except ImageRejected as e:
+        return Photo(None, (0, 0), str(e), None)
+    except Exception as e:  # whatever else a broken file does, it must not stop the batch
+        return Photo(None, (0, 0), f"unreadable: {type(e).__name__}: {e}", None)
+    # kept as pixels: the report draws the boxes on it and encodes it once
+    thumb = fit_within(img, THUMB_MAX) if previews else None
+    return Photo(to_input(img, size), img.info["source_size"], None, thumb)
+
+
+def _read_ahead(read, files, workers: int, ahead: int):
+    """``map(read, files)`` on ``workers`` threads, at most ``ahead`` photos ahead of the consumer.
+    Threads suffice: Pillow lets go of the GIL while it decodes and resizes."""
+    if not workers:
+        yield from map(read, files)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque()
+        for f in files:
+            pending.append(pool.submit(read, f))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+# ---- detections out ----
+
+def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float = NMS_IOU) -> list[int]:
+    """Indices kept by greedy per-class NMS, best first: torchvision's batched_nms (a box goes when it
+    overlaps a better one of its class by more than ``iou``), in numpy."""
+    x0, y0, x1, y1 = boxes.T
+    area = (x1 - x0) * (y1 - y0)
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        while order.size:
+            i, rest = order[0], order[1:]
+            keep.append(int(i))
+            w = np.clip(np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]), 0, None)
+            h = np.clip(np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]), 0, None)
+            inter = w * h
+            overlap = inter / (area[i] + area[rest] - inter)
+            order = rest[~((overlap > iou) & (classes[rest] == classes[i]))]  # NaN (empty boxes) stays
+    return keep
+
+
+def to_photo_pixels(box: np.ndarray, size: int, width: int, height: int) -> list[float]:
+    """A box in the pixels of the S x S input -> pixels of a width x height photo (x1/y1 exclusive),
+    clipped to the photo and at least 1 px wide and high (as train.detect.to_pixels)."""
+    x0, y0, x1, y1 = np.clip(np.nan_to_num(np.asarray(box, dtype=np.float64) / size, nan=0.0), 0, 1).tolist()
+    x0, y0 = min(x0 * width, width - 1), min(y0 * height, height - 1)
+    return [x0, y0, max(x1 * width, x0 + 1), max(y1 * height, y0 + 1)]
+
+
+def find_stamps(r: PhotoResult, scores: np.ndarray, boxes: np.ndarray, size: int, classes: list[str],
+                threshold: float) -> None:
+    """Fill ``r`` from one photo's per-cell (HW, C) scores and (HW, 4) boxes: presence (the best cell
+    anywhere), its box, and the detections at or above ``threshold`` after NMS."""
+    score, cls = scores.max(-1), scores.argmax(-1)
+    top = int(score.argmax())
+    r.score = float(score[top])
+    r.top_box = to_photo_pixels(boxes[top], size, r.width, r.height)
+    kept = np.flatnonzero(score >= threshold)
+    best = kept[nms(boxes[kept], score[kept], cls[kept])[:MAX_DETECTIONS]]
+    r.detections = [(float(score[i]), classes[int(cls[i])], to_photo_pixels(boxes[i], size, r.width, r.height))
+                    for i in best]
+
+
+def predict_photos(engine, files: list[Path], bs: int = 32, workers: int | None = None,
+                   threshold: float | None = None, previews: bool = False, low_threshold: float | None = None):
+    """Yield a PhotoResult per file, in batches, in file order. ``low_threshold`` keeps lower
+    scoring detections too (for AP)."""
+    if workers is None:
+        # On the CPU the forward pass already uses every core; decoding threads only pay off
+        # beyond a few cores.
+        workers = min(8, cpu_count()) if engine.on_gpu else cpu_count() // 4
+    thr = low_threshold or (engine.threshold if threshold is None else threshold)
+    photos = _read_ahead(partial(read_photo, size=engine.size, previews=previews), files, workers, 4 * bs)
+    batch = []
+    for k, (path, photo) in enumerate(zip(files, photos)):
+        batch.append((path, photo))
+        if len(batch) < bs and k + 1 < len(files):
+            continue
+        good = [p.pixels for _, p in batch if p.pixels is not None]
+        scores, boxes = engine.run(np.stack(good)) if good else (None, None)
+        j = 0
+        for path, p in batch:
+            r = PhotoResult(path, *p.source_size, error=p.error, preview=p.preview)
+            if p.pixels is not None:
+                find_stamps(r, scores[j], boxes[j], engine.size, engine.classes, thr)
+                j += 1
+            yield r
+        batch = []
+
+
+# ---- the ONNX engine ----
+
+def source_digest(model_dir: Path) -> str | None:
+    """sha256 of the weights and config an export was made from, or None when they are not there;
+    an export whose digest differs from its folder's is stale (the folder was trained again)."""
+    h = hashlib.sha256()
+    try:
+        for name in ("model.pth", "config.json"):
+            with open(Path(model_dir) / name, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+class OnnxModel:
+    """An exported model.onnx run by onnxruntime: the engine of a PC without torch.
+
+    ``path`` is the file or the model folder holding it. The file carries the model's config
+    (classes, input size, threshold) in its metadata, so it is enough on its own."""
+
+    def __init__(self, path: Path, device: str | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ModelError("the onnx engine needs onnxruntime: pip install 'stampcheck[runtime]'") from e
+        path = Path(path)
+        if path.is_dir():
+            path = path / ONNX_NAME
+        if not path.is_file():
+            raise ModelError(f"{path} not found; make it with `stampcheck export MODEL`")
+        available = ort.get_available_providers()
+        gpu = "CUDAExecutionProvider" in available and (device in (None, "", "auto") or str(device).startswith("cuda"))
+        if device not in (None, "", "auto", "cpu") and not gpu:
+            raise ModelError(f"device {device!r}: this onnxruntime runs on {', '.join(available)}")
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if gpu else ["CPUExecutionProvider"]
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # onnxruntime's warnings are for its developers
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+            meta = json.loads(self.session.get_modelmeta().custom_metadata_map[META_KEY])
+            self.config, made_from = meta["config"], meta["source_sha256"]
+            self.classes = [str(c) for c in self.config["classes"]]
+            self.size, self.threshold = int(self.config["size"]), float(self.config["threshold"])
+            self.input = self.session.get_inputs()[0]
+            if self.input.shape[1:] != [3, self.size, self.size]:
+                raise ValueError(f"its input is {self.input.shape}, its config says {self.size} px")
+        except Exception as e:  # a truncated file, another tool's ONNX: onnxruntime's own errors vary
+            raise ModelError(f"{path} is not a stampcheck export ({type(e).__name__}: {str(e)[:200]}); "
+                             "make one with `stampcheck export MODEL`") from e
+        digest = source_digest(path.parent)
+        if digest and digest != made_from:
+            raise ModelError(f"{path} was exported from other weights than the model.pth beside it "
+                             f"(trained again since?); run `stampcheck export {path.parent}` again")
+        self.path = path
+        self.on_gpu = self.session.get_providers()[0] == "CUDAExecutionProvider"
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (B, 3, S, S) -> scores (B, HW, C) and boxes (B, HW, 4) in input pixels."""
+        scores, boxes = self.session.run(None, {self.input.name: np.ascontiguousarray(batch, dtype=np.uint8)})
+        return scores, boxes

@@ -1,0 +1,231 @@
+"""`stampcheck export`, the ONNX engine (`qa --engine onnx`, no torch needed) and the Python API."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from compose.composer import ComposeConfig, compose_dataset
+from stampcheck.api import Detector
+from stampcheck.cli import FULL_ONLY
+from stampcheck.images import find_images
+from stampcheck.runtime import ModelError, OnnxModel, PhotoResult, find_stamps, predict_photos, read_photo
+from tests.conftest import SHARED_PHOTOS, photo, write_exif_rotated
+from tests.test_train import EASY
+from train.detect import detect, split_output, to_pixels
+from train.export import export
+from train.learner import TrainConfig, train
+from train.predict import Predictor
+
+ROOT = Path(__file__).resolve().parents[1]
+SCORE_TOL, BOX_TOL = 1e-3, 0.5  # what the ONNX engine may differ from torch's (fp32) by; boxes in px
+
+
+def run_cli(*args, code: str | None = None):
+    """The CLI in a fresh interpreter; ``code`` runs first (the import blocker)."""
+    prog = (code or "") + "\nimport sys\nsys.argv[0] = 'stampcheck'\nfrom stampcheck.cli import main\nmain()"
+    return subprocess.run([sys.executable, "-c", prog, *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+# What a PC with only `pip install stampcheck[runtime]` lacks: importing any of it fails.
+NO_TORCH = f"""
+import sys
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {sorted(FULL_ONLY | {"onnx"})!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+sys.meta_path.insert(0, NotInstalled())
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    compose_dataset(ComposeConfig(count=24, seed=2, max_size=96, looks=EASY), root / "ds")
+    train(root / "ds", root / "model", TrainConfig(arch="resnet18", size=64, epochs=1, bs=8, pretrained="none",
+                                                   workers=0), log=lambda *a: None)
+    r = run_cli("export", root / "model")
+    assert r.returncode == 0 and "exported" in r.stdout and "checked" in r.stdout, r.stdout + r.stderr
+    photos = root / "photos"
+    photos.mkdir()
+    for f in sorted((root / "ds" / "images").iterdir())[:3]:
+        shutil.copy(f, photos / f.name)
+    photo(5).convert("CMYK").save(photos / "cmyk.jpg")
+    photo(6, (300, 200)).save(photos / "upright.png")
+    write_exif_rotated(photos / "rotated.jpg", photo(6, (300, 200)))
+    photo(7, (4000, 3000)).save(photos / "large.jpg", quality=85)
+    (photos / "corrupt.jpg").write_bytes((photos / "large.jpg").read_bytes()[:500])
+    return root
+
+
+def real_photos(every: int = 40) -> list[Path]:
+    return find_images([SHARED_PHOTOS])[::every] if SHARED_PHOTOS.is_dir() else []
+
+
+def assert_same_detections(a: PhotoResult, b: PhotoResult, score_tol=SCORE_TOL, box_tol=BOX_TOL):
+    assert (a.error, a.width, a.height) == (b.error, b.width, b.height)
+    if a.error:
+        return
+    assert abs(a.score - b.score) <= score_tol and np.allclose(a.top_box, b.top_box, atol=box_tol), a.path
+    assert len(a.detections) == len(b.detections) > 0, a.path
+    for (s1, c1, b1), (s2, c2, b2) in zip(a.detections, b.detections):
+        assert c1 == c2 and abs(s1 - s2) <= score_tol and np.allclose(b1, b2, atol=box_tol), a.path
+
+
+def test_onnx_gives_torchs_detections_on_real_and_generated_photos(tiny):
+    files = find_images([tiny / "photos"]) + real_photos()
+    torch_engine = Predictor(tiny / "model", "cpu", mixed_precision=False)
+    onnx_engine = OnnxModel(tiny / "model" / "model.onnx")
+    assert onnx_engine.classes == torch_engine.classes and onnx_engine.size == 64
+    # the graph's own outputs: per-cell scores and boxes in input pixels; a batch size it was not exported with
+    batch = np.stack([p.pixels for p in (read_photo(f, 64) for f in files) if p.pixels is not None])
+    (ts, tb), (os_, ob) = torch_engine.run(batch), onnx_engine.run(batch)
+    assert ts.shape == (len(batch), 16, 1) and tb.shape == (len(batch), 16, 4)
+    assert np.abs(ts - os_).max() <= SCORE_TOL and np.abs(tb - ob).max() <= BOX_TOL
+    assert np.ptp(ts) > 1e-3  # the photos tell the cells apart: a graph that ignored its input would fail
+    # whole photos, in the photos' own pixels, batches of 3 against batches of 32; threshold 0 keeps
+    # every cell, so NMS is compared too
+    by_torch = list(predict_photos(torch_engine, files, threshold=0.0))
+    by_onnx = list(predict_photos(onnx_engine, files, bs=3, threshold=0.0, workers=2))
+    assert [r.path for r in by_onnx] == files and sum(r.error is not None for r in by_onnx) == 1
+    for a, b in zip(by_torch, by_onnx):
+        assert_same_detections(a, b)
+    large = next(r for r in by_onnx if r.path.name == "large.jpg")
+    assert (large.width, large.height) == (4000, 3000) and large.top_box[2] <= 4000
+
+
+def test_qa_on_the_onnx_file_needs_no_torch_and_agrees_with_torch(tiny, tmp_path):
+    expected = {r.path.name: r for r in predict_photos(Predictor(tiny / "model", "cpu", mixed_precision=False),
+                                                       find_images([tiny / "photos"]), threshold=0.0)}
+    # a threshold halfway between two photos' scores: some photos pass, some fail, none is near the cut
+    tops = sorted({r.score for r in expected.values() if not r.error})
+    k = max(range(1, len(tops)), key=lambda i: tops[i] - tops[i - 1])
+    thr = round((tops[k - 1] + tops[k]) / 2, 6)
+    r = run_cli("qa", tiny / "model" / "model.onnx", tiny / "photos", "--out", tmp_path / "qa", "--engine", "onnx",
+                "--threshold", thr, code=NO_TORCH)
+    assert r.returncode == 1, r.stdout + r.stderr  # some stamps missing (and the corrupt photo is no pass)
+    rows = list(csv.DictReader(open(tmp_path / "qa" / "results.csv")))  # one row per stamp found
+    assert (tmp_path / "qa" / "index.html").stat().st_size > 1000
+    assert {Path(row["file"]).name for row in rows} == set(expected)
+    for row in rows:
+        want = expected[Path(row["file"]).name]
+        if want.error:
+            assert row["status"] == "error" and row["error"] == want.error
+            continue
+        found = want.found(thr)
+        assert row["has_stamp"] == str(int(bool(found)))
+        if found:
+            same = [f for f in found if abs(f[0] - float(row["score"])) <= SCORE_TOL + 1e-4]
+            assert same and any(np.allclose([float(row[k]) for k in ("x0", "y0", "x1", "y1")], b, atol=1)
+                                for _, _, b in same)
+        else:
+            assert abs(float(row["score"]) - want.score) <= SCORE_TOL + 1e-4
+    assert 0 < sum(row["has_stamp"] == "1" for row in rows) == sum(len(r.found(thr)) for r in expected.values())
+
+    r = run_cli("qa", tiny / "model", tiny / "photos", "--out", tmp_path / "torch", code=NO_TORCH)
+    out = (r.stdout + r.stderr).strip()
+    assert r.returncode == 2 and out.startswith("error:") and "--engine onnx" in out and len(out.splitlines()) == 1, out
+    assert not (tmp_path / "torch").exists()
+
+
+def test_python_api_without_torch_on_files_pil_images_and_arrays(tiny, tmp_path):
+    png = tiny / "photos" / "upright.png"
+    script = NO_TORCH + f"""
+import json
+import numpy as np
+from PIL import Image
+from stampcheck import Detector
+d = Detector({str(tiny / "model")!r}, engine="onnx")
+img = Image.open({str(png)!r})
+out = [d.predict(x, threshold=0.0) for x in ({str(png)!r}, img, np.asarray(img))]
+print(json.dumps([[[x.score, x.label, list(x.box)] for x in dets] for dets in out]))
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    by_path, by_pil, by_array = json.loads(r.stdout)
+    assert by_path == by_pil == by_array and by_path and by_path[0][1] == "qc-passed"
+    assert all(0 <= x0 < x1 <= 300 and 0 <= y0 < y1 <= 200 for _, _, (x0, y0, x1, y1) in by_path)
+    # the torch engine finds the same stamps (it may run in bf16 where the CPU has it: looser bounds)
+    with_torch = Detector(tiny / "model").predict(np.asarray(Image.open(png)), threshold=0.0)
+    assert abs(with_torch[0].score - by_path[0][0]) < 0.02 and np.allclose(with_torch[0].box, by_path[0][2], atol=3)
+    # EXIF turns are followed for files, not for images handed over as they are
+    rotated = tiny / "photos" / "rotated.jpg"
+    assert Detector(tiny / "model").predict(rotated, threshold=0.0)[0].box[2] <= 300
+    with pytest.raises(ValueError, match="H x W x 3 uint8"):
+        Detector(tiny / "model", engine="onnx").predict(np.zeros((20, 20), np.float32))
+
+
+def test_import_stampcheck_is_cheap():
+    r = subprocess.run([sys.executable, "-c", "import sys, stampcheck; from stampcheck import Detector; "
+                        "print(sorted({'torch', 'fastai', 'onnxruntime'} & set(sys.modules)))"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_torchscript_export_runs_like_the_model(tiny, tmp_path):
+    path, difference = export(tiny / "model", "torchscript", tmp_path / "m.torchscript")
+    assert difference == (0.0, 0.0)
+    extra = {"stampcheck.json": ""}
+    loaded = torch.jit.load(str(path), _extra_files=extra)
+    assert json.loads(extra["stampcheck.json"])["config"]["classes"] == ["qc-passed"]
+    batch = np.stack([read_photo(f, 64).pixels for f in find_images([tiny / "photos"]) if f.name != "corrupt.jpg"])
+    expected = Predictor(tiny / "model", "cpu", mixed_precision=False).run(batch)
+    with torch.no_grad():
+        got = loaded(torch.from_numpy(batch))
+    for e, g in zip(expected, got):
+        assert np.abs(e - g.numpy()).max() < 1e-4
+
+
+def test_export_replaces_only_its_own_files_and_a_stale_export_is_refused(tiny, tmp_path):
+    notes = tmp_path / "notes.onnx"
+    notes.write_text("not a model")
+    weights = (tiny / "model" / "model.pth").read_bytes()
+    for out in (notes, tiny / "model" / "model.pth"):  # (the CLI makes a ValueError one line and exit 2)
+        with pytest.raises(ValueError, match="not an earlier stampcheck export"):
+            export(tiny / "model", "onnx", out)
+    assert notes.read_text() == "not a model" and (tiny / "model" / "model.pth").read_bytes() == weights
+    with pytest.raises(ValueError, match="choose one of"):
+        export(tiny / "model", "tflite")
+
+    # a folder trained again after its export: the old model.onnx would give the old model's answers
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("config.json", "model.pth", "model.onnx"):
+        shutil.copy(tiny / "model" / name, model / name)
+    assert OnnxModel(model).threshold == json.loads((model / "config.json").read_text())["threshold"]
+    state = torch.load(model / "model.pth", weights_only=True)
+    state["out.bias"] += 1
+    torch.save(state, model / "model.pth")
+    with pytest.raises(ModelError, match="export .* again"):
+        OnnxModel(model)
+    path, _ = export(model, "onnx")  # its own earlier export: replaced
+    assert path == model / "model.onnx" and OnnxModel(model).size == 64
+    for bad in (tmp_path / "nothing", notes):
+        with pytest.raises(ModelError):
+            OnnxModel(bad)
+
+
+def test_runtime_decoding_is_train_detect():
+    """The numpy decoding both engines share gives what the training's valid threshold was chosen with."""
+    g = torch.Generator().manual_seed(0)
+    n_classes, size = 2, 128
+    out = torch.cat([torch.randn(3, n_classes, 8, 8, generator=g) * 3, torch.randn(3, 4, 8, 8, generator=g) * 0.7], 1)
+    logits, boxes = split_output(out, n_classes)
+    scores, pixels = logits.sigmoid().numpy(), ((boxes + 1) * size / 2).numpy()
+    for b, want in enumerate(detect(out, n_classes, 0.3)):
+        r = PhotoResult(Path(), 640, 480)
+        find_stamps(r, scores[b], pixels[b], size, ["a", "b"], 0.3)
+        assert r.score == pytest.approx(want["score"]) and np.allclose(r.top_box, to_pixels(want["box"], 640, 480))
+        s, c, bx = want["dets"]
+        assert len(r.detections) == len(s) > 1
+        for (score, label, box), s1, c1, b1 in zip(r.detections, s, c, bx):
+            assert score == pytest.approx(float(s1)) and label == "ab"[int(c1)]
+            assert np.allclose(box, to_pixels(b1, 640, 480), atol=1e-3)

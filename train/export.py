@@ -1,0 +1,146 @@
+"""`stampcheck export`: the model as one graph that other tools load (ONNX, TorchScript).
+
+The graph is the torch engine's own (:class:`InferenceGraph`): uint8 photos in, per-cell scores and
+boxes in input pixels out; stampcheck.runtime does the rest (threshold, NMS, photo pixels).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from stampcheck.atomic import atomic_path
+from stampcheck.runtime import META_KEY, ONNX_NAME, TORCHSCRIPT_NAME, ModelError, source_digest
+from train.detect import split_output
+from train.model import load_model_dir
+
+FORMATS = {"onnx": ONNX_NAME, "torchscript": TORCHSCRIPT_NAME}
+OPSET = 17  # onnxruntime 1.14 and later, OpenCV 4.8, TensorRT 8.6 read it
+SCORE_TOLERANCE, BOX_TOLERANCE = 1e-3, 0.5  # px: what an export may differ from torch by
+
+
+class InferenceGraph(nn.Module):
+    """uint8 (B, 3, S, S) RGB photos squished to S x S -> ``scores`` (B, HW, C), probabilities, and
+    ``boxes`` (B, HW, 4), x0, y0, x1, y1 in input pixels, one per cell of the head's grid (row-major).
+    Normalising with the model's mean and std happens inside."""
+
+    def __init__(self, model: nn.Module, config: dict):
+        super().__init__()
+        self.model, self.n_classes, self.size = model, len(config["classes"]), int(config["size"])
+        self.register_buffer("mean", torch.tensor(config["mean"]).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(config["std"]).view(1, 3, 1, 1) * 255)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, boxes = split_output(self.model(self.normalise(x)), self.n_classes)
+        return logits.sigmoid(), (boxes + 1) * (self.size / 2)
+
+
+def load_graph(model_dir: Path) -> tuple[dict, InferenceGraph]:
+    config, model = load_model_dir(model_dir)
+    return config, InferenceGraph(model, config).eval()
+
+
+def metadata(model_dir: Path, config: dict) -> str:
+    return json.dumps({"config": config, "source_sha256": source_digest(model_dir),
+                       "input": "uint8 (B, 3, S, S) RGB, the photo squished to S x S (bilinear)",
+                       "outputs": "scores (B, HW, C) in 0..1; boxes (B, HW, 4) x0, y0, x1, y1 in input pixels"})
+
+
+def is_export(path: Path) -> bool:
+    """Whether ``path`` is a file an earlier export wrote (the only kind export replaces)."""
+    try:
+        if zipfile.is_zipfile(path):  # TorchScript
+            with zipfile.ZipFile(path) as z:
+                return any(n.endswith(f"extra/{META_KEY}.json") for n in z.namelist())
+        import onnx
+
+        if path.stat().st_size >= 2**31:  # past protobuf's limit: no ONNX file, and not worth reading
+            return False
+        model = onnx.load(str(path), load_external_data=False)
+        return any(p.key == META_KEY for p in model.metadata_props)
+    except Exception:  # anything unreadable is not ours
+        return False
+
+
+def export(model_dir: Path, fmt: str = "onnx", out: Path | None = None) -> tuple[Path, tuple | None]:
+    """Write the model as ``fmt`` (atomically; an existing file only when an earlier export wrote
+    it). Returns the file and the largest differences between its scores and boxes and torch's on a
+    test batch (None when no onnxruntime is installed to check an ONNX file)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    model_dir = Path(model_dir)
+    out = Path(out) if out else model_dir / FORMATS[fmt]
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the path of the file to write")
+    if out.exists() and not is_export(out):
+        raise ValueError(f"{out} exists and is not an earlier stampcheck export; it is left as it is "
+                         "(choose another --out)")
+    config, graph = load_graph(model_dir)
+    size = int(config["size"])
+    # two different photos: a batch of 2 keeps the batch axis a variable, and tells the graph apart
+    # from one that ignores its input
+    example = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 3, size, size), dtype=np.uint8))
+    meta = metadata(model_dir, config)
+    with atomic_path(out) as tmp:
+        with warnings.catch_warnings():
+            # torch.jit says it is deprecated, and the ONNX exporter used here that a newer one exists
+            warnings.simplefilter("ignore")
+            if fmt == "onnx":
+                tmp.write_bytes(onnx_bytes(graph, example, meta))
+            else:
+                with torch.no_grad():
+                    traced = torch.jit.trace(graph, example)
+                torch.jit.save(traced, str(tmp), _extra_files={f"{META_KEY}.json": meta})
+            difference = check(graph, tmp, fmt, example)
+        if difference and (difference[0] > SCORE_TOLERANCE or difference[1] > BOX_TOLERANCE):
+            raise ModelError(f"the exported graph's outputs differ from torch's (scores by {difference[0]:.2g}, "
+                             f"boxes by {difference[1]:.2g} px); nothing written")
+    return out, difference
+
+
+def onnx_bytes(graph: InferenceGraph, example: torch.Tensor, meta: str) -> bytes:
+    """The graph as ONNX with a variable batch size and the model's config in its metadata.
+
+    torch's TorchScript-based exporter (``dynamo=False``): it needs no onnxscript, works offline and
+    gives a plain graph of standard operators; this network has no control flow, which is all the
+    newer exporter would add."""
+    try:
+        import onnx
+    except ImportError as e:
+        raise ModelError("ONNX export needs the onnx package: pip install onnx") from e
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(graph, (example,), buf, dynamo=False, opset_version=OPSET, input_names=["image"],
+                          output_names=["scores", "boxes"],
+                          dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}, "boxes": {0: "batch"}})
+    model = onnx.load_from_string(buf.getvalue())
+    model.doc_string = "stampcheck stamp detector; metadata 'stampcheck' holds its config"
+    onnx.helper.set_model_props(model, {META_KEY: meta})
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def check(graph: InferenceGraph, path: Path, fmt: str, example: torch.Tensor) -> tuple[float, float] | None:
+    """Run the written file on ``example``: the largest differences of its scores and boxes from torch's."""
+    with torch.no_grad():
+        expected = graph(example)
+        if fmt == "torchscript":
+            got = torch.jit.load(str(path))(example)
+        else:
+            try:
+                import onnxruntime as ort
+            except ImportError:
+                return None
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            got = [torch.from_numpy(a) for a in session.run(None, {"image": example.numpy()})]
+    return tuple(float((a - b).abs().max()) for a, b in zip(expected, got))
