@@ -1,4 +1,4 @@
-"""`stampcheck demo`: the whole pipeline offline, sized to finish in about 5 minutes.
+"""`stampcheck demo`: the whole pipeline offline, sized to finish in about 3 minutes on 2 CPU cores.
 
 compose (built-in stamp and scenes) -> train -> compose a held-out set on scenes the model never
 saw (another seed and other scene numbers) -> evaluate it and run qa on its photos.
