@@ -144,6 +144,12 @@ def crawl_engine(store: ImageStore, stats: CrawlStats, engine: str, keyword: str
                                        max_retry=opts.retries))
     finally:
         c.signal.set(reach_max_num=True)  # releases feeders and parsers still waiting on a queue
+    # icrawler's downloader threads give up on a queue that stayed empty while they were all held by
+    # slow servers; what they left is fetched here, one by one, unless --max was reached
+    for url in stats.unhandled(key):
+        if c.downloader.kept_here >= opts.max_num:
+            break
+        c.downloader.download({"file_url": url}, None, timeout=opts.timeout, max_retry=opts.retries)
     for url in stats.unhandled(key):
         stats.reject(key, "not-fetched")
         store.reject(url, engine, keyword, "not-fetched", f"--max {opts.max_num} was reached first")

@@ -233,6 +233,21 @@ def test_url_list_accounts_for_every_url_and_holds_the_deadline(hostile, tmp_pat
     assert "…" not in r.stdout and source == str(listing), source  # folded onto lines, never cut
 
 
+
+def test_one_thread_held_by_slow_servers_still_fetches_every_url(hostile, tmp_path):
+    """Found by an attacker: with its only download thread held by slow servers, icrawler's queue
+    dropped the URLs after them, and they were written off as not fetched."""
+    base = hostile
+    Hostile.files.update({f"/late{i}.jpg": jpeg(photo(90 + i)) for i in range(8)})
+    urls = [f"{base}/drip.jpg?a={i}" for i in range(2)] + [f"{base}/late{i}.jpg" for i in range(8)]
+    listing = tmp_path / "urls.txt"
+    listing.write_text("\n".join(urls) + "\n")
+    r, _ = cli("--urls", listing, "--out", tmp_path / "out", "--threads", "1", "--min-size", "64",
+               "--timeout", "1", "--deadline", 2, timeout=120)
+    clean(r)
+    got = accounted(tmp_path / "out")
+    assert set(got) == set(urls) and [got[u] for u in urls[2:]] == ["kept"] * 8, got
+
 # -- 5. a shop site: relative src, srcset, lazy loading, picture, og:image, robots.txt ------------
 
 def shop(base: str) -> dict:
