@@ -71,22 +71,21 @@ def _state(out: Path) -> dict:
 def test_pretrain_killed_mid_epoch_resumes_and_finishes(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "stampcheck", "pretrain", "--out", str(out), "--arch", "resnet18", "--size", "64",
-            "--epochs", "3", "--epoch-images", "24", "--valid-images", "8", "--bs", "8", "--workers", "0"]
+            "--epochs", "4", "--epoch-images", "48", "--valid-images", "8", "--bs", "8", "--workers", "0"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while _state(out).get("epochs_done", 0) < 1 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert _state(out).get("epochs_done") == 1, "the first epoch never finished"
-    time.sleep(1.0)  # into the second epoch
-    proc.send_signal(signal.SIGKILL)
+        time.sleep(0.05)
+    assert _state(out).get("epochs_done", 0) >= 1, "the first epoch never finished"
+    proc.send_signal(signal.SIGKILL)  # in the second epoch (or the third on a fast machine)
     proc.wait()
-    assert _state(out)["epochs_done"] < 3
+    assert _state(out)["epochs_done"] < 4
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert again.returncode == 2 and "--resume" in again.stdout + again.stderr  # never silently restarted
     done = subprocess.run(args + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     state = _state(out)
-    assert state["epochs_done"] == 3 and [h["epoch"] for h in state["history"]] == [1, 2, 3]
+    assert state["epochs_done"] == 4 and [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
     card = (out / "card.md").read_text()
     assert hashlib.sha256((out / "base.pth").read_bytes()).hexdigest() in card
     assert not list(out.glob(".*.part"))
