@@ -36,6 +36,7 @@ from train.model import base_path, build_model
 from train.precision import set_precision
 from train.synthetic import Loader, SyntheticStamps, collate, load_backgrounds
 
+OWN_FILES = ("checkpoint.pth", "state.json", "base.pth", "card.md")
 VALID_OFFSET = 10 ** 9  # valid images are indices no training epoch reaches
 
 
@@ -141,6 +142,9 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
             f"{saved.epochs} epochs of {saved.epoch_images} images)")
         cfg = saved
     out.mkdir(parents=True, exist_ok=True)
+    for name in OWN_FILES:  # what a run killed mid-write left (kill -9 skips atomic_path's cleanup)
+        for p in out.glob(f".{name}.*.part"):
+            p.unlink()
     set_seed(cfg.seed)
     device = pick_device(cfg.device)
     workers = cfg.workers if cfg.workers is not None else (min(16, cpu_count()) if device.type == "cuda"
