@@ -266,11 +266,11 @@ def pretrain(
     backgrounds: List[Path] = typer.Option(None, help="Folders of real product photos (no stamps on them), "
                                            "repeatable; built-in scenes are always used too."),
     arch: str = typer.Option("resnet18", help="ResNet body: resnet18, resnet34 or resnet50."),
-    size: int = typer.Option(160, min=64, max=1024, help="Input size in pixels."),
-    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs of the one-cycle schedule (default 30). With "
+    size: int = typer.Option(128, min=64, max=1024, help="Input size in pixels (the shipped base: 128)."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs of the one-cycle schedule (default 50). With "
                                          "--resume: a new length for the run's schedule."),
-    epoch_images: int = typer.Option(4000, min=8, help="New images composed per epoch."),
-    valid_images: int = typer.Option(400, min=8, help="Composed valid images (the same every epoch)."),
+    epoch_images: int = typer.Option(2000, min=8, help="New images composed per epoch."),
+    valid_images: int = typer.Option(300, min=8, help="Composed valid images (the same every epoch)."),
     bs: int = typer.Option(32, min=1, help="Batch size."),
     lr: float = typer.Option(3e-3, min=1e-6, max=1.0, help="Peak learning rate."),
     seed: int = typer.Option(0, help="Same seed, same images."),
@@ -296,7 +296,7 @@ def pretrain(
             ship_base(out, log=report.print)
             return
         refuse_overlap(out, list(backgrounds or []))
-        cfg = PretrainConfig(arch=arch, size=size, epochs=epochs or 30, epoch_images=epoch_images,
+        cfg = PretrainConfig(arch=arch, size=size, epochs=epochs or 50, epoch_images=epoch_images,
                              valid_images=valid_images, bs=bs, lr=lr, seed=seed,
                              backgrounds=[str(b) for b in backgrounds or []], workers=workers, device=device,
                              mixed_precision=mixed_precision)

@@ -43,10 +43,10 @@ VALID_OFFSET = 10 ** 9  # valid images are indices no training epoch reaches
 @dataclass
 class PretrainConfig:
     arch: str = "resnet18"
-    size: int = 160
-    epochs: int = 30
-    epoch_images: int = 4000
-    valid_images: int = 400
+    size: int = 128
+    epochs: int = 50
+    epoch_images: int = 2000
+    valid_images: int = 300
     bs: int = 32
     lr: float = 3e-3
     seed: int = 0
