@@ -22,7 +22,7 @@ from pathlib import Path
 import imagehash
 import numpy as np
 
-from stampcheck.atomic import atomic_write_bytes, atomic_write_text
+from stampcheck.atomic import atomic_write_bytes, atomic_write_text, remove_own_partials
 from stampcheck.images import ImageLimits, ImageRejected, fit_within, jpeg_bytes, open_checked
 
 NEAR_DISTANCE = 6  # of 64 phash bits; re-encodes and resizes land at 0-4, other photos above 20
@@ -31,7 +31,7 @@ TRANSIENT = {"timeout", "http-error", "connection-error", "error", "not-fetched"
              "not-a-file", "name-taken"}
 # The temporary names stampcheck.atomic gives our own files (.NAME.PID.part): the only files a run
 # ever removes, and only these names, so a user's own ".something.part" survives.
-OUR_PARTIAL = re.compile(r"^\.([0-9a-f]{20}\.jpg|manifest\.jsonl|rejected\.jsonl)\.\d+\.part$")
+OUR_PARTIAL_NAMES = r"[0-9a-f]{20}\.jpg|manifest\.jsonl|rejected\.jsonl"
 MANIFEST_KEYS = ("file", "sha256", "phash", "url")
 REJECTED_KEYS = ("url", "reason")
 OUR_FILE = re.compile(r"^[0-9a-f]{20}\.jpg$")
@@ -77,9 +77,7 @@ class ImageStore:
         rejected = _read_log(self.root / "rejected.jsonl", REJECTED_KEYS)
         self.images.mkdir(parents=True, exist_ok=True)
         for folder in (self.root, self.images):
-            for tmp in folder.iterdir():
-                if OUR_PARTIAL.match(tmp.name):
-                    tmp.unlink(missing_ok=True)
+            remove_own_partials(folder, OUR_PARTIAL_NAMES)
         entries = [e for e in entries if (self.images / e["file"]).is_file()]
         listed = {e["file"] for e in entries}
         self.foreign = sorted(f for f in self.images.iterdir() if f.name not in listed)

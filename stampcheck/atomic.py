@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,6 +32,30 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process, or no pid at all: leave its files be
+        return True
+    return True
+
+
+def remove_own_partials(folder: Path, names: str) -> list[Path]:
+    """Remove what runs killed mid-write (kill -9 skips atomic_path's cleanup) left in ``folder``:
+    only :func:`atomic_path`'s temporary names of files matching the regex ``names``, and only when
+    the process that wrote them is gone. A user's own ``.something.part`` is never touched."""
+    own = re.compile(rf"\.(?:{names})\.(\d+)\.part")
+    removed = []
+    for p in Path(folder).glob(".*.part"):
+        m = own.fullmatch(p.name)
+        if m and not _alive(int(m[1])) and p.is_file() and not p.is_symlink():
+            p.unlink()
+            removed.append(p)
+    return removed
 
 
 def remove_partials(folder: Path) -> int:

@@ -13,14 +13,13 @@ import glob
 import heapq
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from stampcheck import errors
-from stampcheck.atomic import atomic_path
+from stampcheck.atomic import atomic_path, remove_own_partials
 from stampcheck.paths import check_output, claim_output, refuse_links, refuse_overlap
 
 if TYPE_CHECKING:
@@ -28,8 +27,7 @@ if TYPE_CHECKING:
 
 RESULT_COLUMNS = ["file", "status", "has_stamp", "score", "class", "x0", "y0", "x1", "y1", "error"]
 # The temporary names this command's atomic writes use (stampcheck.atomic): .NAME.PID.part
-OWN_PARTIALS = {".": re.compile(r"\.(?:results\.csv|results\.jsonl|index\.html)\.(\d+)\.part"),
-                "annotated": re.compile(r"\.\d{5,}_.*\.jpg\.(\d+)\.part")}
+OWN_PARTIALS = {".": r"results\.csv|results\.jsonl|index\.html", "annotated": r"\d{5,}_.*\.jpg"}
 
 
 class UsageError(ValueError):
@@ -138,27 +136,9 @@ def expand_inputs(inputs: list[str]) -> Inputs:
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError):  # another user's process, or no pid at all: leave its files be
-        return True
-    return True
-
-
 def remove_stale_partials(out: Path) -> list[Path]:
-    """Remove what runs killed mid-way (kill -9 skips atomic_path's cleanup) left in ``out``: only this
-    command's own temporary names, and only when the process that wrote them is gone."""
-    removed = []
-    for sub, own in OWN_PARTIALS.items():
-        for p in (out / sub).glob(".*.part"):
-            m = own.fullmatch(p.name)
-            if m and not _alive(int(m[1])) and p.is_file() and not p.is_symlink():
-                p.unlink()
-                removed.append(p)
-    return removed
+    """What qa runs killed mid-way left in ``out``: only qa's own temporary names, of dead runs."""
+    return [p for sub, names in OWN_PARTIALS.items() for p in remove_own_partials(out / sub, names)]
 
 
 @dataclass

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import platform
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,7 @@ from fastai.learner import Learner
 from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
 
-from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_text, remove_own_partials
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from train.detect import StampLoss
 from train.learner import EpochLog, StopOnInterrupt
@@ -142,9 +143,7 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
             f"{saved.epochs} epochs of {saved.epoch_images} images)")
         cfg = saved
     out.mkdir(parents=True, exist_ok=True)
-    for name in OWN_FILES:  # what a run killed mid-write left (kill -9 skips atomic_path's cleanup)
-        for p in out.glob(f".{name}.*.part"):
-            p.unlink()
+    remove_own_partials(out, "|".join(map(re.escape, OWN_FILES)))  # what a killed run left mid-write
     set_seed(cfg.seed)
     device = pick_device(cfg.device)
     workers = cfg.workers if cfg.workers is not None else (min(16, cpu_count()) if device.type == "cuda"
