@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from compose.composer import ComposeConfig, _no_progress, compose_dataset
+from qa.batch import run_qa
 from stampcheck.images import find_images, open_checked
-from stampcheck.qa import run_qa
 from stampcheck.runtime import PHOTO_LIMITS, to_input
 from train.export import export
 from train.learner import TrainConfig, train

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from bench.photos import PHOTOS, link_folder, split_photos
 from compose.composer import ComposeConfig, _no_progress, compose_dataset
+from qa.evaluate import evaluate
 from stampcheck.atomic import atomic_write_text
 from stampcheck.device import cpu_count
-from stampcheck.evaluate import evaluate
 from train.learner import TrainConfig, train
 from train.predict import Predictor, predict_photos
 

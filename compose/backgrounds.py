@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from compose.draw import font
+from stampcheck.draw import font
 from stampcheck.images import ImageLimits, ImageRejected, find_images, fit_within, open_checked
 
 BUILTIN_PREFIX = "builtin:"

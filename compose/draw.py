@@ -9,16 +9,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from compose.seals import seal_design
+from stampcheck.draw import font
 
 DISTRACTOR_WORDS = ["ORGANIC", "BIO", "ECO", "NEW", "100%", "FRESH", "VEGAN", "SALE", "BEST",
                     "PREMIUM", "LOCAL", "EST. 1921", "QUALITY", "NATURAL", "GLUTEN FREE", "-30%"]
-
-
-def font(size: int) -> ImageFont.ImageFont:
-    return ImageFont.load_default(size=max(6, int(size)))
 
 
 def draw_seal(lines: list[str], size: int = 256, rings: int = 2, stars: bool = True,

@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from compose.draw import font
 from stampcheck.atomic import atomic_path
 from stampcheck.dataset import IMAGES_DIR, PREVIEW_PNG, ImageLabels, read_labels
-
-
-def draw_boxes(img: Image.Image, boxes, colour=(0, 230, 0), width: int = 2, labels=None) -> Image.Image:
-    """Draw pixel boxes (x1/y1 exclusive) on a copy of ``img``; a box under a pixel wide or high is
-    drawn as one pixel, one with a non-finite corner is left out (a drawing never fails a run)."""
-    img = img.copy()
-    d = ImageDraw.Draw(img)
-    for k, b in enumerate(boxes):
-        x0, y0, x1, y1 = (float(v) for v in b[:4])
-        if not all(map(math.isfinite, (x0, y0, x1, y1))):
-            continue
-        d.rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=colour, width=width)
-        if labels:
-            d.text((x0 + 2, max(0, y0 - 14)), labels[k], fill=colour, font=font(12))
-    return img
+from stampcheck.draw import draw_boxes, font
 
 
 def write_preview(dataset: Path, out: Path | None = None, n: int = 16, tile: int = 256, seed: int = 0) -> Path:

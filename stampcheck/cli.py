@@ -332,15 +332,15 @@ def qa(
     4 the tool itself failed"""
     from rich.table import Table
 
+    from qa.batch import UsageError, run_qa
     from stampcheck.paths import OverlapError
-    from stampcheck.qa import UsageError, run_qa
 
     try:
         summary = run_qa(model, photos, out, threshold, bs, workers, device, annotate, progress=progress_bar,
                          engine=engine)
     except (UsageError, OverlapError) as e:  # a model folder that cannot be used is a UsageError
         fail(str(e))
-    from stampcheck.report import printable
+    from qa.report import printable
 
     for path, why in summary.not_annotated:
         console.print(f"[yellow]not annotated[/] {escape(printable(str(path)))}: {escape(printable(why))}")
@@ -391,10 +391,10 @@ def evaluate(
 ):
     """Presence accuracy, precision, recall, F1, mean IoU, IoU>=0.5 share and COCO AP on a labelled set,
     with recall and mean IoU by stamp size."""
-    from stampcheck.evaluate import evaluate as run_evaluate
+    from qa.evaluate import evaluate as run_evaluate
 
     def note(line: str):
-        from stampcheck.report import printable
+        from qa.report import printable
 
         console.print(f"[yellow]note:[/] {escape(printable(line))}")
 

@@ -51,8 +51,8 @@ QUICK_PLAN = DemoPlan(train_images=24, holdout_images=8, max_size=96, arch="resn
 
 
 def run_demo(out: Path, quick: bool = False, log=print) -> dict:
-    from stampcheck.evaluate import evaluate
-    from stampcheck.qa import run_qa
+    from qa.batch import run_qa
+    from qa.evaluate import evaluate
     from train.learner import TrainConfig, train
 
     out = Path(out)

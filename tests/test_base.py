@@ -3,7 +3,6 @@ shipped weights, and training to a time budget."""
 
 import hashlib
 import json
-import os
 import re
 import signal
 import subprocess

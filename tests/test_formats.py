@@ -16,9 +16,9 @@ import torch
 
 from compose.composer import ComposeConfig, _no_progress, compose_dataset
 from compose.looks import Looks
+from qa.batch import run_qa
 from stampcheck.dataset import DatasetError, read_labels
 from stampcheck.formats import read_labelled_set
-from stampcheck.qa import run_qa
 from tests.conftest import photo
 from tests.test_train import EASY
 from train.learner import TrainConfig, train

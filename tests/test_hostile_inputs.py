@@ -3,9 +3,9 @@ as they ran it: each must end with one clear line and its documented exit code, 
 traceback, and change no file the command did not write."""
 
 import hashlib
+import json
 import os
 import shutil
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -227,7 +227,7 @@ def test_train_skips_a_truncated_image_and_replaces_only_its_own_files(composed,
 
 
 def test_evaluate_checks_classes_against_the_model(composed, tmp_path):
-    from stampcheck.evaluate import evaluate
+    from qa.evaluate import evaluate
 
     before = files(composed)
     two = model_folder(tmp_path / "two", ["lab-seal", "other-seal"])

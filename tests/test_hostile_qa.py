@@ -22,9 +22,9 @@ import pytest
 import torch
 from PIL import Image
 
+from qa.batch import QASummary
+from qa.report import write_annotated
 from stampcheck import errors
-from stampcheck.qa import QASummary
-from stampcheck.report import write_annotated
 from tests.conftest import huge_header_png, photo
 from train.data import MEAN, STD
 from train.detect import detect, to_pixels

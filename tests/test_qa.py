@@ -13,13 +13,13 @@ import pytest
 from PIL import Image
 
 from compose.composer import ComposeConfig, compose_dataset
-from stampcheck.evaluate import coco_ap
+from qa.evaluate import coco_ap
 from stampcheck.dataset import read_labels
+from tests.conftest import photo, write_exif_rotated
+from tests.test_train import EASY
 from train.learner import TrainConfig, train
 from train.metrics import ImageResult, best_threshold, by_stamp_size, summarise
 from train.predict import THUMB_MAX
-from tests.conftest import photo, write_exif_rotated
-from tests.test_train import EASY
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -422,8 +422,7 @@ def plot_samples(model, dl, n_classes: int, device, threshold: float, path: Path
     """Valid images with true boxes (green) and the top predicted box (red, with its score)."""
     from PIL import Image, ImageDraw
 
-    from compose.draw import font
-    from compose.preview import draw_boxes
+    from stampcheck.draw import draw_boxes, font
     from train.detect import detect, plain, to_pixels
 
     model.eval()

@@ -7,9 +7,8 @@ import html
 import os
 from pathlib import Path
 
-from compose.preview import draw_boxes
-
 from stampcheck.atomic import atomic_write_bytes, atomic_write_text
+from stampcheck.draw import draw_boxes
 from stampcheck.images import ImageRejected, jpeg_bytes, open_checked
 from stampcheck.runtime import PHOTO_LIMITS, THUMB
 
@@ -69,10 +68,30 @@ def thumbnail_jpeg(r, threshold: float) -> bytes | None:
     return jpeg_bytes(img, 80, subsampling=0)
 
 
-def write_html(summary, path: Path, model_dir: Path) -> None:
+class Report:
+    """The report folder's page and what it shows, fed one photo at a time: by a batch, or by a
+    watched folder as photos arrive (``resume`` continues the rows an earlier run wrote there).
+
+    ``facts``: the run's facts the page states (model, classes, metrics, threshold, date, inputs,
+    command). ``add`` takes a checked photo (its ``preview`` is let go once drawn); ``write`` brings
+    the folder's files up to date, atomically, and is cheap enough to call after every photo."""
+
+    def __init__(self, out: Path, threshold: float, facts: dict | None = None, resume: bool = False):
+        self.out, self.threshold, self.facts = Path(out), threshold, facts or {}
+        self.results = []
+
+    def add(self, r) -> None:
+        r.thumbnail, r.preview = thumbnail_jpeg(r, self.threshold), None
+        self.results.append(r)
+
+    def write(self) -> None:
+        _write_html(self.results, self.threshold, self.out / "index.html", self.facts.get("model", ""))
+
+
+def _write_html(results, threshold: float, path: Path, model_dir) -> None:
     """Counts first, then unreadable photos, then thumbnails: missing stamps and the least certain first."""
-    readable = [r for r in summary.results if not r.error]
-    stamped = {id(r) for r in readable if r.found(summary.threshold)}
+    readable = [r for r in results if not r.error]
+    stamped = {id(r) for r in readable if r.found(threshold)}
     readable.sort(key=lambda r: (id(r) in stamped, r.score))
     figures = []
     for r in readable:
@@ -83,13 +102,13 @@ def write_html(summary, path: Path, model_dir: Path) -> None:
                        f'<figcaption><span class="tag {tag}">{tag}</span> score {r.score:.2f}<br>'
                        f'{_html(r.path)}</figcaption></figure>')
     errors = "".join(f"<tr><td>{_html(r.path)}</td><td>{_html(r.error)}</td></tr>"
-                     for r in summary.results if r.error)
+                     for r in results if r.error)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>stampcheck QA report</title>
 <style>{STYLE}</style></head><body><h1>stampcheck QA report</h1>
-<p>Model: {_html(model_dir)} &middot; threshold {summary.threshold:.2f} &middot; {summary.photos} photos</p>
-<div class="counts"><div class="count stamped" id="stamped"><b>{summary.stamped}</b>stamped</div>
-<div class="count missing" id="missing"><b>{summary.missing}</b>missing</div>
-<div class="count unreadable" id="unreadable"><b>{summary.unreadable}</b>unreadable</div></div>
+<p>Model: {_html(model_dir)} &middot; threshold {threshold:.2f} &middot; {len(results)} photos</p>
+<div class="counts"><div class="count stamped" id="stamped"><b>{len(stamped)}</b>stamped</div>
+<div class="count missing" id="missing"><b>{len(readable) - len(stamped)}</b>missing</div>
+<div class="count unreadable" id="unreadable"><b>{len(results) - len(readable)}</b>unreadable</div></div>
 {"<h2>Unreadable</h2><table>" + errors + "</table>" if errors else ""}
 <h2>Photos (missing stamps and least certain first)</h2><div class="grid">{"".join(figures)}</div>
 </body></html>"""

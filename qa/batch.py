@@ -196,8 +196,8 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
     if not found.files and not found.problems:
         raise UsageError("no photos found in " + ", ".join(inputs))
     # the model loads in seconds: only now, so that a mistyped path is answered at once
-    from stampcheck.api import load_engine
-    from stampcheck.report import csv_row, thumbnail_jpeg, write_annotated, write_html
+    from qa.engines import load_engine
+    from qa.report import Report, csv_row, write_annotated
     from stampcheck.runtime import ModelError, PhotoResult, predict_photos
 
     try:
@@ -210,6 +210,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         refuse_links(out / "annotated")
     remove_stale_partials(out)
     summary = QASummary(threshold=thr)
+    report = Report(out, thr, {"model": str(model_dir)})
     unchecked = (PhotoResult(p, error=why) for p, why in sorted(found.problems.items()))
     checked = predict_photos(predictor, found.files, bs=bs, workers=workers, threshold=thr, previews=True)
     with atomic_path(out / "results.csv") as csv_tmp, atomic_path(out / "results.jsonl") as jsonl_tmp, \
@@ -219,7 +220,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         writer.writeheader()
         for r in heapq.merge(unchecked, checked, key=lambda r: r.path):
             record = photo_record(r, thr)
-            r.thumbnail, r.preview = thumbnail_jpeg(r, thr), None
+            report.add(r)
             writer.writerows(map(csv_row, result_rows(record)))
             fjson.write(json.dumps(record) + "\n")
             summary.photos += 1
@@ -231,7 +232,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
                 summary.missing += 1
             summary.results.append(r)
             advance(1)
-    write_html(summary, out / "index.html", model_dir)
+    report.write()
     if annotate:
         summary.not_annotated = write_annotated(summary, out / "annotated")
     return summary
