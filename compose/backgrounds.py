@@ -42,7 +42,8 @@ def scan_folder(root: Path, limits: ImageLimits, progress, imap=map) -> Backgrou
     process pool's, to check in parallel."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"backgrounds folder {root} does not exist")
+        raise FileNotFoundError(f"backgrounds {root} is not a folder" if root.exists() else
+                                f"backgrounds folder {root} does not exist")
     files = find_images([root])
     names, skipped = [], []
     with progress(len(files), "checking backgrounds") as advance:

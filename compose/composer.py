@@ -27,7 +27,7 @@ import numpy as np
 from compose.backgrounds import BackgroundSource, builtin_source, scan_folder
 from compose.looks import Looks, compose_image
 from compose.stamps import DEFAULT_STAMP, Stamp, load_stamp
-from stampcheck.atomic import atomic_write_bytes, atomic_write_text, remove_partials
+from stampcheck.atomic import atomic_write_bytes, atomic_write_text, remove_own_partials
 from stampcheck.dataset import (COCO_JSON, DATASET_JSON, IMAGES_DIR, LABELS_CSV, PREVIEW_PNG, Box,
                                 ImageLabels, write_label_files, yolo_dataset_files, yolo_files,
                                 yolo_folders)
@@ -184,8 +184,9 @@ def _compose(cfg, stamps, out: Path, pool, overwrite: bool, progress) -> dict:
                                "choose another --out or pass --overwrite")
     atomic_write_text(marker, fp)  # first, so that a run killed at once leaves a folder known as ours
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
-    remove_partials(out / IMAGES_DIR)
-    remove_partials(parts)
+    # any name: every file in these folders is compose's; only dead writers' temporaries go
+    remove_own_partials(out / IMAGES_DIR, ".+")
+    remove_own_partials(parts, ".+")
 
     splits = assign_splits(source.names, cfg.seed, cfg.valid_share)
     plan = plan_backgrounds(source.names, cfg.count, cfg.seed)
@@ -272,7 +273,7 @@ def remove_dataset(out: Path) -> None:
         f.unlink(missing_ok=True)
     for folder in (out, images, parts, *yolo_folders(out)):
         if folder.is_dir():
-            remove_partials(folder)
+            remove_own_partials(folder, ".+")
 
 
 class _no_progress:

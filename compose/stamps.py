@@ -45,6 +45,8 @@ def load_stamp(path: Path) -> Stamp:
     except Image.DecompressionBombError as e:
         raise StampError(f"stamp {path} claims more than {max_pixels} pixels: too large for a stamp "
                          "(or a decompression bomb)") from e
+    except Image.UnidentifiedImageError as e:
+        raise StampError(f"stamp {path} is not an image in a format Pillow reads (PNG, JPEG, WebP, ...)") from e
     except Exception as e:  # broken files raise anything from OSError to SyntaxError or struct.error
         raise StampError(f"stamp {path} is not a readable image ({e})") from e
     rgba = np.asarray(img.convert("RGBA")).copy()

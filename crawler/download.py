@@ -247,6 +247,7 @@ class CheckedDownloader(ImageDownloader):
         self.store, self.stats, self.key = store, stats, key
         self.max_kept, self.max_bytes, self.deadline, self.delay = max_kept, max_bytes, deadline, delay
         self.kept_here = 0
+        self.keep_lock = threading.Lock()
 
     def download(self, task, default_ext, timeout=5, max_retry=2, overwrite=False, **kwargs):
         url = task["file_url"]
@@ -276,16 +277,22 @@ class CheckedDownloader(ImageDownloader):
             self._reject(url, *got.problem)
             return
         self.stats.add(self.key, "downloaded")
-        verdict = self.store.add(got.content, url, *self.key)
+        # one thread at a time from the count to the store: threads still downloading when --max is
+        # reached would otherwise each keep one more image
+        with self.keep_lock:
+            if self.max_kept and self.kept_here >= self.max_kept:
+                self._reject(url, "over-max", f"downloaded after --max {self.max_kept} was reached")
+                return
+            verdict = self.store.add(got.content, url, *self.key)
+            if verdict.kept:
+                self.kept_here += 1
+                if self.max_kept and self.kept_here >= self.max_kept:
+                    self.signal.set(reach_max_num=True)
         if not verdict.kept:
             self.stats.reject(self.key, verdict.reason)
             return
         self.stats.add(self.key, "kept")
         task["success"], task["filename"] = True, verdict.file
-        with self.lock:
-            self.kept_here += 1
-            if self.max_kept and self.kept_here >= self.max_kept:
-                self.signal.set(reach_max_num=True)
 
     def _reject(self, url: str, reason: str, detail: str) -> None:
         self.stats.reject(self.key, reason)

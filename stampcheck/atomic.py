@@ -15,7 +15,7 @@ def atomic_path(path: Path):
     """Yield a temporary path in the same folder; it replaces ``path`` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A hidden name unique to this process; cheaper than mkstemp, and remove_partials finds it.
+    # A hidden name unique to this process; cheaper than mkstemp, and remove_own_partials finds it.
     tmp = str(path.parent / f".{path.name}.{os.getpid()}.part")
     try:
         yield Path(tmp)
@@ -55,15 +55,6 @@ def remove_own_partials(folder: Path, names: str) -> list[Path]:
         if m and not _alive(int(m[1])) and p.is_file() and not p.is_symlink():
             p.unlink()
             removed.append(p)
-    return removed
-
-
-def remove_partials(folder: Path) -> int:
-    """Delete temp files left by a run that was killed (SIGKILL skips the cleanup above)."""
-    removed = 0
-    for tmp in Path(folder).glob(".*.part"):
-        tmp.unlink(missing_ok=True)
-        removed += 1
     return removed
 
 

@@ -125,7 +125,11 @@ def read_labels(dataset: Path, default_class: str = "stamp") -> list[ImageLabels
     items: dict[str, ImageLabels] = {}
     errors: list[str] = []
     sizes: dict[str, tuple[int, int] | None] = {}
-    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets start the file with a BOM
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets start the file with a BOM
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path} is not UTF-8 text (byte {e.start}); save it as CSV UTF-8") from e
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -70,3 +71,10 @@ def good_photos(tmp_path) -> Path:
     for i in range(6):
         photo(i + 10).save(folder / f"p{i}.jpg", quality=90)
     return folder
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended: the writer of a run killed mid-write."""
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid

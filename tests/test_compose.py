@@ -183,7 +183,7 @@ def test_stamp_without_alpha_is_keyed_and_bad_stamps_fail(tmp_path):
     assert abs(h - 30) <= 2 and abs(w - 40) <= 2  # cropped to the red patch
     assert s.rgba[..., 3].max() == 255
     (tmp_path / "x.png").write_text("not an image")
-    with pytest.raises(StampError, match="not a readable image"):
+    with pytest.raises(StampError, match="not an image in a format"):
         load_stamp(tmp_path / "x.png")
     Image.new("RGBA", (50, 50), (0, 0, 0, 0)).save(tmp_path / "clear.png")
     with pytest.raises(StampError, match="fully transparent"):
@@ -195,7 +195,7 @@ def test_cli_reports_bad_stamp_clearly(tmp_path):
     r = subprocess.run([sys.executable, "-m", "stampcheck", "compose", "--stamp", str(tmp_path / "s.png"),
                         "--out", str(tmp_path / "o"), "--count", "2"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2
-    assert "not a readable image" in r.stderr + r.stdout
+    assert "not an image in a format" in r.stderr + r.stdout and "BytesIO" not in r.stderr + r.stdout
 
 
 def test_interrupted_run_resumes_to_the_same_bytes(tmp_path):

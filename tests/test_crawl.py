@@ -74,6 +74,8 @@ class Site(BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        if path.startswith("/img/late"):  # many downloads in flight when --max is reached
+            time.sleep(0.3)
         if path == "/img/loop.jpg":
             self.send_response(302)
             self.send_header("Location", "/img/loop.jpg")
@@ -155,6 +157,19 @@ def test_url_list_keeps_exactly_the_good_unique_images(server, tmp_path):
     assert any(r["reason"] == "bad-scheme" for r in rejected(tmp_path / "out"))
     row = stats.rows[("urls", str(tmp_path / "urls.txt"))]
     assert row["kept"] == 5 and row["duplicates"] == 2 and row["links"] == len(links) + 1
+
+
+def test_max_is_exact_with_many_threads(server, tmp_path):
+    base, _ = server
+    late = [f"/img/late{i}.jpg" for i in range(12)]
+    Site.files.update({p: jpeg(photo(300 + i)) for i, p in enumerate(late)})
+    (tmp_path / "urls.txt").write_text("".join(f"{base}{p}\n" for p in late))
+    out = tmp_path / "out"
+    run_crawl(out, keywords=[], engines=[], sites=[], url_files=[tmp_path / "urls.txt"], folders=[],
+              opts=opts(max_num=3, threads=6), store=ImageStore(out, ImageLimits(min_side=64)), progress=_no_progress)
+    assert len(manifest(out)) == 3 and len(list((out / "images").iterdir())) == 3
+    reasons = [r["reason"] for r in rejected(out)]
+    assert len(reasons) == 9 and set(reasons) <= {"over-max", "not-fetched"}, reasons
 
 
 def test_site_crawl_follows_links(server, tmp_path):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from stampcheck.api import Detector
 from stampcheck.cli import FULL_ONLY
 from stampcheck.images import find_images
 from stampcheck.runtime import ModelError, OnnxModel, PhotoResult, find_stamps, predict_photos, read_photo
-from tests.conftest import SHARED_PHOTOS, photo, write_exif_rotated
+from tests.conftest import SHARED_PHOTOS, dead_pid, photo, write_exif_rotated
 from tests.test_train import EASY
 from train.detect import detect, split_output, to_pixels
 from train.export import export
@@ -206,7 +207,13 @@ def test_export_replaces_only_its_own_files_and_a_stale_export_is_refused(tiny, 
     torch.save(state, model / "model.pth")
     with pytest.raises(ModelError, match="export .* again"):
         OnnxModel(model)
+    # an export killed mid-write left its temporary file; a live one's and a user's are not ours to take
+    killed, live, users = (model / f".model.onnx.{dead_pid()}.part", model / f".model.onnx.{os.getppid()}.part",
+                           model / ".model.onnx.part")
+    for f in (killed, live, users):
+        f.write_bytes(b"partial")
     path, _ = export(model, "onnx")  # its own earlier export: replaced
+    assert not killed.exists() and live.exists() and users.exists()
     assert path == model / "model.onnx" and OnnxModel(model).size == 64
     for bad in (tmp_path / "nothing", notes):
         with pytest.raises(ModelError):

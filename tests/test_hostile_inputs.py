@@ -17,7 +17,7 @@ from PIL import Image
 from compose.composer import ComposeConfig, _no_progress, compose_dataset
 from compose.looks import Looks, LooksError
 from stampcheck import errors
-from stampcheck.dataset import read_labels
+from stampcheck.dataset import DatasetError, read_labels
 from tests.conftest import huge_header_png, photo
 from tests.test_train import square_dataset
 
@@ -164,6 +164,10 @@ def test_labels_saved_with_a_bom_are_read(tmp_path):
     ds = square_dataset(tmp_path / "ds", n=4)
     (ds / "labels.csv").write_bytes(b"\xef\xbb\xbf" + (ds / "labels.csv").read_bytes())
     assert len(read_labels(ds)) == 4
+    # saved by a spreadsheet in a legacy code page: the message names the file, not just a byte
+    (ds / "labels.csv").write_bytes((ds / "labels.csv").read_bytes()[3:] + "caf\xe9.jpg,0,,,,\n".encode("cp1252"))
+    with pytest.raises(DatasetError, match=r"labels\.csv is not UTF-8"):
+        read_labels(ds)
 
 
 def model_folder(path: Path, classes: list[str]) -> Path:

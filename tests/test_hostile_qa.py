@@ -25,7 +25,7 @@ from PIL import Image
 from qa.batch import QASummary
 from qa.report import write_annotated
 from stampcheck import errors
-from tests.conftest import huge_header_png, photo
+from tests.conftest import dead_pid, huge_header_png, photo
 from train.data import MEAN, STD
 from train.detect import detect, to_pixels
 from train.learner import plot_samples, save_weights
@@ -81,12 +81,6 @@ def jpeg_header(width: int, height: int) -> bytes:
     sof = data.index(b"\xff\xc0")
     data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
-
-
-def dead_pid() -> int:
-    p = subprocess.Popen(["true"])
-    p.wait()
-    return p.pid
 
 
 def forced_net():

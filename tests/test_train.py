@@ -22,6 +22,7 @@ from stampcheck.device import cpu_has_bf16
 from train.learner import TrainConfig, build_learner, train
 from train.model import build_model
 from train.predict import Predictor
+from tests.conftest import write_exif_rotated
 
 ROOT = Path(__file__).resolve().parents[1]
 # Big, clear stamps so tiny CPU runs learn something in seconds.
@@ -63,6 +64,29 @@ def test_augmentation_moves_boxes_with_pixels(tmp_path):
         assert (box - pix).abs().max() <= 3.0, (b, box, pix)
         moved += 1
     assert moved == 8
+
+
+def test_phone_photos_train_upright_as_labelled(tmp_path):
+    """labels.csv's boxes are in the photo's upright pixels: a photo stored sideways with an EXIF
+    orientation (as phones store them) must reach the model turned, not as stored."""
+    root = square_dataset(tmp_path, n=6)
+    rows = list(csv.DictReader(open(root / "labels.csv")))
+    for row in rows:
+        png = root / "images" / row["file"]
+        row["file"] = png.with_suffix(".jpg").name
+        write_exif_rotated(png.with_suffix(".jpg"), Image.open(png))
+        png.unlink()
+    with open(root / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    dls, _ = stamp_dataloaders(root, size=64, bs=4, workers=0, device=torch.device("cpu"), augment=False)
+    xb, boxes, _ = dls.train.one_batch()
+    xb, boxes = plain(xb), plain(boxes)
+    for b in range(len(xb)):
+        ys, xs = torch.nonzero(xb[b].mean(0) > 1.0, as_tuple=True)
+        pix = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+        assert ((boxes[b, 0] + 1) / 2 * 64 - pix).abs().max() <= 3.0
 
 
 def test_crop_windows_hold_the_stamp_whole_and_valid_sees_the_whole_image(tmp_path):

@@ -9,9 +9,9 @@ import torch
 from fastai.data.block import DataBlock
 from fastai.data.transforms import FuncSplitter, Normalize
 from fastai.vision.augment import RandTransform, Resize, aug_transforms
-from fastai.vision.core import TensorBBox, TensorPoint, imagenet_stats
+from fastai.vision.core import PILImage, TensorBBox, TensorPoint, imagenet_stats
 from fastai.vision.data import BBoxBlock, BBoxLblBlock, ImageBlock, clip_remove_empty
-from PIL import Image
+from PIL import Image, ImageOps
 
 from stampcheck.dataset import IMAGES_DIR, DatasetError, ImageLabels, class_names, read_labels
 from stampcheck.images import ImageRejected, open_checked
@@ -30,6 +30,18 @@ class ImagePath:
 
     def __call__(self, item: ImageLabels):
         return self.root / IMAGES_DIR / item.file
+
+
+class UprightImage(PILImage):
+    """fastai's image, turned upright by its EXIF orientation as every other reader here turns it
+    (labels.csv's boxes are in the upright pixels; fastai alone would read a phone photo sideways)."""
+
+    @classmethod
+    def create(cls, fn, **kwargs):
+        if isinstance(fn, (str, Path)):
+            with Image.open(fn) as img:
+                fn = ImageOps.exif_transpose(img).convert("RGB")
+        return super().create(fn, **kwargs)
 
 
 # No return annotations on these getters: fastai casts results to an annotated return type.
@@ -129,7 +141,7 @@ def stamp_datablock(root: Path, classes: list[str], size: int, augment: bool = T
     # Squish, not a centre crop: a stamp near the edge must stay in view (StampCrop never cuts one).
     item_tfms = [Resize(size, method="squish")] + ([StampCrop(crop)] if crop else [])
     return DataBlock(
-        blocks=(ImageBlock, BBoxBlock, BBoxLblBlock(vocab=classes)), n_inp=1,
+        blocks=(ImageBlock(UprightImage), BBoxBlock, BBoxLblBlock(vocab=classes)), n_inp=1,
         get_x=ImagePath(root), get_y=[item_boxes, item_classes], splitter=FuncSplitter(is_valid),
         item_tfms=item_tfms, batch_tfms=batch_tfms)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stampcheck.atomic import atomic_path
+from stampcheck.atomic import atomic_path, remove_own_partials
 from stampcheck.runtime import META_KEY, ONNX_NAME, TORCHSCRIPT_NAME, ModelError, source_digest
 from train.detect import split_output
 from train.model import load_model_dir
@@ -91,6 +92,7 @@ def export(model_dir: Path, fmt: str = "onnx", out: Path | None = None) -> tuple
     # from one that ignores its input
     example = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 3, size, size), dtype=np.uint8))
     meta = metadata(model_dir, config)
+    remove_own_partials(out.parent, re.escape(out.name))  # what an export killed mid-write left
     with atomic_path(out) as tmp:
         with warnings.catch_warnings():
             # torch.jit says it is deprecated, and the ONNX exporter used here that a newer one exists
