@@ -151,9 +151,9 @@ class Stop:
             signal.signal(s, handler)
 
 
-def read_results(out: Path, prefix: str) -> tuple[list[dict], dict[str, dict]]:
+def read_results(out: Path, prefix: str) -> tuple[list[dict], set[str]]:
     """The records an earlier watch wrote in ``out`` (a partial last line, from a kill, is cut off)
-    and them by name relative to the watched folder. results.csv is rewritten from them."""
+    and their names relative to the watched folder. results.csv is rewritten from them."""
     path = out / "results.jsonl"
     records = []
     if path.is_file():
@@ -170,12 +170,12 @@ def read_results(out: Path, prefix: str) -> tuple[list[dict], dict[str, dict]]:
         if len(complete) < len(data):
             with open(path, "r+b") as f:
                 f.truncate(len(complete))
-    done = {}
+    done = set()
     for record in records:
         if not record["file"].startswith(prefix):
             raise UsageError(f"--out {out} holds the results of watching another folder ({record['file']}); "
                              "give a new --out, or watch that folder")
-        done[record["file"][len(prefix):]] = record
+        done.add(record["file"][len(prefix):])
     atomic_write_text(out / "results.csv", csv_text(records, header=True))
     return records, done
 
@@ -237,7 +237,7 @@ def run_watch(model_dir: Path, folder: Path, out: Path, threshold: float | None 
         # one write each (unbuffered): a kill leaves at most a partial last line
         fjson.write((json.dumps(rec) + "\n").encode())
         fcsv.write(csv_text([rec]).encode())
-        done[rel] = rec
+        done.add(rel)
         summary.count(rec)
         report.add(r)
         report.write()
