@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import shutil
 import statistics
 import subprocess
 import sys
@@ -22,9 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from compose.composer import ComposeConfig, compose_dataset
+from bench.qa import tiny_model
 from stampcheck.runtime import read_photo
-from train.learner import TrainConfig, train
 from train.predict import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,12 +68,14 @@ def main() -> None:
     ap.add_argument("--engine", default="torch")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-watch-"))
-    model = args.model
-    if model is None:
-        compose_dataset(ComposeConfig(count=40, seed=0, max_size=160), tmp / "ds")
-        model = tmp / "model"
-        train(tmp / "ds", model, TrainConfig(arch="resnet18", size=128, epochs=1, bs=8, pretrained="none"),
-              log=lambda *a: None)
+    try:
+        run(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args, tmp: Path) -> None:
+    model = args.model or tiny_model(tmp)
     if args.engine == "onnx":
         from train.export import export
 

@@ -34,8 +34,9 @@ COMMAND = "qa --watch"  # the output folder's marker: batch qa and watch never w
 POLL = 0.1     # seconds between looks at the folder
 SETTLE = 5.0   # seconds a photo that does not decode must stay unchanged before it is reported unreadable
 # A folder's mtime tells when a name was added or removed, so an unchanged folder is not listed
-# again; but its clock may be coarse (FAT: 2 s) or late (network shares): folders changed in the
-# last RECENT seconds are listed at every poll, and every folder each RESCAN seconds.
+# again; but its clock may be coarse (FAT: 2 s) or late (network shares): on a file system with
+# whole-second times, folders changed in the last RECENT seconds are listed at every poll, and
+# every folder is listed each RESCAN seconds.
 RECENT, RESCAN = 3.0, 5.0
 
 
@@ -59,7 +60,8 @@ class Scanner:
                     continue
                 seen.add((st.st_dev, st.st_ino))
                 known = self.listed.get(rel)
-                if known and not full and known[0] == st.st_mtime_ns and now - st.st_mtime > RECENT:
+                coarse = st.st_mtime_ns % 1_000_000_000 == 0
+                if known and not full and known[0] == st.st_mtime_ns and not (coarse and now - st.st_mtime < RECENT):
                     stack += known[2]
                     continue
                 with os.scandir(folder) as it:

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import photo
 from tests.test_qa import ROOT, run_cli, tiny_model  # noqa: F401 - the module-scoped model fixture
 
-LINE = re.compile(r"^(MISSING|STAMPED|UNREADABLE) (\S+?)(?::| score [0-9.]+$)", re.M)
+LINE = re.compile(r"^(MISSING|STAMPED|UNREADABLE) (\S+?)(?::| score [0-9.]+$)", re.MULTILINE)
 GATE = "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '\\n')"  # records the paths it is given
 
 
@@ -67,13 +67,13 @@ def page_counts(page: Path, tmp: Path) -> dict[str, int]:
     dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
                           f"--user-data-dir={tmp / 'profile'}", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
+                         capture_output=True, text=True, timeout=120, check=False).stdout
     return {k: int(v) for k, v in re.findall(r'id="(stamped|missing|unreadable)"[^>]*>\s*<b>(\d+)', dom)}
 
 
 def csv_counts(out: Path) -> dict[str, int]:
     photos = {}
-    for row in csv.DictReader(open(out / "results.csv")):
+    for row in csv.DictReader((out / "results.csv").read_text().splitlines()):
         photos[row["file"]] = ("unreadable" if row["status"] == "error" else
                                "stamped" if row["has_stamp"] == "1" else "missing")
     return {k: list(photos.values()).count(k) for k in ("stamped", "missing", "unreadable")}
