@@ -197,7 +197,7 @@ def photo_line(rel: str, record: dict) -> str:
     """The line printed for a checked photo."""
     from qa.report import printable
 
-    name = printable(rel)
+    name = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in printable(rel))  # one line, whatever the name
     if record["error"]:
         return f"UNREADABLE {name}: {printable(record['error'])}"
     return f"{'STAMPED' if record['has_stamp'] else 'MISSING'} {name} score {record['score']:.2f}"
