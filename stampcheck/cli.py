@@ -346,8 +346,9 @@ def qa(
 
     if watch is not None and (photos or annotate):
         fail("--watch checks the photos of its folder: give no PHOTOS" + (" and no --annotate" if annotate else ""))
-    if watch is None and not photos:
-        fail("give the photos to check (files, folders or globs), or --watch FOLDER")
+    if watch is None and not photos:  # the parser's own message, as for any missing argument
+        raise typer.BadParameter("give the photos to check (files, folders or globs), or --watch FOLDER",
+                                 param_hint="PHOTOS...")
     if watch is None and on_missing is not None:
         fail("--on-missing is for --watch; batch qa's exit code is its gate")
     try:
