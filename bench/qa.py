@@ -32,6 +32,14 @@ from train.predict import Predictor
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "product-photos"
 
 
+def tiny_model(tmp: Path) -> Path:
+    """A model trained here in seconds (one epoch, from scratch): the speed of qa, not its quality."""
+    compose_dataset(ComposeConfig(count=40, seed=0, max_size=160), tmp / "ds")
+    train(tmp / "ds", tmp / "model", TrainConfig(arch="resnet18", size=128, epochs=1, bs=8, pretrained="none"),
+          log=lambda *a: None)
+    return tmp / "model"
+
+
 def floor(predictor: Predictor, files: list[Path], bs: int) -> float:
     start = time.perf_counter()
     for i in range(0, len(files), bs):
@@ -56,12 +64,7 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-qa-"))
     try:
-        model = args.model
-        if model is None:
-            compose_dataset(ComposeConfig(count=40, seed=0, max_size=160), tmp / "ds")
-            model = tmp / "model"
-            train(tmp / "ds", model, TrainConfig(arch="resnet18", size=128, epochs=1, bs=8, pretrained="none"),
-                  log=lambda *a: None)
+        model = args.model or tiny_model(tmp)
         onnx_file, _ = export(model, "onnx", tmp / "onnx" / "model.onnx")  # never written into --model
         predictor = Predictor(model)
         large = tmp / "large"

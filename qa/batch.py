@@ -151,6 +151,16 @@ class QASummary:
     results: list[PhotoResult] = field(default_factory=list)
     not_annotated: list[tuple[Path, str]] = field(default_factory=list)
 
+    def count(self, record: dict) -> None:
+        """One more photo, by its :func:`photo_record`."""
+        self.photos += 1
+        if record["error"]:
+            self.unreadable += 1
+        elif record["has_stamp"]:
+            self.stamped += 1
+        else:
+            self.missing += 1
+
     @property
     def exit_code(self) -> int:
         """The production gate (stampcheck.errors): a photo that could not be read is no pass."""
@@ -184,6 +194,22 @@ def result_rows(record: dict) -> list[dict]:
             for d in record["detections"]]
 
 
+def open_engine(model_dir: Path, engine: str, device: str | None):
+    """qa.engines.load_engine, a model that cannot be used being the user's input error (exit 2)."""
+    from qa.engines import load_engine
+    from stampcheck.runtime import ModelError
+
+    try:
+        return load_engine(model_dir, engine, device)
+    except ModelError as e:
+        raise UsageError(str(e)) from e
+
+
+def csv_writer(f) -> csv.DictWriter:
+    """results.csv's writer on the open file ``f``; rows from :func:`result_rows` through csv_row."""
+    return csv.DictWriter(f, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+
+
 def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | None = None, bs: int = 32,
            workers: int | None = None, device: str | None = None, annotate: bool = False,
            progress=None, engine: str = "torch") -> QASummary:
@@ -196,14 +222,10 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
     if not found.files and not found.problems:
         raise UsageError("no photos found in " + ", ".join(inputs))
     # the model loads in seconds: only now, so that a mistyped path is answered at once
-    from qa.engines import load_engine
     from qa.report import Report, csv_row, write_annotated
-    from stampcheck.runtime import ModelError, PhotoResult, predict_photos
+    from stampcheck.runtime import PhotoResult, predict_photos
 
-    try:
-        predictor = load_engine(model_dir, engine, device)
-    except ModelError as e:
-        raise UsageError(str(e)) from e
+    predictor = open_engine(model_dir, engine, device)
     thr = predictor.threshold if threshold is None else threshold
     claim_output(out, "qa")
     if annotate:
@@ -216,20 +238,14 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
     with atomic_path(out / "results.csv") as csv_tmp, atomic_path(out / "results.jsonl") as jsonl_tmp, \
             csv_tmp.open("w", newline="") as fcsv, jsonl_tmp.open("w") as fjson, \
             progress(len(found.files) + len(found.problems), "checking photos") as advance:
-        writer = csv.DictWriter(fcsv, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+        writer = csv_writer(fcsv)
         writer.writeheader()
         for r in heapq.merge(unchecked, checked, key=lambda r: r.path):
             record = photo_record(r, thr)
             report.add(r)
             writer.writerows(map(csv_row, result_rows(record)))
             fjson.write(json.dumps(record) + "\n")
-            summary.photos += 1
-            if r.error:
-                summary.unreadable += 1
-            elif record["has_stamp"]:
-                summary.stamped += 1
-            else:
-                summary.missing += 1
+            summary.count(record)
             summary.results.append(r)
             advance(1)
     report.write()

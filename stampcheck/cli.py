@@ -310,7 +310,7 @@ def pretrain(
 def qa(
     model: Path = typer.Argument(..., help="Model folder (from `stampcheck train`); with --engine onnx, its "
                                  "exported model.onnx or the folder holding it."),
-    photos: List[str] = typer.Argument(..., help="Photo files, folders (recursive) or globs."),
+    photos: Optional[List[str]] = typer.Argument(None, help="Photo files, folders (recursive) or globs."),
     out: Path = typer.Option(DATA / "qa", help="Report folder: results.csv, results.jsonl, index.html."),
     threshold: Optional[float] = typer.Option(None, min=0, max=1, help="Stamp score threshold "
                                               "(default: the one stored with the model, chosen on its valid set)."),
@@ -320,6 +320,13 @@ def qa(
     annotate: bool = typer.Option(False, help="Also write full-size annotated photos to REPORT/annotated/."),
     engine: str = typer.Option("torch", help="torch (the model folder), or onnx: its `stampcheck export` file "
                                "run by onnxruntime, which needs no torch (pip install 'stampcheck\\[runtime]')."),
+    watch: Optional[Path] = typer.Option(None, help="Instead of PHOTOS: watch this folder (and its sub-folders) "
+                                         "and check each photo once it is completely written, until Ctrl-C; a "
+                                         "restart with the same --out goes on where it stopped."),
+    on_missing: Optional[str] = typer.Option(None, help="--watch: run this command (no shell) with the path of "
+                                             "each photo that is missing its stamp or unreadable appended."),
+    settle: float = typer.Option(5.0, min=0.1, help="--watch: seconds a photo that does not decode must stay "
+                                 "unchanged before it is reported unreadable (longer than the camera's pauses)."),
 ):
     """Check photos for the stamp. Every photo given gets a row in the report; those that cannot be
     read too (never fatal, never a pass).
@@ -329,15 +336,30 @@ def qa(
     1 at least one photo lacks a stamp
     3 no stamp missing, but some photos could not be read
     2 bad usage or input (nothing written)
-    4 the tool itself failed"""
+    4 the tool itself failed
+
+    With --watch it runs until Ctrl-C (or SIGTERM), printing a line per photo, and exits 130."""
     from rich.table import Table
 
     from qa.batch import UsageError, run_qa
     from stampcheck.paths import OverlapError
 
+    if watch is not None and (photos or annotate):
+        fail("--watch checks the photos of its folder: give no PHOTOS" + (" and no --annotate" if annotate else ""))
+    if watch is None and not photos:  # the parser's own message, as for any missing argument
+        raise typer.BadParameter("give the photos to check (files, folders or globs), or --watch FOLDER",
+                                 param_hint="PHOTOS...")
+    if watch is None and on_missing is not None:
+        fail("--on-missing is for --watch; batch qa's exit code is its gate")
     try:
-        summary = run_qa(model, photos, out, threshold, bs, workers, device, annotate, progress=progress_bar,
-                         engine=engine)
+        if watch is not None:
+            from qa.watch import run_watch
+
+            summary = run_watch(model, watch, out, threshold, device, engine, on_missing, settle, bs=bs,
+                                workers=workers or 0, log=lambda line: report.print(line, markup=False, highlight=False))
+        else:
+            summary = run_qa(model, photos, out, threshold, bs, workers, device, annotate, progress=progress_bar,
+                             engine=engine)
     except (UsageError, OverlapError) as e:  # a model folder that cannot be used is a UsageError
         fail(str(e))
     from qa.report import printable
@@ -350,7 +372,7 @@ def qa(
     table.add_row(str(summary.stamped), str(summary.missing), str(summary.unreadable))
     report.print(table)
     report.print(f"report: {out / 'index.html'}  table: {out / 'results.csv'}")
-    raise typer.Exit(summary.exit_code)
+    raise typer.Exit(errors.INTERRUPTED if watch is not None else summary.exit_code)
 
 
 @app.command()

@@ -1,0 +1,304 @@
+"""A watched folder: `stampcheck qa MODEL --watch DIR`, qa on each photo as the camera writes it.
+
+A photo is checked once it is completely written: seen unchanged (size, mtime) over one poll, and
+then decoded. A writer may pause longer than a poll (a slow link, a file written in parts), so a
+photo that fails to decode while it changed recently is tried again when it changes, and becomes an
+unreadable row only once it has been quiet for the settle time. Each photo's record is appended to
+``results.jsonl`` and ``results.csv`` in one write, so a kill leaves at most a partial last line,
+which the next run drops; the JSONL is the run's memory (what was checked), and the CSV is rebuilt
+from it on a restart, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from qa import batch
+from qa.batch import (QASummary, UsageError, _kind, csv_writer, open_engine, photo_record, remove_stale_partials,
+                      result_rows)
+from stampcheck.atomic import atomic_write_text
+from stampcheck.paths import check_output, claim_output, refuse_overlap
+
+COMMAND = "qa --watch"  # the output folder's marker: batch qa and watch never write into each other's
+POLL = 0.1     # seconds between looks at the folder
+SETTLE = 5.0   # seconds a photo that does not decode must stay unchanged before it is reported unreadable
+# A folder's mtime tells when a name was added or removed, so an unchanged folder is not listed
+# again; but its clock may be coarse (FAT: 2 s) or late (network shares): on a file system with
+# whole-second times, folders changed in the last RECENT seconds are listed at every poll, and
+# every folder is listed each RESCAN seconds.
+RECENT, RESCAN = 3.0, 5.0
+
+
+class Scanner:
+    """The visible files under ``root`` (hidden names skipped, as batch qa skips them; a writer's
+    temporary names are hidden), as names relative to it, each reported once when first seen."""
+
+    def __init__(self, root: str, warn):
+        self.root, self.warn = root, warn
+        self.listed: dict[str, tuple[int, set[str], list[str]]] = {}  # folder -> (mtime_ns, files, sub-folders)
+        self.unlistable: set[str] = set()
+
+    def new_files(self, full: bool) -> list[str]:
+        found, seen, stack, now = [], set(), [""], time.time()
+        while stack:
+            rel = stack.pop()
+            folder = os.path.join(self.root, rel)
+            try:
+                st = os.stat(folder)
+                if (st.st_dev, st.st_ino) in seen:  # a folder link loop, or one folder linked twice
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+                known = self.listed.get(rel)
+                coarse = st.st_mtime_ns % 1_000_000_000 == 0
+                if known and not full and known[0] == st.st_mtime_ns and not (coarse and now - st.st_mtime < RECENT):
+                    stack += known[2]
+                    continue
+                with os.scandir(folder) as it:
+                    entries = [(e.name, _kind(e)) for e in it if not e.name.startswith(".")]
+            except OSError as e:
+                if rel not in self.unlistable:  # said once per outage: the folder may come back (a mount)
+                    self.warn(f"cannot list {folder}: {e.strerror or e}; trying again")
+                    self.unlistable.add(rel)
+                continue
+            self.unlistable.discard(rel)
+            files = {name for name, kind in entries if kind == "file"}
+            subs = [os.path.join(rel, name) for name, kind in entries if kind == "dir"]
+            found += [os.path.join(rel, name) for name in sorted(files - (known[1] if known else set()))]
+            self.listed[rel] = (st.st_mtime_ns, files, subs)
+            stack += subs
+        return found
+
+
+@dataclass
+class Pending:
+    """A file seen but not yet checked."""
+
+    sig: tuple | None = None       # (size, mtime, ctime) at the last poll
+    changed: float | None = None   # monotonic time a change of it was last seen; None: none seen
+    failed: tuple | None = None    # sig when it last failed to decode
+    error: str | None = None
+
+
+class Gate:
+    """--on-missing: a command run for each photo that fails the gate, with the photo's path as its
+    last argument. It runs beside the loop (a slow gate delays no photo); a command that fails is
+    reported and stops nothing."""
+
+    def __init__(self, command: str | None, log):
+        self.argv, self.log, self.running = [], log, []
+        if command is None:
+            return
+        try:
+            self.argv = shlex.split(command)
+        except ValueError as e:
+            raise UsageError(f"--on-missing {command!r}: {e}") from e
+        if not self.argv:
+            raise UsageError("--on-missing is empty; give a command")
+        if shutil.which(self.argv[0]) is None:
+            raise UsageError(f"--on-missing: {self.argv[0]} is not a command that can be run (not found, "
+                             "or not executable)")
+
+    def run(self, path: str) -> None:
+        if not self.argv:
+            return
+        try:
+            self.running.append((subprocess.Popen([*self.argv, path], stdin=subprocess.DEVNULL), path))
+        except OSError as e:
+            self.log(f"on-missing: cannot run {self.argv[0]} for {path}: {e.strerror or e}")
+
+    def reap(self, wait: float = 0.0) -> None:
+        """Collect finished commands; with ``wait``, give the running ones that long to finish."""
+        deadline = time.monotonic() + wait
+        still = []
+        for proc, path in self.running:
+            try:
+                rc = proc.wait(max(0.0, deadline - time.monotonic())) if wait else proc.poll()
+            except subprocess.TimeoutExpired:
+                rc = None
+            if rc is None:
+                still.append((proc, path))
+            elif rc:
+                self.log(f"on-missing: {self.argv[0]} exited {rc} for {path}")
+        self.running = still
+
+
+class Stop:
+    """SIGINT (Ctrl-C) and SIGTERM ask the loop to stop after the current photo; a second one
+    stops at once (KeyboardInterrupt: what is written so far is complete lines)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.asked = False
+        self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+
+    def _handle(self, signum, frame):
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+
+    def restore(self):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def read_results(out: Path, prefix: str) -> tuple[list[dict], set[str]]:
+    """The records an earlier watch wrote in ``out`` (a partial last line, from a kill, is cut off)
+    and their names relative to the watched folder. results.csv is rewritten from them."""
+    path = out / "results.jsonl"
+    records = []
+    if path.is_file():
+        data = path.read_bytes()
+        complete = data[:data.rfind(b"\n") + 1]
+        for k, line in enumerate(complete.splitlines(), 1):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("file"), str):
+                raise UsageError(f"{path} line {k} is not a qa record; give a new --out")
+            records.append(record)
+        if len(complete) < len(data):
+            with open(path, "r+b") as f:
+                f.truncate(len(complete))
+    done = set()
+    for record in records:
+        if not record["file"].startswith(prefix):
+            raise UsageError(f"--out {out} holds the results of watching another folder ({record['file']}); "
+                             "give a new --out, or watch that folder")
+        done.add(record["file"][len(prefix):])
+    atomic_write_text(out / "results.csv", csv_text(records, header=True))
+    return records, done
+
+
+def csv_text(records: list[dict], header: bool = False) -> str:
+    from qa.report import csv_row
+
+    buf = io.StringIO()
+    writer = csv_writer(buf)
+    if header:
+        writer.writeheader()
+    writer.writerows(csv_row(row) for record in records for row in result_rows(record))
+    return buf.getvalue()
+
+
+def photo_line(rel: str, record: dict) -> str:
+    """The line printed for a checked photo."""
+    from qa.report import printable
+
+    name = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in printable(rel))  # one line, whatever the name
+    if record["error"]:
+        return f"UNREADABLE {name}: {printable(record['error'])}"
+    return f"{'STAMPED' if record['has_stamp'] else 'MISSING'} {name} score {record['score']:.2f}"
+
+
+def run_watch(model_dir: Path, folder: Path, out: Path, threshold: float | None = None, device: str | None = None,
+              engine: str = "torch", on_missing: str | None = None, settle: float = SETTLE, poll: float = POLL,
+              bs: int = 8, workers: int | None = 0, log=print) -> QASummary:
+    """Check the photos in ``folder`` and those that arrive, until SIGINT or SIGTERM; ``log`` gets a
+    line per photo (and per problem). Returns the totals of this run and the earlier ones in ``out``."""
+    folder, out = Path(folder), Path(out)
+    if not folder.exists():
+        raise UsageError(f"--watch {folder}: no such folder")
+    if not folder.is_dir():
+        raise UsageError(f"--watch {folder} is not a folder; give the folder the camera writes into")
+    refuse_overlap(out, [folder])
+    check_output(out, COMMAND)
+    gate = Gate(on_missing, log)
+    from qa.report import Report
+    from stampcheck.runtime import PhotoResult, predict_photos
+
+    predictor = open_engine(model_dir, engine, device)
+    thr = predictor.threshold if threshold is None else threshold
+    root = os.path.abspath(folder)
+    prefix = os.path.join(root, "")
+    claim_output(out, COMMAND)
+    remove_stale_partials(out)
+    records, done = read_results(out, prefix)
+    summary = QASummary(threshold=thr)
+    for record in records:
+        summary.count(record)
+    run_facts = getattr(batch, "run_facts", None)  # the report's, where it states them
+    facts = run_facts(model_dir, engine, [str(folder)], thr) if run_facts else {"model": str(model_dir)}
+    report = Report(out, thr, facts, resume=True)
+    report.write()
+
+    def record(r: PhotoResult, rel: str) -> None:
+        rec = photo_record(r, thr)
+        # one write each (unbuffered): a kill leaves at most a partial last line
+        fjson.write((json.dumps(rec) + "\n").encode())
+        fcsv.write(csv_text([rec]).encode())
+        done.add(rel)
+        summary.count(rec)
+        report.add(r)
+        report.write()
+        log(photo_line(rel, rec))
+        if rec["error"] or not rec["has_stamp"]:
+            gate.run(str(r.path))
+
+    scanner, pending, stop = Scanner(root, log), {}, Stop()
+    first, last_full = True, -math.inf
+    try:
+        with open(out / "results.jsonl", "ab", buffering=0) as fjson, \
+                open(out / "results.csv", "ab", buffering=0) as fcsv:
+            while not stop.asked:
+                start = time.monotonic()
+                full = start - last_full >= RESCAN
+                last_full = start if full else last_full
+                for rel in scanner.new_files(full):
+                    if rel not in done and rel not in pending:
+                        # photos there before the start have no change seen: only their mtime counts
+                        pending[rel] = Pending(changed=None if first else start)
+                first = False
+                ready = []
+                for rel, p in list(pending.items()):
+                    try:
+                        st = os.stat(os.path.join(root, rel))
+                    except OSError:
+                        st = None
+                    if st is None or not stat.S_ISREG(st.st_mode):  # gone before it was checked
+                        del pending[rel]
+                        continue
+                    sig = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                    if sig != p.sig:
+                        p.changed = start if p.sig is not None else p.changed
+                        p.sig = sig
+                        continue
+                    quiet = min(time.time() - st.st_mtime, start - p.changed if p.changed else math.inf)
+                    if p.failed != sig:
+                        ready.append((rel, quiet))
+                    elif quiet >= settle:
+                        del pending[rel]
+                        record(PhotoResult(Path(root, rel), error=p.error), rel)
+                for (rel, quiet), r in zip(ready[:bs], predict_photos(
+                        predictor, [Path(root, rel) for rel, _ in ready[:bs]], bs=bs, workers=workers,
+                        threshold=thr, previews=True)):
+                    p = pending[rel]
+                    if r.error and quiet < settle:  # perhaps still being written: again when it changes
+                        p.failed, p.error = p.sig, r.error
+                    else:
+                        del pending[rel]
+                        record(r, rel)
+                    if stop.asked:
+                        break
+                gate.reap()
+                if len(ready) <= bs:  # else the rest of a backlog is due at once
+                    time.sleep(max(0.0, poll - (time.monotonic() - start)))
+    finally:
+        stop.restore()
+    report.write()
+    gate.reap(wait=10.0)
+    if gate.running:
+        log(f"on-missing: {len(gate.running)} commands still running, left to finish")
+    return summary
