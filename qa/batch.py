@@ -13,6 +13,9 @@ import glob
 import heapq
 import json
 import os
+import shlex
+import sys
+from datetime import datetime
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -27,7 +30,8 @@ if TYPE_CHECKING:
 
 RESULT_COLUMNS = ["file", "status", "has_stamp", "score", "class", "x0", "y0", "x1", "y1", "error"]
 # The temporary names this command's atomic writes use (stampcheck.atomic): .NAME.PID.part
-OWN_PARTIALS = {".": r"results\.csv|results\.jsonl|index\.html", "annotated": r"\d{5,}_.*\.jpg"}
+OWN_PARTIALS = {".": r"results\.csv|results\.jsonl|index\.html", "annotated": r"\d{5,}_.*\.jpg",
+                "data": r"(?:rows|heat)-\d{5}\.js|facts\.js|manifest\.js", "thumbs": r"\d{6}\.jpg"}
 
 
 class UsageError(ValueError):
@@ -184,6 +188,30 @@ def result_rows(record: dict) -> list[dict]:
             for d in record["detections"]]
 
 
+def run_facts(model_dir: Path, engine, inputs: list[str], threshold: float) -> dict:
+    """The run's facts the report states: the model (its classes, valid metrics and threshold, from
+    the config the engine loaded: a model folder's config.json, or the one an ONNX export carries),
+    the threshold used, when, on what, and the command line."""
+    config = getattr(engine, "config", None) or {}
+    valid = config.get("valid")
+    metrics = Path(model_dir) / "metrics.json"
+    if not valid and metrics.is_file():
+        try:
+            valid = json.loads(metrics.read_text()).get("final")
+        except (OSError, ValueError, AttributeError):
+            valid = None
+    valid = {k: v for k, v in (valid or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    from qa.report import printable
+    from stampcheck.runtime import OnnxModel
+
+    return {"model": printable(str(model_dir)), "engine": "onnx" if isinstance(engine, OnnxModel) else "torch",
+            "classes": [printable(str(c)) for c in engine.classes], "size": engine.size,
+            "threshold": threshold, "model_threshold": engine.threshold, "valid": valid,
+            "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "inputs": [printable(str(i)) for i in inputs],
+            "command": printable(shlex.join(["stampcheck", *sys.argv[1:]]))}
+
+
 def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | None = None, bs: int = 32,
            workers: int | None = None, device: str | None = None, annotate: bool = False,
            progress=None, engine: str = "torch") -> QASummary:
@@ -210,7 +238,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         refuse_links(out / "annotated")
     remove_stale_partials(out)
     summary = QASummary(threshold=thr)
-    report = Report(out, thr, {"model": str(model_dir)})
+    report = Report(out, thr, run_facts(model_dir, predictor, inputs, thr))
     unchecked = (PhotoResult(p, error=why) for p, why in sorted(found.problems.items()))
     checked = predict_photos(predictor, found.files, bs=bs, workers=workers, threshold=thr, previews=True)
     with atomic_path(out / "results.csv") as csv_tmp, atomic_path(out / "results.jsonl") as jsonl_tmp, \
