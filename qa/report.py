@@ -197,7 +197,7 @@ def input_roots(inputs: list) -> list[Path]:
         p = Path(raw)
         if glob.has_magic(str(raw)):
             p = Path(*[part for part in itertools.takewhile(lambda x: not glob.has_magic(x), p.parts)] or ["."])
-        elif not p.is_dir():
+        elif p.is_file():
             p = p.parent
         roots.append(Path(os.path.abspath(p)))
     return sorted(roots, key=lambda p: len(p.parts), reverse=True)  # the deepest root names a photo

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -27,7 +28,7 @@ class Chromium:
     def __init__(self, profile: Path, width: int = 1400, height: int = 1000, timeout: float = 60):
         from websockets.sync.client import connect
 
-        self.timeout, self.next_id, self.events = timeout, 0, []
+        self.timeout, self.next_id, self.events, self.stack = timeout, 0, [], ExitStack()
         self.proc = subprocess.Popen([chromium_path(), *FLAGS, f"--user-data-dir={profile}",
                                       f"--window-size={width},{height}", "about:blank"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -43,7 +44,7 @@ class Chromium:
             raise RuntimeError("chromium printed no DevTools address")
         # the rest of its chatter must not fill the pipe and stall it
         threading.Thread(target=self.proc.stderr.read, daemon=True).start()
-        self.ws = connect(url, max_size=None, open_timeout=timeout)
+        self.ws = self.stack.enter_context(connect(url, max_size=None, open_timeout=timeout))
         target = self.send("Target.createTarget", {"url": "about:blank"}, session=None)["targetId"]
         self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True},
                                  session=None)["sessionId"]
@@ -58,8 +59,7 @@ class Chromium:
         self.close()
 
     def close(self) -> None:
-        if getattr(self, "ws", None):
-            self.ws.close()
+        self.stack.close()
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
