@@ -66,6 +66,10 @@ def thumbnail_jpeg(r, threshold: float) -> bytes | None:
     return jpeg_bytes(img, 80, subsampling=0)
 
 
+class ReportError(ValueError):
+    """A report folder whose rows cannot be continued (its data files damaged or not this tool's)."""
+
+
 class Report:
     """The report folder, fed one photo at a time: by a batch, or by a watched folder as photos arrive.
 
@@ -152,9 +156,13 @@ class Report:
         if not chunks:
             return
         k = int(ROWS_NAME.fullmatch(chunks[-1].name)[1])
-        rows = _read_js(chunks[-1], "stampcheckRows")
         heat_file = self.out / DATA / f"heat-{k:05d}.js"
-        heats = _read_js(heat_file, "stampcheckHeat") if heat_file.is_file() else []
+        try:
+            rows = _read_js(chunks[-1], "stampcheckRows")
+            heats = _read_js(heat_file, "stampcheckHeat") if heat_file.is_file() else []
+        except (OSError, ValueError) as e:
+            raise ReportError(f"{chunks[-1]} cannot be read back ({type(e).__name__}: {e}); "
+                              "continue in a new report folder") from e
         heats = (heats + [None] * len(rows))[:len(rows)]
         self.rows, self.heats = [_json(r) for r in rows], [_json(h) for h in heats]
         self.count = k * CHUNK + len(rows)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from compose.composer import ComposeConfig, compose_dataset
 from compose.looks import Looks
-from qa.report import CHUNK, Report
+from qa.report import CHUNK, Report, ReportError
 from stampcheck.dataset import read_labels
 from stampcheck.runtime import PhotoResult, predict_photos
 from tests.chromium import Chromium, chromium_path
@@ -82,6 +82,12 @@ def test_a_report_of_2000_photos_is_light_pages_its_cards_and_resumes(tmp_path):
     rows = read_rows(out)
     assert [r["i"] for r in rows] == list(range(2002)) and len(list((out / "data").glob("rows-*.js"))) == 2002 // CHUNK + 1
     assert (out / "thumbs" / "000000.jpg").read_bytes() == first_thumb and (out / "thumbs" / "002001.jpg").is_file()
+    last = out / "data" / "rows-00004.js"
+    text = last.read_text()
+    last.write_text(text[:100])  # damaged (by hand: atomic writes leave no half file)
+    with pytest.raises(ReportError, match="rows-00004.js cannot be read back"):
+        Report(out, 0.5, resume=True)
+    last.write_text(text)
 
     if not chromium_path():
         pytest.skip("chromium not installed: the page itself is not checked")
