@@ -55,7 +55,6 @@ class PhotoResult:
     detections: list[tuple[float, str, list[float]]] | None = None  # (score, class, box)
     error: str | None = None
     preview: Image.Image | None = None  # the photo at report-thumbnail size, upright, when asked for
-    thumbnail: bytes | None = None      # the report's JPEG, made from preview by whoever draws on it
     # the best class score of every grid cell, (side, side) rows top to bottom: where the model looked
     heatmap: np.ndarray | None = None
 
