@@ -13,6 +13,9 @@ import glob
 import heapq
 import json
 import os
+import shlex
+import sys
+from datetime import datetime
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -27,7 +30,8 @@ if TYPE_CHECKING:
 
 RESULT_COLUMNS = ["file", "status", "has_stamp", "score", "class", "x0", "y0", "x1", "y1", "error"]
 # The temporary names this command's atomic writes use (stampcheck.atomic): .NAME.PID.part
-OWN_PARTIALS = {".": r"results\.csv|results\.jsonl|index\.html", "annotated": r"\d{5,}_.*\.jpg"}
+OWN_PARTIALS = {".": r"results\.csv|results\.jsonl|index\.html", "annotated": r"\d{5,}_.*\.jpg",
+                "data": r"(?:rows|heat)-\d{5}\.js|facts\.js|manifest\.js", "thumbs": r"\d{6}\.jpg"}
 
 
 class UsageError(ValueError):
@@ -44,7 +48,7 @@ class Inputs:
     roots: list[Path] = field(default_factory=list)
 
 
-def _kind(entry: Path | os.DirEntry) -> str:
+def entry_kind(entry: Path | os.DirEntry) -> str:
     """'dir', 'file' (a regular file, through links) or 'other' (broken link, device, pipe...); a
     DirEntry answers from the listing, without a system call per file."""
     try:
@@ -77,7 +81,7 @@ def _entries(top: Path, problems: dict, depth: int | None = None):
                 continue
             seen.add((st.st_dev, st.st_ino))
             with os.scandir(folder) as it:
-                listing = sorted((e.name, _kind(e)) for e in it if not e.name.startswith("."))
+                listing = sorted((e.name, entry_kind(e)) for e in it if not e.name.startswith("."))
         except OSError as e:
             problems[folder] = f"unreadable-folder: {e.strerror or e}"
             continue
@@ -121,7 +125,7 @@ def expand_inputs(inputs: list[str]) -> Inputs:
             matches, roots = _glob(raw, found.problems)
         else:
             p = Path(raw)
-            matches = [(p, _kind(p))] if os.path.lexists(p) else []
+            matches = [(p, entry_kind(p))] if os.path.lexists(p) else []
             roots = [p for p, kind in matches if kind != "other"]
         if not matches:
             raise UsageError(f"no such file or folder: {raw}")
@@ -210,6 +214,30 @@ def csv_writer(f) -> csv.DictWriter:
     return csv.DictWriter(f, fieldnames=RESULT_COLUMNS, lineterminator="\n")
 
 
+def run_facts(model_dir: Path, engine, inputs: list[str], threshold: float) -> dict:
+    """The run's facts the report states: the model (its classes, valid metrics and threshold, from
+    the config the engine loaded: a model folder's config.json, or the one an ONNX export carries),
+    the threshold used, when, on what, and the command line."""
+    config = getattr(engine, "config", None) or {}
+    valid = config.get("valid")
+    metrics = Path(model_dir) / "metrics.json"
+    if not valid and metrics.is_file():
+        try:
+            valid = json.loads(metrics.read_text()).get("final")
+        except (OSError, ValueError, AttributeError):
+            valid = None
+    valid = {k: v for k, v in (valid or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    from qa.report import printable
+    from stampcheck.runtime import OnnxModel
+
+    return {"model": printable(str(model_dir)), "engine": "onnx" if isinstance(engine, OnnxModel) else "torch",
+            "classes": [printable(str(c)) for c in engine.classes], "size": engine.size,
+            "threshold": threshold, "model_threshold": engine.threshold, "valid": valid,
+            "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "inputs": [printable(str(i)) for i in inputs],
+            "command": printable(shlex.join(["stampcheck", *sys.argv[1:]]))}
+
+
 def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | None = None, bs: int = 32,
            workers: int | None = None, device: str | None = None, annotate: bool = False,
            progress=None, engine: str = "torch") -> QASummary:
@@ -232,7 +260,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         refuse_links(out / "annotated")
     remove_stale_partials(out)
     summary = QASummary(threshold=thr)
-    report = Report(out, thr, {"model": str(model_dir)})
+    report = Report(out, thr, run_facts(model_dir, predictor, inputs, thr))
     unchecked = (PhotoResult(p, error=why) for p, why in sorted(found.problems.items()))
     checked = predict_photos(predictor, found.files, bs=bs, workers=workers, threshold=thr, previews=True)
     with atomic_path(out / "results.csv") as csv_tmp, atomic_path(out / "results.jsonl") as jsonl_tmp, \

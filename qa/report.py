@@ -1,32 +1,34 @@
-"""The QA report page (one self-contained HTML file) and optional annotated full-size images."""
+"""The QA report: a folder that opens from disk (index.html, its data as scripts, thumbnails as files),
+and optional annotated full-size images."""
 
 from __future__ import annotations
 
-import base64
-import html
+import glob
+import itertools
+import json
 import os
+import re
 from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
 
 from stampcheck.atomic import atomic_write_bytes, atomic_write_text
 from stampcheck.draw import draw_boxes
 from stampcheck.images import ImageRejected, jpeg_bytes, open_checked
-from stampcheck.runtime import PHOTO_LIMITS, THUMB
+from stampcheck.paths import refuse_links
+from stampcheck.runtime import PHOTO_LIMITS
+
+PAGE = (Path(__file__).with_name("page.html")).read_bytes()  # index.html: the same for every run
+DATA, THUMBS = "data", "thumbs"
+CHUNK = 500  # rows per data file: a watched folder rewrites one such file per photo, not all rows
+NEAR = 0.1   # "near the threshold": a score this close to it, either side
+ROWS_NAME, HEAT_NAME, THUMB_NAME = re.compile(r"rows-(\d{5})\.js"), re.compile(r"heat-\d{5}\.js"), re.compile(r"\d{6}\.jpg")
 
 NAME_BYTES = 100  # of a photo's name kept in its annotated copy's name
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP, "CSV injection"): a
 # photo named =HYPERLINK(...) must stay text in results.csv.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222}
-.counts{display:flex;gap:1em;margin:1em 0}.count{padding:.8em 1.2em;border-radius:8px;background:#fff;
-box-shadow:0 1px 3px #0002}.count b{display:block;font-size:1.8em}.missing b{color:#c62828}
-.stamped b{color:#2e7d32}.unreadable b{color:#ef6c00}.grid{display:flex;flex-wrap:wrap;gap:10px}
-figure{margin:0;background:#fff;padding:6px;border-radius:6px;box-shadow:0 1px 3px #0002;width:168px}
-figcaption{font-size:12px;word-break:break-all}.tag{font-weight:bold}.tag.missing{color:#c62828}
-.tag.stamped{color:#2e7d32}table{border-collapse:collapse}td{padding:2px 8px;border-bottom:1px solid #ddd}
-"""
-
 
 def printable(text: str) -> str:
     """``text`` as valid UTF-8: the bytes of a file name that are not UTF-8 (which Python keeps as
@@ -35,10 +37,6 @@ def printable(text: str) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:
         return text.encode("utf-8", "backslashreplace").decode()
-
-
-def _html(value) -> str:
-    return html.escape(printable(str(value)))
 
 
 def csv_row(row: dict) -> dict:
@@ -68,51 +66,165 @@ def thumbnail_jpeg(r, threshold: float) -> bytes | None:
     return jpeg_bytes(img, 80, subsampling=0)
 
 
-class Report:
-    """The report folder's page and what it shows, fed one photo at a time: by a batch, or by a
-    watched folder as photos arrive (``resume`` continues the rows an earlier run wrote there).
+class ReportError(ValueError):
+    """A report folder whose rows cannot be continued (its data files damaged or not this tool's)."""
 
-    ``facts``: the run's facts the page states (model, classes, metrics, threshold, date, inputs,
-    command). ``add`` takes a checked photo (its ``preview`` is let go once drawn); ``write`` brings
-    the folder's files up to date, atomically, and is cheap enough to call after every photo."""
+
+class Report:
+    """The report folder, fed one photo at a time: by a batch, or by a watched folder as photos arrive.
+
+    The page (index.html, the same for every run) reads its rows from script files, as a page opened
+    from disk may read no JSON: ``data/rows-NNNNN.js`` (CHUNK rows each), ``data/heat-NNNNN.js``
+    (their heatmaps, read when a photo is opened), ``data/facts.js`` and ``data/manifest.js`` (how
+    many rows). Thumbnails are files, ``thumbs/NNNNNN.jpg``, numbered as the rows.
+
+    ``facts``: the run's facts the page states (:func:`qa.batch.run_facts`). ``add`` takes a checked
+    photo, writes its thumbnail and lets go of its preview; ``write`` brings the folder's files up to
+    date, atomically, rewriting only the open chunk and the manifest: cheap after every photo.
+    ``resume`` continues the rows an earlier run wrote into ``out``."""
 
     def __init__(self, out: Path, threshold: float, facts: dict | None = None, resume: bool = False):
-        self.out, self.threshold, self.facts = Path(out), threshold, facts or {}
-        self.results = []
+        self.out, self.threshold, self.facts = Path(out), float(threshold), facts or {}
+        refuse_links(self.out / DATA, self.out / THUMBS)
+        self.roots = input_roots(self.facts.get("inputs") or [])
+        self.count = 0          # rows so far, earlier runs' included
+        self.rows: list[str] = []  # the open chunk's rows and heatmaps, as JSON
+        self.heats: list[str] = []
+        self.dirty = False
+        self.facts_written = False
+        if resume:
+            self._resume()
+        else:
+            self._clear()
+
+    def __len__(self) -> int:
+        return self.count
 
     def add(self, r) -> None:
-        r.thumbnail, r.preview = thumbnail_jpeg(r, self.threshold), None
-        self.results.append(r)
+        if len(self.rows) == CHUNK:  # the open chunk is full: written one last time, then let go
+            self._write_chunk()
+            self.rows, self.heats = [], []
+        thumb = thumbnail_jpeg(r, self.threshold)
+        r.preview = None
+        if thumb:
+            atomic_write_bytes(self.out / THUMBS / f"{self.count:06d}.jpg", thumb)
+        row, heat = self.row(r, thumb is not None)
+        self.rows.append(_json(row))
+        self.heats.append(_json(heat))
+        self.count += 1
+        self.dirty = True
 
     def write(self) -> None:
-        _write_html(self.results, self.threshold, self.out / "index.html", self.facts.get("model", ""))
+        if not self.facts_written:
+            atomic_write_text(self.out / DATA / "facts.js", f"stampcheckFacts({_json(self.facts)});\n")
+            if not (self.out / "index.html").is_file() or (self.out / "index.html").read_bytes() != PAGE:
+                atomic_write_bytes(self.out / "index.html", PAGE)
+            self.facts_written = True
+        if self.dirty:
+            self._write_chunk()
+        manifest = {"rows": self.count, "chunk": CHUNK, "threshold": self.threshold, "near": NEAR}
+        atomic_write_text(self.out / DATA / "manifest.js", f"stampcheckManifest({_json(manifest)});\n")
+
+    def row(self, r, thumb: bool) -> tuple[dict, str | None]:
+        """The page's row of a photo (short keys: 20,000 of them are read at once) and its heatmap."""
+        row = {"i": self.count, "p": printable(str(r.path)), "f": printable(folder_of(r.path, self.roots)),
+               "o": original_url(r.path, self.out), "t": int(thumb)}
+        if r.error:
+            return {**row, "k": "unreadable", "e": printable(r.error)}, None
+        found = r.found(self.threshold)
+        row.update(k="stamped" if found else "missing", s=round(r.score, 4), w=r.width, h=r.height,
+                   d=[[round(s, 4), printable(c), *(round(v, 1) for v in b)] for s, c, b in found],
+                   b=[round(v, 1) for v in r.top_box] if r.top_box else None)
+        return row, heat_hex(r.heatmap)
+
+    def _write_chunk(self) -> None:
+        k = (self.count - 1) // CHUNK
+        rows, heats = ",\n".join(self.rows), ",\n".join(self.heats)
+        # the heatmaps first: a page never reads rows whose heatmaps are not there yet
+        atomic_write_text(self.out / DATA / f"heat-{k:05d}.js", f"stampcheckHeat({k},[\n{heats}]);\n")
+        atomic_write_text(self.out / DATA / f"rows-{k:05d}.js", f"stampcheckRows({k},[\n{rows}]);\n")
+        self.dirty = False
+
+    def _chunks(self) -> list[Path]:
+        folder = self.out / DATA
+        return sorted(p for p in folder.glob("rows-*.js") if ROWS_NAME.fullmatch(p.name)) if folder.is_dir() else []
+
+    def _resume(self) -> None:
+        """Continue after the last chunk an earlier run wrote: its rows are read back (the page's
+        data is the only record the report needs), so numbers and counts go on from there."""
+        chunks = self._chunks()
+        if not chunks:
+            return
+        k = int(ROWS_NAME.fullmatch(chunks[-1].name)[1])
+        heat_file = self.out / DATA / f"heat-{k:05d}.js"
+        try:
+            rows = _read_js(chunks[-1], "stampcheckRows")
+            heats = _read_js(heat_file, "stampcheckHeat") if heat_file.is_file() else []
+        except (OSError, ValueError) as e:
+            raise ReportError(f"{chunks[-1]} cannot be read back ({type(e).__name__}: {e}); "
+                              "continue in a new report folder") from e
+        heats = (heats + [None] * len(rows))[:len(rows)]
+        self.rows, self.heats = [_json(r) for r in rows], [_json(h) for h in heats]
+        self.count = k * CHUNK + len(rows)
+
+    def _clear(self) -> None:
+        """A new run in a folder an earlier qa run filled: that run's rows and thumbnails go (only
+        names this class writes), so that none is shown or resumed as this run's."""
+        for p in self._chunks() + [p for p in (self.out / DATA).glob("heat-*.js") if HEAT_NAME.fullmatch(p.name)]:
+            p.unlink()
+        if (self.out / THUMBS).is_dir():
+            for p in (self.out / THUMBS).iterdir():
+                if THUMB_NAME.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+                    p.unlink()
 
 
-def _write_html(results, threshold: float, path: Path, model_dir) -> None:
-    """Counts first, then unreadable photos, then thumbnails: missing stamps and the least certain first."""
-    readable = [r for r in results if not r.error]
-    stamped = {id(r) for r in readable if r.found(threshold)}
-    readable.sort(key=lambda r: (id(r) in stamped, r.score))
-    figures = []
-    for r in readable:
-        ok = id(r) in stamped
-        data = base64.b64encode(r.thumbnail or b"").decode()
-        tag = "stamped" if ok else "missing"
-        figures.append(f'<figure class="photo {tag}"><img alt="" src="data:image/jpeg;base64,{data}" width="{THUMB}">'
-                       f'<figcaption><span class="tag {tag}">{tag}</span> score {r.score:.2f}<br>'
-                       f'{_html(r.path)}</figcaption></figure>')
-    errors = "".join(f"<tr><td>{_html(r.path)}</td><td>{_html(r.error)}</td></tr>"
-                     for r in results if r.error)
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>stampcheck QA report</title>
-<style>{STYLE}</style></head><body><h1>stampcheck QA report</h1>
-<p>Model: {_html(model_dir)} &middot; threshold {threshold:.2f} &middot; {len(results)} photos</p>
-<div class="counts"><div class="count stamped" id="stamped"><b>{len(stamped)}</b>stamped</div>
-<div class="count missing" id="missing"><b>{len(readable) - len(stamped)}</b>missing</div>
-<div class="count unreadable" id="unreadable"><b>{len(results) - len(readable)}</b>unreadable</div></div>
-{"<h2>Unreadable</h2><table>" + errors + "</table>" if errors else ""}
-<h2>Photos (missing stamps and least certain first)</h2><div class="grid">{"".join(figures)}</div>
-</body></html>"""
-    atomic_write_text(path, page)
+def _json(obj) -> str:
+    """JSON for a script file: ASCII, and no ``<`` anywhere, so that no name can end a script."""
+    return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
+
+
+def _read_js(path: Path, call: str) -> list:
+    """The rows of a chunk this class wrote: ``call(k,[...]);``."""
+    text = path.read_text()
+    start, end = text.index("[", len(call)), text.rindex("]")
+    return json.loads(text[start:end + 1])
+
+
+def heat_hex(heatmap) -> str | None:
+    """A heatmap as two hex digits per cell (0..255 for scores 0..1), rows top to bottom."""
+    if heatmap is None:
+        return None
+    cells = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)) * 255 + 0.5, 0, 255).astype(np.uint8)
+    return cells.tobytes().hex()
+
+
+def input_roots(inputs: list) -> list[Path]:
+    """The folders photos are named relative to: each folder given, a glob's fixed part, a file's folder."""
+    roots = []
+    for raw in inputs:
+        p = Path(raw)
+        if glob.has_magic(str(raw)):
+            p = Path(*[part for part in itertools.takewhile(lambda x: not glob.has_magic(x), p.parts)] or ["."])
+        elif p.is_file():
+            p = p.parent
+        roots.append(Path(os.path.abspath(p)))
+    return sorted(roots, key=lambda p: len(p.parts), reverse=True)  # the deepest root names a photo
+
+
+def folder_of(path: Path, roots: list[Path]) -> str:
+    """A photo's folder relative to the input that holds it (line3/cam2), "." for the input itself."""
+    parent = Path(os.path.abspath(path)).parent
+    for root in roots:
+        if parent == root or root in parent.parents:
+            return str(parent.relative_to(root))
+    return str(Path(path).parent)
+
+
+def original_url(path: Path, out: Path) -> str:
+    """The photo as a URL relative to the report folder (raw bytes percent-encoded), which the page
+    opens large; a report moved away from its photos falls back to the thumbnail."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(out))
+    return quote(os.fsencode(rel).replace(os.sep.encode(), b"/"))
 
 
 def annotated_name(k: int, path: Path) -> str:

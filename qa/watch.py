@@ -24,9 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qa import batch
-from qa.batch import (QASummary, UsageError, _kind, csv_writer, open_engine, photo_record, remove_stale_partials,
-                      result_rows)
+from qa.batch import (QASummary, UsageError, csv_writer, entry_kind, open_engine, photo_record,
+                      remove_stale_partials, result_rows, run_facts)
 from stampcheck.atomic import atomic_write_text
 from stampcheck.paths import check_output, claim_output, refuse_overlap
 
@@ -38,6 +37,15 @@ SETTLE = 5.0   # seconds a photo that does not decode must stay unchanged before
 # whole-second times, folders changed in the last RECENT seconds are listed at every poll, and
 # every folder is listed each RESCAN seconds.
 RECENT, RESCAN = 3.0, 5.0
+
+
+def from_record(rec: dict):
+    """A PhotoResult as results.jsonl recorded it (no pixels: no thumbnail, no heatmap)."""
+    from stampcheck.runtime import PhotoResult
+
+    dets = [(d["score"], d["class"], d["box"]) for d in rec["detections"] or []]
+    return PhotoResult(Path(rec["file"]), rec["width"] or 0, rec["height"] or 0, rec["score"] or 0.0,
+                       dets[0][2] if dets else None, dets, rec["error"])
 
 
 class Scanner:
@@ -65,7 +73,7 @@ class Scanner:
                     stack += known[2]
                     continue
                 with os.scandir(folder) as it:
-                    entries = [(e.name, _kind(e)) for e in it if not e.name.startswith(".")]
+                    entries = [(e.name, entry_kind(e)) for e in it if not e.name.startswith(".")]
             except OSError as e:
                 if rel not in self.unlistable:  # said once per outage: the folder may come back (a mount)
                     self.warn(f"cannot list {folder}: {e.strerror or e}; trying again")
@@ -216,7 +224,7 @@ def run_watch(model_dir: Path, folder: Path, out: Path, threshold: float | None 
     refuse_overlap(out, [folder])
     check_output(out, COMMAND)
     gate = Gate(on_missing, log)
-    from qa.report import Report
+    from qa.report import Report, ReportError
     from stampcheck.runtime import PhotoResult, predict_photos
 
     predictor = open_engine(model_dir, engine, device)
@@ -229,9 +237,14 @@ def run_watch(model_dir: Path, folder: Path, out: Path, threshold: float | None 
     summary = QASummary(threshold=thr)
     for record in records:
         summary.count(record)
-    run_facts = getattr(batch, "run_facts", None)  # the report's, where it states them
-    facts = run_facts(model_dir, engine, [str(folder)], thr) if run_facts else {"model": str(model_dir)}
-    report = Report(out, thr, facts, resume=True)
+    try:
+        report = Report(out, thr, run_facts(model_dir, predictor, [str(folder)], thr), resume=True)
+    except ReportError as e:
+        raise UsageError(str(e)) from e
+    # a run killed between a photo's record and its report row: the row is made from the record
+    # (no thumbnail), never by checking the photo again
+    for rec in records[len(report):]:
+        report.add(from_record(rec))
     report.write()
 
     def record(r: PhotoResult, rel: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -54,7 +55,8 @@ class PhotoResult:
     detections: list[tuple[float, str, list[float]]] | None = None  # (score, class, box)
     error: str | None = None
     preview: Image.Image | None = None  # the photo at report-thumbnail size, upright, when asked for
-    thumbnail: bytes | None = None      # the report's JPEG, made from preview by whoever draws on it
+    # the best class score of every grid cell, (side, side) rows top to bottom: where the model looked
+    heatmap: np.ndarray | None = None
 
     def found(self, threshold: float) -> list[tuple[float, str, list[float]]]:
         """The detections at or above ``threshold``: the stamps this photo is judged to carry."""
@@ -153,8 +155,11 @@ def to_photo_pixels(box: np.ndarray, size: int, width: int, height: int) -> list
 def find_stamps(r: PhotoResult, scores: np.ndarray, boxes: np.ndarray, size: int, classes: list[str],
                 threshold: float) -> None:
     """Fill ``r`` from one photo's per-cell (HW, C) scores and (HW, 4) boxes: presence (the best cell
-    anywhere), its box, and the detections at or above ``threshold`` after NMS."""
+    anywhere), its box, the detections at or above ``threshold`` after NMS, and the heatmap."""
     score, cls = scores.max(-1), scores.argmax(-1)
+    side = math.isqrt(len(score))  # the input is square, and so is its grid
+    if side * side == len(score):
+        r.heatmap = score.reshape(side, side).astype(np.float32)
     top = int(score.argmax())
     r.score = float(score[top])
     r.top_box = to_photo_pixels(boxes[top], size, r.width, r.height)

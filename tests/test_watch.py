@@ -142,6 +142,7 @@ def test_watch_checks_each_photo_once_as_written_and_continues_after_a_restart(t
     assert sorted(name for _, name in LINE.findall(output)) == ["line3/cam2/after-restart.jpg", "while-down-20.jpg",
                                                                 "while-down-21.jpg"]
     assert sum(csv_counts(out).values()) == len(expected)
+    assert page_counts(out / "index.html", tmp_path) == csv_counts(out)  # the report went on, too
 
 
 def test_watch_refuses_bad_input_in_one_line(tiny_model, tmp_path):  # noqa: F811

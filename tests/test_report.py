@@ -1,0 +1,239 @@
+"""The QA report (issue 15): a folder that opens from disk and stays light at thousands of photos,
+counts that agree with results.csv, the score heatmap, and the page in real headless Chromium."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from compose.composer import ComposeConfig, compose_dataset
+from compose.looks import Looks
+from qa.report import CHUNK, Report, ReportError
+from stampcheck.dataset import read_labels
+from stampcheck.runtime import PhotoResult, predict_photos
+from tests.chromium import Chromium, chromium_path
+from tests.test_train import EASY
+from train.learner import TrainConfig, train
+from train.predict import THUMB_MAX, Predictor
+
+ROOT = Path(__file__).resolve().parents[1]
+# a file in a folder named "<": its path reads </script><img ...>, and must stay text everywhere
+HOSTILE = ("<", 'script><img src=x onerror="window.pwned=1">.jpg')
+SCREENSHOT = ROOT / "data" / "test-artifacts" / "report.png"
+
+
+def read_rows(out: Path) -> list[dict]:
+    """The page's rows, read back from the data scripts as the page reads them."""
+    rows = []
+    for p in sorted((out / "data").glob("rows-*.js")):
+        text = p.read_text()
+        rows += json.loads(text[text.index("["):text.rindex("]") + 1])
+    return rows
+
+
+def cheap_result(i: int, rng, preview: bool) -> PhotoResult:
+    """A checked photo as qa hands it over, without a model: 1 in 50 unreadable."""
+    path = Path(f"/cams/line{i % 3}/cam{i % 2}/20261121-{i:06d}.jpg")
+    if i % 50 == 7:
+        return PhotoResult(path, error="truncated: image file is truncated")
+    s = float(rng.random())
+    box = [400.0, 300.0, 900.0, 700.0]
+    return PhotoResult(path, 4000, 3000, s, box, [(s, "qc-passed", box)],
+                       preview=Image.new("RGB", (160, 120), "grey") if preview else None,
+                       heatmap=rng.random((16, 16)).astype(np.float32))
+
+
+def test_a_report_of_2000_photos_is_light_pages_its_cards_and_resumes(tmp_path):
+    rng = np.random.default_rng(0)
+    out = tmp_path / "report"
+    report = Report(out, 0.5, {"model": "m", "inputs": ["/cams"]})
+    for i in range(2000):
+        report.add(cheap_result(i, rng, preview=i % 400 == 0))
+        if i % 250 == 0:
+            report.write()
+    report.write()
+    weight = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and "thumbs" not in p.parts)
+    assert weight < 3_000_000, weight
+    assert sorted(p.name for p in (out / "thumbs").iterdir()) == [f"{i:06d}.jpg" for i in range(0, 2000, 400)]
+    rows = read_rows(out)
+    assert [r["i"] for r in rows] == list(range(2000)) and {r["f"] for r in rows} >= {"line0/cam0", "line2/cam1"}
+
+    # a watched folder writes after every photo: only the open chunk and the manifest change
+    closed = out / "data" / "rows-00000.js"
+    before = closed.stat().st_mtime_ns, (out / "index.html").stat().st_mtime_ns
+    report.add(cheap_result(2000, rng, preview=True))
+    report.write()
+    assert (closed.stat().st_mtime_ns, (out / "index.html").stat().st_mtime_ns) == before
+
+    # a restarted watch continues the rows and the numbering; earlier thumbnails stay as they were
+    first_thumb = (out / "thumbs" / "000000.jpg").read_bytes()
+    again = Report(out, 0.5, {"model": "m"}, resume=True)
+    assert len(again) == 2001
+    again.add(cheap_result(2001, rng, preview=True))
+    again.write()
+    rows = read_rows(out)
+    assert [r["i"] for r in rows] == list(range(2002)) and len(list((out / "data").glob("rows-*.js"))) == 2002 // CHUNK + 1
+    assert (out / "thumbs" / "000000.jpg").read_bytes() == first_thumb and (out / "thumbs" / "002001.jpg").is_file()
+    last = out / "data" / "rows-00004.js"
+    text = last.read_text()
+    last.write_text(text[:100])  # damaged (by hand: atomic writes leave no half file)
+    with pytest.raises(ReportError, match="rows-00004.js cannot be read back"):
+        Report(out, 0.5, resume=True)
+    last.write_text(text)
+
+    if not chromium_path():
+        pytest.skip("chromium not installed: the page itself is not checked")
+    with Chromium(tmp_path / "profile") as browser:
+        browser.navigate((out / "index.html").as_uri())
+        browser.wait_for("document.querySelectorAll('.card').length > 0")
+        cards, total = browser.js("[document.querySelectorAll('.card').length, document.querySelector('#all b').textContent]")
+        assert cards == 100 and total == "2,002"  # the DOM holds one page of cards, not 2,002
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    """A model that finds the stamp: trained for seconds from the shipped base detector on stamps a
+    fifth to a third of the photo, so that where it looks can be checked against where they are."""
+    root = tmp_path_factory.mktemp("report")
+    looks = Looks(**{**EASY.to_dict(), "scale": (0.2, 0.3)})
+    compose_dataset(ComposeConfig(count=24, seed=2, max_size=128, looks=looks), root / "ds")
+    train(root / "ds", root / "model", TrainConfig(arch="resnet18", size=96, epochs=2, bs=8, pretrained="base",
+                                                   workers=0), log=lambda *a: None)
+    return root
+
+
+def found_stamps(model: Path) -> list[tuple[PhotoResult, list[float]]]:
+    """(result, labelled box) of the stamped photos the model finds: its box on the stamp."""
+    items = [i for i in read_labels(model / "ds") if i.boxes]
+    files = [model / "ds" / "images" / i.file for i in items]
+    found = []
+    for item, r in zip(items, predict_photos(Predictor(model / "model", "cpu"), files, workers=0)):
+        truth = item.boxes[0].as_tuple()
+        if r.detections and iou(r.detections[0][2], truth) > 0.5:
+            found.append((r, list(truth)))
+    return found
+
+
+def iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def hottest_in_box(heat: np.ndarray, width: int, height: int, box) -> tuple[bool, float]:
+    """Whether the hottest cell's centre lies in ``box`` (photo pixels), and how much hotter the
+    cells inside are on average than those outside."""
+    side = heat.shape[0]
+    ys, xs = (np.arange(side) + 0.5) / side * height, (np.arange(side) + 0.5) / side * width
+    inside = (ys[:, None] >= box[1]) & (ys[:, None] < box[3]) & (xs[None] >= box[0]) & (xs[None] < box[2])
+    y, x = np.unravel_index(heat.argmax(), heat.shape)
+    return bool(inside[y, x]), float(heat[inside].mean() / max(heat[~inside].mean(), 1e-6))
+
+
+def test_the_heatmap_of_a_found_stamp_is_hottest_over_it(model):
+    found = found_stamps(model)
+    assert len(found) >= 3, "the model finds too few stamps to check where it looks"
+    for r, box in found:
+        assert r.heatmap.shape == (6, 6)  # 96 px input, stride 16
+        hottest, contrast = hottest_in_box(r.heatmap, r.width, r.height, box)
+        assert hottest and contrast > 3, (r.path, box, r.heatmap.round(2))
+
+
+def run_qa_cli(*args):
+    return subprocess.run([sys.executable, "-m", "stampcheck", "qa", *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+
+
+def test_the_report_agrees_with_results_csv_and_works_in_chromium(model, tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "line3" / "cam2").mkdir(parents=True)
+    (photos / "line4").mkdir()
+    (photos / HOSTILE[0]).mkdir()
+    found = found_stamps(model)
+    known, known_box = found[0]
+    shutil.copy(known.path, photos / "line3" / "cam2" / "known.jpg")
+    for k, f in enumerate(sorted((model / "ds" / "images").iterdir())[:6]):
+        shutil.copy(f, photos / ("line3" if k % 2 else "line4") / f.name)
+    shutil.copy(f, photos.joinpath(*HOSTILE))
+    (photos / "line4" / "corrupt.jpg").write_bytes(f.read_bytes()[:200])
+    (photos / "notes.txt").write_text("shift 2")
+    out = tmp_path / "report"
+    r = run_qa_cli(model / "model", photos, "--out", out, "--workers", "0")
+    assert r.returncode in (0, 1, 3), r.stdout + r.stderr
+
+    csv_rows = list(csv.DictReader(open(out / "results.csv", newline="")))
+    status = {}
+    for row in csv_rows:
+        status[row["file"]] = "unreadable" if row["status"] == "error" else "stamped" if row["has_stamp"] == "1" else "missing"
+    expected = {k: sum(v == k for v in status.values()) for k in ("missing", "stamped", "unreadable")}
+    rows = read_rows(out)
+    assert {r["p"]: r["k"] for r in rows} == status
+    assert {r["f"] for r in rows} == {".", "line3", "line3/cam2", "line4", "<"}
+    assert expected["unreadable"] == 2 and expected["stamped"] >= 1
+    facts = json.loads((out / "data" / "facts.js").read_text()[len("stampcheckFacts("):-3])
+    assert facts["classes"] == ["qc-passed"] and facts["inputs"] == [str(photos)] and "accuracy" in facts["valid"]
+    assert "<" not in "".join(p.read_text() for p in (out / "data").iterdir())  # no name can close a script
+    for row in rows:  # thumbnails are files; the best guess is drawn in orange on a photo judged missing
+        thumb = out / "thumbs" / f"{row['i']:06d}.jpg"
+        assert thumb.is_file() == (row["k"] != "unreadable")
+        if row["k"] == "missing":
+            pixels = np.asarray(Image.open(thumb).convert("RGB"), dtype=int)
+            assert max(Image.open(thumb).size) <= THUMB_MAX and (np.abs(pixels - (255, 160, 0)).sum(-1) < 60).sum() >= 20
+
+    if not chromium_path():
+        pytest.skip("chromium not installed (.ci/run installs it)")
+    with Chromium(tmp_path / "profile") as b:
+        b.navigate((out / "index.html").as_uri())
+        b.wait_for("document.querySelectorAll('.card').length > 0")
+        shown = b.js("(function(){var c={};['all','missing','stamped','unreadable'].forEach(function(k){"
+                     "c[k]=+document.querySelector('#'+k+' b').textContent});return c})()")
+        assert shown == {**expected, "all": len(status)}
+        assert "least certain" in b.js("document.getElementById('heading').textContent")
+        order = b.js("Array.from(document.querySelectorAll('.card')).map(function(c){return c.className})")
+        assert order == sorted(order, key=lambda c: ["missing", "stamped", "unreadable"].index(c.split()[1]))
+
+        b.click("#unreadable")  # a real mouse click on the filter
+        b.wait_for("document.querySelectorAll('.card').length === 2")
+        assert b.js("Array.from(document.querySelectorAll('.card')).every(function(c){"
+                    "return c.classList.contains('unreadable')})")
+        b.click("#all")
+        b.click("#q")  # search by name, typed
+        b.send("Input.insertText", {"text": "onerror"})
+        b.wait_for("document.querySelectorAll('.card').length === 1")
+        assert b.js("document.querySelector('.card').textContent").endswith("/".join(HOSTILE))
+        assert b.js("window.pwned === undefined && !document.querySelector('img[onerror]')")
+
+        b.js("(function(){var q=document.getElementById('q');q.value='';q.dispatchEvent(new Event('input'))})()")
+        b.wait_for("document.querySelectorAll('.card').length > 1")
+        b.click("#q")
+        b.send("Input.insertText", {"text": "known.jpg"})
+        b.wait_for("document.querySelectorAll('.card').length === 1")
+        b.click(".card")
+        b.wait_for("document.getElementById('heatinfo').textContent.indexOf('cells') >= 0")
+        b.wait_for("document.getElementById('big').complete && document.getElementById('big').naturalWidth > 0")
+        seen = b.js("""(function(){
+            var big = document.getElementById('big'), cv = document.getElementById('heat'), a = big.getBoundingClientRect(),
+                c = cv.getBoundingClientRect(), px = cv.getContext('2d').getImageData(0, 0, cv.width, cv.height).data, best = -1, at = 0;
+            for (var k = 0; k < cv.width * cv.height; k++) if (px[4 * k + 3] > best) { best = px[4 * k + 3]; at = k; }
+            return {natural: [big.naturalWidth, big.naturalHeight], img: [a.left, a.top, a.width, a.height],
+                    canvas: [c.left, c.top, c.width, c.height], hidden: cv.hidden, side: cv.width,
+                    hottest: [(at % cv.width + 0.5) / cv.width, (Math.floor(at / cv.width) + 0.5) / cv.height],
+                    boxes: document.querySelectorAll('.det:not(.guess)').length, source: document.getElementById('source').textContent};
+        })()""")
+        shot = b.screenshot(SCREENSHOT)
+    print(f"screenshot: {shot}")
+    assert seen["natural"] == [known.width, known.height], seen  # the original, by its relative path
+    assert seen["source"] == "original photo" and not seen["hidden"] and seen["boxes"] >= 1
+    assert np.allclose(seen["img"], seen["canvas"], atol=1), seen  # the heatmap lies over the photo
+    x, y = seen["hottest"][0] * known.width, seen["hottest"][1] * known.height
+    assert known_box[0] <= x < known_box[2] and known_box[1] <= y < known_box[3], (seen, known_box)
+    assert SCREENSHOT.stat().st_size > 10_000
