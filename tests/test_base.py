@@ -88,6 +88,11 @@ def test_pretrain_killed_mid_epoch_resumes_and_finishes(tmp_path):
     card = (out / "card.md").read_text()
     assert hashlib.sha256((out / "base.pth").read_bytes()).hexdigest() in card
     assert not list(out.glob(".*.part"))
+    longer = subprocess.run(args + ["--resume", "--epochs", "5"], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert longer.returncode == 0, longer.stdout + longer.stderr
+    assert _state(out)["epochs_done"] == 5
+    card = (out / "card.md").read_text()  # says how the schedule really ran
+    assert "--epochs 4 " in card and "after epoch 4 lengthened to 5" in card
 
 
 def test_shipped_base_matches_its_card_and_loads():

@@ -97,7 +97,7 @@ class Checkpoint(Callback):
             tmp.write_bytes(buf.getvalue())
         history = state.get("history", []) + [{"epoch": self.epoch + 1, **metrics}]
         best_row = max(history, key=lambda r: r["correct"])
-        write_state(self.out, {"config": asdict(self.cfg), "epochs_done": self.epoch + 1, "best": self.best,
+        write_state(self.out, {**state, "config": asdict(self.cfg), "epochs_done": self.epoch + 1, "best": self.best,
                                "best_epoch": best_row["epoch"], "best_metrics": best_row, "seconds": seconds,
                                "history": history})
 
@@ -138,7 +138,11 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
             if epochs_changed <= state["epochs_done"]:
                 raise ValueError(f"--epochs {epochs_changed}: the run has done {state['epochs_done']} already")
             log(f"resuming with {epochs_changed} epochs instead of {saved.epochs}")
+            # the card must tell how the schedule really ran: a lengthened run is a warm restart
+            state.setdefault("planned", saved.epochs)
+            state["lengthened"] = state.get("lengthened", []) + [{"at_epoch": state["epochs_done"], "to": epochs_changed}]
             saved.epochs = epochs_changed
+            write_state(out, {**state, "config": asdict(saved)})
         log(f"resuming {out} with its own settings (arch {saved.arch}, size {saved.size}, "
             f"{saved.epochs} epochs of {saved.epoch_images} images)")
         cfg = saved
@@ -221,10 +225,14 @@ def write_card(out: Path, cfg: PretrainConfig, device, backgrounds: list) -> dic
     hours = state.get("seconds", 0.0) / 3600
     cpu = platform.processor() or platform.machine()
     hardware = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU ({cpu}, {cpu_count()} cores)"
+    planned = state.get("planned", cfg.epochs)
     command = ("stampcheck pretrain --out DIR --arch {a} --size {s} --epochs {e} --epoch-images {n} --bs {b} "
-               "--lr {lr} --seed {seed}").format(a=cfg.arch, s=cfg.size, e=cfg.epochs, n=cfg.epoch_images, b=cfg.bs,
+               "--lr {lr} --seed {seed}").format(a=cfg.arch, s=cfg.size, e=planned, n=cfg.epoch_images, b=cfg.bs,
                                                   lr=cfg.lr, seed=cfg.seed)
     command += "".join(f" --backgrounds {b}" for b in cfg.backgrounds)
+    schedule = f"fastai one-cycle over {planned} epochs" + "".join(
+        f"; after epoch {x['at_epoch']} lengthened to {x['to']} (`--resume --epochs {x['to']}`: a warm restart)"
+        for x in state.get("lengthened", []))
     card = f"""# StampNet base detector: {cfg.arch}, {cfg.size} px
 
 Finds any ink stamp (one class, "stamp"); `stampcheck train` starts from it and learns which stamp
@@ -233,6 +241,7 @@ is yours, the other seals becoming its hard negatives.
 - file: `{base.name}` (fp16 state dict of `train.model.StampNet`, 1 class)
 - sha256: `{sha}`
 - command: `{command}`
+- schedule: {schedule}
 - data: images composed on the fly (`train/synthetic.py`): generated seal designs
   (`compose/seals.py`) with compose's looks on built-in scenes and {len(backgrounds)} real photos
   ({', '.join(cfg.backgrounds) or 'none'}); {state.get('epochs_done', 0)} epochs of {cfg.epoch_images} images
