@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fastai.callback.core import Callback
 from PIL import Image
 
 from compose.composer import ComposeConfig, compose_dataset
 from compose.looks import Looks
 from compose.seals import seal_design
 from tests.conftest import photo
-from train.learner import TrainConfig, train
+from train.learner import TimeBudget, TrainConfig, build_learner, train
 from train.model import base_path, build_model
 from train.synthetic import Loader, SyntheticStamps, collate
 
@@ -124,6 +125,27 @@ def test_training_from_the_base_beats_the_same_steps_from_scratch(small_set, tmp
     scratch = train(small_set, tmp_path / "scratch", TrainConfig(pretrained="none", **cfg), log=lambda *a: None)
     b, s = base["final"], scratch["final"]
     assert b["mean_iou"] > s["mean_iou"] + 0.1 and b["correct"] >= s["correct"], (b, s)
+
+
+def test_minutes_schedule_follows_the_clock_when_the_machine_slows(small_set, tmp_path):
+    """A run planned for far more batches than the time allows (the machine slowed after the plan)
+    still ends its one-cycle: the last training batch runs at the bottom of the schedule."""
+    learn, *_ = build_learner(small_set, tmp_path, TrainConfig(arch="resnet18", size=64, bs=16, workers=0,
+                                                               pretrained="none", augment=False), log=lambda *a: None)
+    lrs = []
+
+    class Slow(Callback):
+        def after_batch(self):
+            if self.training:
+                lrs.append(self.opt.hypers[-1]["lr"])
+                time.sleep(0.2)
+
+    start = time.time()
+    with learn.no_bar(), learn.no_logging():
+        learn.fit_one_cycle(50, 2e-3, cbs=[TimeBudget(6.0), Slow()])
+    assert time.time() - start < 6.0 + 20  # the budget, then the last epoch's valid pass
+    assert len(learn.recorder.values) >= 1  # that last (cut) epoch was validated
+    assert max(lrs) > 1e-3 and lrs[-1] < 0.1 * max(lrs), lrs
 
 
 def test_minutes_stops_within_its_budget(small_set, tmp_path):

@@ -206,21 +206,35 @@ class BatchTimer(Callback):
             raise CancelTrainException() if self.training else CancelValidException()
 
 
-class Deadline(Callback):
-    """Ends training once the budget's training time is spent, whatever the plan said; the best
-    epoch so far is already saved."""
+class TimeBudget(Callback):
+    """--minutes: the one-cycle schedule follows the clock, not the batch count, so that the learning
+    rate has come down when the time is up however the machine's speed changes (a shared machine
+    slowing mid-run would otherwise be cut at a high rate, far from the end of the cycle). When the
+    time is up the training part of the epoch ends, its valid pass still runs, and the fit ends."""
 
-    order = 96
+    order = 50  # before ParamScheduler (60) reads pct_train
 
-    def __init__(self, end: float):
-        self.end = end
+    def __init__(self, seconds: float):
+        self.seconds, self.over = seconds, False
 
-    def after_batch(self):
-        if time.time() > self.end:
+    def before_fit(self):
+        self.start, self.over = time.time(), False
+
+    def before_epoch(self):
+        if self.over:  # every after_epoch of the last epoch has run (KeepBest has seen it)
             raise CancelFitException()
 
+    def before_batch(self):
+        if not self.training:
+            return
+        progress = (time.time() - self.start) / self.seconds
+        if progress >= 1:
+            self.over = True
+            raise CancelTrainException()
+        self.learn.pct_train = max(self.learn.pct_train, progress)
 
-def plan_epochs(learn: Learner, budget: float, log=print) -> tuple[int, Deadline]:
+
+def plan_epochs(learn: Learner, budget: float, log=print) -> tuple[int, TimeBudget]:
     """Epochs (or, below one, the share of an epoch) that fit ``budget`` seconds, measured on this
     machine's first batches, as a one-cycle schedule must know its length before it starts."""
     state = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
@@ -250,7 +264,8 @@ def plan_epochs(learn: Learner, budget: float, log=print) -> tuple[int, Deadline
         epochs = 1
         log(f"--minutes: {t_train:.2f} s per training batch: one epoch of {batches} of the {n_train} batches "
             f"(about {(batches * t_train + valid_s) / 60:.1f} min), then ~{finish_s:.0f} s to finish")
-    return epochs, Deadline(time.time() + left + 0.03 * budget)  # the plan's estimate, some slack
+    # training time up to the last valid pass, with the plan's slack
+    return epochs, TimeBudget(left - valid_s + 0.03 * budget)
 
 
 def model_from_folder(model_dir: Path, arch: str, classes: list[str]):
@@ -324,8 +339,8 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print, overwrite: bool
         cbs.append(EpochLog(log))
     epochs = cfg.epochs
     if cfg.minutes:
-        epochs, deadline = plan_epochs(learn, cfg.minutes * 60 - (time.time() - started), log)
-        cbs.append(deadline)
+        epochs, budget = plan_epochs(learn, cfg.minutes * 60 - (time.time() - started), log)
+        cbs.append(budget)
     start = time.time()
     interrupted = False
     try:
