@@ -237,3 +237,26 @@ def test_the_report_agrees_with_results_csv_and_works_in_chromium(model, tmp_pat
     x, y = seen["hottest"][0] * known.width, seen["hottest"][1] * known.height
     assert known_box[0] <= x < known_box[2] and known_box[1] <= y < known_box[3], (seen, known_box)
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_a_rerun_removes_only_what_the_last_run_wrote(tmp_path):
+    rng = np.random.default_rng(1)
+    out = tmp_path / "report"
+    first = Report(out, 0.5)
+    for i in range(3):
+        first.add(cheap_result(i, rng, preview=True))
+    first.write()
+    theirs = [out / "thumbs" / "999999.jpg", out / "data" / "rows-99999.js", out / "data" / "heat-00007.js"]
+    for p in theirs:
+        p.write_text("a user's file")
+    second = Report(out, 0.5)  # a re-run into the same --out: one photo this time
+    second.add(cheap_result(0, rng, preview=False))
+    second.write()
+    assert all(p.read_text() == "a user's file" for p in theirs)
+    assert not list((out / "thumbs").glob("00000?.jpg"))  # the first run's thumbnails went, row 0's too
+    assert (out / "data" / "rows-00000.js").read_text().count('"i":') == 1
+    (out / "thumbs" / "000000.jpg").write_text("theirs too")
+    (out / "data" / "manifest.js").write_text("damaged")
+    Report(out, 0.5)  # no manifest to go by: nothing goes
+    assert (out / "thumbs" / "000000.jpg").read_text() == "theirs too" and (out / "data" / "rows-00000.js").is_file()
+
