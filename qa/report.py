@@ -23,7 +23,7 @@ PAGE = (Path(__file__).with_name("page.html")).read_bytes()  # index.html: the s
 DATA, THUMBS = "data", "thumbs"
 CHUNK = 500  # rows per data file: a watched folder rewrites one such file per photo, not all rows
 NEAR = 0.1   # "near the threshold": a score this close to it, either side
-ROWS_NAME, HEAT_NAME, THUMB_NAME = re.compile(r"rows-(\d{5})\.js"), re.compile(r"heat-\d{5}\.js"), re.compile(r"\d{6}\.jpg")
+ROWS_NAME, HEAT_NAME, THUMB_NAME = re.compile(r"rows-(\d{5})\.js"), re.compile(r"heat-(\d{5})\.js"), re.compile(r"\d{6}\.jpg")
 
 NAME_BYTES = 100  # of a photo's name kept in its annotated copy's name
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP, "CSV injection"): a
@@ -168,14 +168,31 @@ class Report:
         self.count = k * CHUNK + len(rows)
 
     def _clear(self) -> None:
-        """A new run in a folder an earlier qa run filled: that run's rows and thumbnails go (only
-        names this class writes), so that none is shown or resumed as this run's."""
-        for p in self._chunks() + [p for p in (self.out / DATA).glob("heat-*.js") if HEAT_NAME.fullmatch(p.name)]:
-            p.unlink()
+        """A new run in a folder an earlier qa run filled: that run's rows and thumbnails go, so that
+        none is shown or resumed as this run's. Only what its manifest says it wrote (a user's
+        ``thumbs/999999.jpg`` stays); with no readable manifest nothing goes, and this run's files
+        replace same-named ones atomically all the same."""
+        try:
+            manifest = _read_js(self.out / DATA / "manifest.js", "stampcheckManifest", "{", "}")
+            rows, chunk = manifest["rows"], manifest["chunk"]
+            if not (type(rows) is int and type(chunk) is int and rows >= 0 and chunk > 0):
+                return
+        except (OSError, ValueError, TypeError, KeyError):
+            return
+        chunks = -(-rows // chunk)
+        data = self.out / DATA
+        for p in (data.iterdir() if data.is_dir() else []):
+            m = ROWS_NAME.fullmatch(p.name) or HEAT_NAME.fullmatch(p.name)
+            if m and int(m[1]) < chunks and _plain_file(p):
+                p.unlink()
         if (self.out / THUMBS).is_dir():
             for p in (self.out / THUMBS).iterdir():
-                if THUMB_NAME.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+                if THUMB_NAME.fullmatch(p.name) and int(p.name[:6]) < rows and _plain_file(p):
                     p.unlink()
+
+
+def _plain_file(p: Path) -> bool:
+    return p.is_file() and not p.is_symlink()
 
 
 def _json(obj) -> str:
@@ -183,10 +200,12 @@ def _json(obj) -> str:
     return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
 
 
-def _read_js(path: Path, call: str) -> list:
-    """The rows of a chunk this class wrote: ``call(k,[...]);``."""
+def _read_js(path: Path, call: str, first: str = "[", last: str = "]"):
+    """The value of a data file this class wrote: ``call(k,[...]);`` (a chunk) or ``call({...});``."""
     text = path.read_text()
-    start, end = text.index("[", len(call)), text.rindex("]")
+    if not text.startswith(call + "("):
+        raise ValueError(f"not a {call}(...) file")
+    start, end = text.index(first, len(call)), text.rindex(last)
     return json.loads(text[start:end + 1])
 
 

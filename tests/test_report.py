@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -237,3 +238,96 @@ def test_the_report_agrees_with_results_csv_and_works_in_chromium(model, tmp_pat
     x, y = seen["hottest"][0] * known.width, seen["hottest"][1] * known.height
     assert known_box[0] <= x < known_box[2] and known_box[1] <= y < known_box[3], (seen, known_box)
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+def folder_report(tmp_path: Path) -> tuple[Path, Path, list[dict]]:
+    """A report built through the Report API, no model: nested folders (line3/cam2, a line30 beside
+    line3, 120 product folders under many/day1/Juice), photos whose originals are gone (the page
+    falls back to thumbnails) and an unreadable FIFO. Returns (input folder, report, its rows)."""
+    photos, out = tmp_path / "photos", tmp_path / "report"
+    (photos / "line3" / "cam2").mkdir(parents=True)
+    os.mkfifo(photos / "line3" / "cam2" / "fifo.jpg")  # opened by the page, it would hang the fetch
+    names = ["line3/cam2/a.jpg", "line3/cam2/b.jpg", "line3/c.jpg", "line30/d.jpg", "many/day1/g.jpg", "top.jpg"]
+    names += [f"many/day1/Juice/p{k:03d}/e.jpg" for k in range(120)]
+    box = [400.0, 300.0, 900.0, 700.0]
+    report = Report(out, 0.5, {"inputs": [str(photos)]})
+    report.add(PhotoResult(photos / "line3" / "cam2" / "fifo.jpg", error="not a regular file (a pipe)"))
+    for k, name in enumerate(names):
+        s = 0.9 if k % 2 == 0 else 0.2
+        report.add(PhotoResult(photos / name, 4000, 3000, s, box, [(s, "qc-passed", box)],
+                               preview=Image.new("RGB", (160, 120), "grey") if k < 6 else None))
+    report.write()
+    return photos, out, read_rows(out)
+
+
+def test_a_rerun_removes_only_what_the_last_run_wrote(tmp_path):
+    rng = np.random.default_rng(1)
+    out = tmp_path / "report"
+    first = Report(out, 0.5)
+    for i in range(3):
+        first.add(cheap_result(i, rng, preview=True))
+    first.write()
+    theirs = [out / "thumbs" / "999999.jpg", out / "data" / "rows-99999.js", out / "data" / "heat-00007.js"]
+    for p in theirs:
+        p.write_text("a user's file")
+    second = Report(out, 0.5)  # a re-run into the same --out: one photo this time
+    second.add(cheap_result(0, rng, preview=False))
+    second.write()
+    assert all(p.read_text() == "a user's file" for p in theirs)
+    assert not list((out / "thumbs").glob("00000?.jpg"))  # the first run's thumbnails went, row 0's too
+    assert (out / "data" / "rows-00000.js").read_text().count('"i":') == 1
+    (out / "thumbs" / "000000.jpg").write_text("theirs too")
+    (out / "data" / "manifest.js").write_text("damaged")
+    Report(out, 0.5)  # no manifest to go by: nothing goes
+    assert (out / "thumbs" / "000000.jpg").read_text() == "theirs too" and (out / "data" / "rows-00000.js").is_file()
+
+
+def test_the_page_totals_folders_with_their_sub_folders_and_opens_rows_safely(tmp_path):
+    if not chromium_path():
+        pytest.skip("chromium not installed: the page itself is not checked")
+    photos, out, rows = folder_report(tmp_path)
+    tree = {f"{r['f']}"[:j] for r in rows for j in [len(r["f"])] + [k for k, c in enumerate(r["f"]) if c == "/"]}
+    expected = {f: sum(r["f"] == f or r["f"].startswith(f + "/") for r in rows) for f in tree}
+    assert expected["line3"] == 4 and expected["many/day1"] == 121  # the data as meant
+    shown_rows = ("Array.from(document.querySelectorAll('#folders tr')).map(function(t){"
+                  "return [t.dataset.f, +t.children[1].textContent]})")
+    cards = "document.querySelectorAll('.card').length"
+    with Chromium(tmp_path / "profile") as b:
+        b.navigate((out / "index.html").as_uri())
+        b.wait_for(f"{cards} > 0")
+        shown = b.js(shown_rows)
+        # every ancestor has its row, with the totals below it; 120 leaves wait behind a click
+        assert {f: n for f, n in shown} == {f: n for f, n in expected.items() if f.count("/") < 3}
+        assert [f for f, _ in shown] == sorted((f for f, _ in shown), key=lambda f: f.split("/"))  # parents first
+        b.click("#folders tr[data-f='many/day1/Juice'] .fold")
+        b.wait_for("document.querySelectorAll('#folders tr').length > 100")
+        assert dict(b.js(shown_rows)) == expected
+        shot = b.screenshot(SCREENSHOT.with_name("report-folders.png"))
+        b.click("#folders tr[data-f='line3']")  # line3 and below, not line30
+        b.wait_for(f"{cards} === {expected['line3']}")
+        assert all(n.startswith("line3/") for n in b.js("Array.from(document.querySelectorAll('.card .name'))"
+                                                        ".map(function(c){return c.textContent})"))
+
+        b.click("#folder-chip")  # search the names as the cards show them: the inputs' path matches nothing
+        b.click("#q")
+        b.send("Input.insertText", {"text": photos.name})
+        b.wait_for("document.getElementById('pageinfo').textContent === 'no photo matches'")
+        b.js("(function(){var q=document.getElementById('q');q.value='cam2/b';q.dispatchEvent(new Event('input'))})()")
+        b.wait_for(f"{cards} === 1")
+
+        b.js("(function(){var q=document.getElementById('q');q.value='cam2/a';q.dispatchEvent(new Event('input'))})()")
+        b.wait_for(f"{cards} === 1 && document.querySelector('.card .name').textContent === 'line3/cam2/a.jpg'")
+        b.click(".card")  # its original is gone: the thumbnail, whose boxes no checkbox can hide
+        b.wait_for("document.getElementById('source').textContent.indexOf('showing the thumbnail') >= 0")
+        assert b.js("document.getElementById('showboxes').disabled && !document.getElementById('boxesnote').hidden")
+        b.js("document.getElementById('close').click()")
+
+        b.click("#unreadable")
+        b.js("(function(){var q=document.getElementById('q');q.value='';q.dispatchEvent(new Event('input'))})()")
+        b.wait_for(f"{cards} === 1 && !!document.querySelector('.card.unreadable')")
+        b.click(".card")  # the FIFO: its reason, and no fetch of it
+        b.wait_for("document.getElementById('viewer').className === 'open'")
+        opened = b.js("[document.getElementById('big').getAttribute('src'), document.getElementById('info').textContent,"
+                      " document.getElementById('showboxes').disabled]")
+    print(f"screenshot: {shot}")
+    assert opened[0] is None and "a pipe" in opened[1] and opened[2] is False, opened
