@@ -140,7 +140,9 @@ class EpochLog(Callback):
             return
         names, values = self.recorder.metric_names[1:-1], self.recorder.values[-1]
         figures = "  ".join(f"{n} {float(v):.3f}" for n, v in zip(names, values))
-        self.log(f"epoch {self.epoch + 1}/{self.n_epoch}  {figures}  ({time.time() - self.start:.0f} s)")
+        budget = next((cb for cb in self.learn.cbs if isinstance(cb, TimeBudget)), None)
+        of = f" ({budget.progress():.0%} of --minutes)" if budget else f"/{self.n_epoch}"
+        self.log(f"epoch {self.epoch + 1}{of}  {figures}  ({time.time() - self.start:.0f} s)")
 
 
 def _silent(*args):
@@ -212,22 +214,30 @@ class TimeBudget(Callback):
     slowing mid-run would otherwise be cut at a high rate, far from the end of the cycle). When the
     time is up the training part of the epoch ends, its valid pass still runs, and the fit ends."""
 
-    order = 50  # before ParamScheduler (60) reads pct_train
+    order = 55  # before ParamScheduler (60) reads pct_train, after the Recorder (50) hears of a cancel
 
-    def __init__(self, seconds: float):
-        self.seconds, self.over = seconds, False
+    def __init__(self, seconds: float, clock=time.time):
+        self.seconds, self.clock, self.over = seconds, clock, False
 
     def before_fit(self):
-        self.start, self.over = time.time(), False
+        self.start, self.over = self.clock(), False
 
     def before_epoch(self):
         if self.over:  # every after_epoch of the last epoch has run (KeepBest has seen it)
             raise CancelFitException()
 
+    def after_cancel_train(self):
+        # the Recorder leaves a cancelled epoch's train loss out of its row, which shifts every
+        # metric's column; this epoch trained, only shorter
+        self.recorder.cancel_train = False
+
+    def progress(self) -> float:
+        return (self.clock() - self.start) / self.seconds
+
     def before_batch(self):
         if not self.training:
             return
-        progress = (time.time() - self.start) / self.seconds
+        progress = self.progress()
         if progress >= 1:
             self.over = True
             raise CancelTrainException()
@@ -256,16 +266,18 @@ def plan_epochs(learn: Learner, budget: float, log=print) -> tuple[int, TimeBudg
                          f"pass takes {valid_s:.0f} s here and finishing ~{finish_s:.0f} s; give more minutes")
     epochs = int(left // epoch_s)
     if epochs >= 1:
-        log(f"--minutes: {t_train:.2f} s per training batch, {valid_s:.0f} s per valid pass: "
-            f"{epochs} epochs of {n_train} batches (about {epochs * epoch_s / 60:.1f} min), then ~{finish_s:.0f} s to finish")
+        log(f"--minutes: {t_train:.2f} s per training batch, {valid_s:.0f} s per valid pass: about "
+            f"{epochs} epochs of {n_train} batches in {left / 60:.1f} min (the schedule follows the clock), "
+            f"then ~{finish_s:.0f} s to finish")
     else:  # not even one epoch: train on the share of it that fits
         batches = max(4, int((left - valid_s) // t_train))
         learn.dls.train.n = batches * learn.dls.train.bs
         epochs = 1
         log(f"--minutes: {t_train:.2f} s per training batch: one epoch of {batches} of the {n_train} batches "
             f"(about {(batches * t_train + valid_s) / 60:.1f} min), then ~{finish_s:.0f} s to finish")
-    # training time up to the last valid pass, with the plan's slack
-    return epochs, TimeBudget(left - valid_s + 0.03 * budget)
+    # The clock ends training, not the epoch count: room for 4x the estimate, as the first batches
+    # time a machine that may speed up (a loader warming up, a neighbour's job ending) or slow down.
+    return 4 * epochs + 1, TimeBudget(left - valid_s + 0.03 * budget)
 
 
 def model_from_folder(model_dir: Path, arch: str, classes: list[str]):
