@@ -15,7 +15,8 @@ class OverlapError(ValueError):
     """Input and output folders overlap; the message names both."""
 
 
-def _inside(child: Path, parent: Path) -> bool:
+def inside(child: Path, parent: Path) -> bool:
+    """``child`` is ``parent`` or under it (both resolved)."""
     return child == parent or parent in child.parents
 
 
@@ -26,7 +27,7 @@ def refuse_overlap(out: Path, inputs: list[Path], out_name: str = "--out") -> No
         if raw is None:
             continue
         i = Path(raw).expanduser().resolve()
-        if _inside(o, i) or _inside(i, o):
+        if inside(o, i) or inside(i, o):
             raise OverlapError(f"{out_name} {out} and the input {raw} overlap: an output folder must be "
                                "outside every input folder and hold none of them; choose another folder")
 

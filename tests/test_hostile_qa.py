@@ -12,9 +12,11 @@ import hashlib
 import io
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -296,3 +298,22 @@ def test_one_photo_failing_to_annotate_does_not_stop_the_rest(tmp_path):
     failed = write_annotated(summary, tmp_path / "annotated")
     assert [p for p, _ in failed] == [gone] and "unreadable" in failed[0][1]
     assert [p.name for p in (tmp_path / "annotated").iterdir()] == ["00001_good.jpg"]
+
+
+@pytest.mark.parametrize("given", ["folder", "glob"])
+def test_a_folder_link_into_the_report_is_refused_before_anything_is_read(forced_model, tmp_path, given):
+    """An earlier report's thumbnails and tables, reached through a link, are no photos."""
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    (photos / "line3").mkdir(parents=True)
+    photo(1).save(photos / "a.jpg", quality=90)
+    (out / "thumbs").mkdir(parents=True)
+    (out / ".stampcheck").write_text("qa\n")  # an earlier qa's report
+    photo(2).save(out / "thumbs" / "000000.jpg", quality=90)
+    (photos / "line3" / "latest").symlink_to(out / "thumbs")
+    before = tree_state(tmp_path)
+    r = qa_cli(forced_model, photos if given == "folder" else f"{photos}/**/*.jpg", "--out", out, "--workers", "0")
+    assert r.returncode == errors.USAGE, r.output
+    assert r.output.startswith("error:") and len(r.output.strip().splitlines()) == 1, r.output
+    assert "line3/latest" in r.output and str(out) in r.output
+    assert tree_state(tmp_path) == before  # nothing written
+
