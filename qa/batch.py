@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from stampcheck import errors
 from stampcheck.atomic import atomic_path, remove_own_partials
-from stampcheck.paths import check_output, claim_output, inside, refuse_links, refuse_overlap
+from stampcheck.paths import OutputLock, check_output, claim_output, inside, refuse_links, refuse_overlap
 
 if TYPE_CHECKING:
     from stampcheck.runtime import PhotoResult
@@ -267,27 +267,28 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
     predictor = open_engine(model_dir, engine, device)
     thr = predictor.threshold if threshold is None else threshold
     claim_output(out, "qa")
-    if annotate:
-        refuse_links(out / "annotated")
-    remove_stale_partials(out)
-    summary = QASummary(threshold=thr)
-    report = Report(out, thr, run_facts(model_dir, predictor, inputs, thr))
-    unchecked = (PhotoResult(p, error=why) for p, why in sorted(found.problems.items()))
-    checked = predict_photos(predictor, found.files, bs=bs, workers=workers, threshold=thr, previews=True)
-    with atomic_path(out / "results.csv") as csv_tmp, atomic_path(out / "results.jsonl") as jsonl_tmp, \
-            csv_tmp.open("w", newline="") as fcsv, jsonl_tmp.open("w") as fjson, \
-            progress(len(found.files) + len(found.problems), "checking photos") as advance:
-        writer = csv_writer(fcsv)
-        writer.writeheader()
-        for r in heapq.merge(unchecked, checked, key=lambda r: r.path):
-            record = photo_record(r, thr)
-            report.add(r)
-            writer.writerows(map(csv_row, result_rows(record)))
-            fjson.write(json.dumps(record) + "\n")
-            summary.count(record)
-            summary.results.append(r)
-            advance(1)
-    report.write()
-    if annotate:
-        summary.not_annotated = write_annotated(summary, out / "annotated")
-    return summary
+    with OutputLock(out, "qa"):  # released at the end; by the system if the run is killed
+        if annotate:
+            refuse_links(out / "annotated")
+        remove_stale_partials(out)
+        summary = QASummary(threshold=thr)
+        report = Report(out, thr, run_facts(model_dir, predictor, inputs, thr))
+        unchecked = (PhotoResult(p, error=why) for p, why in sorted(found.problems.items()))
+        checked = predict_photos(predictor, found.files, bs=bs, workers=workers, threshold=thr, previews=True)
+        with atomic_path(out / "results.csv") as csv_tmp, atomic_path(out / "results.jsonl") as jsonl_tmp, \
+                csv_tmp.open("w", newline="") as fcsv, jsonl_tmp.open("w") as fjson, \
+                progress(len(found.files) + len(found.problems), "checking photos") as advance:
+            writer = csv_writer(fcsv)
+            writer.writeheader()
+            for r in heapq.merge(unchecked, checked, key=lambda r: r.path):
+                record = photo_record(r, thr)
+                report.add(r)
+                writer.writerows(map(csv_row, result_rows(record)))
+                fjson.write(json.dumps(record) + "\n")
+                summary.count(record)
+                summary.results.append(r)
+                advance(1)
+        report.write()
+        if annotate:
+            summary.not_annotated = write_annotated(summary, out / "annotated")
+        return summary

@@ -317,3 +317,16 @@ def test_a_folder_link_into_the_report_is_refused_before_anything_is_read(forced
     assert "line3/latest" in r.output and str(out) in r.output
     assert tree_state(tmp_path) == before  # nothing written
 
+
+def test_a_report_folder_another_run_is_writing_is_refused(forced_model, good_photos, tmp_path):
+    from stampcheck.paths import OutputLock, claim_output
+
+    out = claim_output(tmp_path / "out", "qa")
+    with OutputLock(out, "qa"):  # this process is the other run
+        r = qa_cli(forced_model, good_photos, "--out", out, "--workers", "0")
+        assert r.returncode == errors.USAGE, r.output
+        assert r.output.startswith("error:") and len(r.output.strip().splitlines()) == 1, r.output
+        assert f"another stampcheck run (pid {os.getpid()}) is writing to" in r.output
+        assert sorted(p.name for p in out.iterdir()) == [".stampcheck"]
+    assert qa_cli(forced_model, good_photos, "--out", out, "--workers", "0").returncode in (errors.OK, errors.MISSING)
+
