@@ -7,6 +7,7 @@ start fast.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -448,8 +449,29 @@ def demo(out: Path = typer.Option(DATA / "demo", help="Folder for everything the
 def main():
     """The console script: any error the commands did not turn into a message still ends as one
     line and a documented exit code, never a traceback."""
+    main_pid, interrupted = os.getpid(), []
+
+    def interrupt(signum, frame):
+        # Ctrl-C, and SIGTERM (a service manager's stop) taken as one by every command from its first
+        # second: one line and 130. Typer turns the KeyboardInterrupt into a silent exit 130, hence
+        # the note. A command's own Ctrl-C handler (train: stop after the batch) takes SIGTERM too;
+        # watch puts its own in place for both while it runs.
+        if os.getpid() != main_pid and signum == signal.SIGTERM:  # a forked worker dies of it, as before
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        handler = signal.getsignal(signal.SIGINT)
+        if signum == signal.SIGTERM and callable(handler) and handler not in (interrupt, signal.default_int_handler):
+            return handler(signal.SIGINT, frame)
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with it ignored (&)
+        signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         rc = app(standalone_mode=False)  # typer.Exit(code) comes back as the return value here
+        if interrupted and rc == errors.INTERRUPTED:
+            console.print("[bold yellow]interrupted[/]")
     except typer.Exit as e:
         rc = e.exit_code
     except (typer.Abort, KeyboardInterrupt):
