@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from stampcheck import errors
 from stampcheck.atomic import atomic_path, remove_own_partials
-from stampcheck.paths import OutputLock, check_output, claim_output, inside, refuse_links, refuse_overlap
+from stampcheck.paths import OutputLock, check_output, claim_output, refuse_links, refuse_overlap, under
 
 if TYPE_CHECKING:
     from stampcheck.runtime import PhotoResult
@@ -68,7 +68,7 @@ def why_not_a_file(path: Path) -> str:
     return "not-a-file: not a regular file (a device, pipe or socket)"
 
 
-def _entries(top: Path, problems: dict, depth: int | None = None, out: Path | None = None):
+def _entries(top: Path, problems: dict, depth: int | None = None, out: str | None = None):
     """(path, names below ``top``, kind) of every visible entry under the folder ``top``, at most
     ``depth`` levels down. Folder links are followed once per real folder, so a symlink loop ends and
     nothing is listed twice; a folder that cannot be listed becomes a problem, not a failed run. A
@@ -80,7 +80,7 @@ def _entries(top: Path, problems: dict, depth: int | None = None, out: Path | No
         folder, rel, real = stack.pop()
         if out is not None:
             real = real or os.path.realpath(folder)
-            if rel and inside(Path(real), out):  # the given folders are refuse_overlap's
+            if rel and under(real, out):  # the given folders are refuse_overlap's
                 raise UsageError(f"{folder} leads into --out {out} (a folder link): the report's own files would "
                                  "be read as photos; remove the link, or give another --out")
         try:
@@ -109,7 +109,7 @@ def _matches(names: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
     return bool(names) and fnmatchcase(names[0], pattern[0]) and _matches(names[1:], pattern[1:])
 
 
-def _glob(pattern: str, problems: dict, out: Path | None = None) -> tuple[list[tuple[Path, str]], list[Path]]:
+def _glob(pattern: str, problems: dict, out: str | None = None) -> tuple[list[tuple[Path, str]], list[Path]]:
     """The (path, kind) a glob matches, and the paths --out must stay clear of. Matched here rather
     than by :mod:`glob`, which follows folder links into loops for ever."""
     parts = Path(pattern).parts
@@ -130,7 +130,7 @@ def expand_inputs(inputs: list[str], out: Path | None = None) -> Inputs:
     folder met on the way that is ``out`` or inside it (through a link) is a UsageError: the
     report's files (thumbnails, tables) would be read as photos."""
     found, files = Inputs(), set()
-    out = None if out is None else Path(os.path.realpath(out))
+    out = None if out is None else os.path.realpath(out)
     for raw in inputs:
         if glob.has_magic(raw):
             matches, roots = _glob(raw, found.problems, out)

@@ -17,19 +17,20 @@ class OverlapError(ValueError):
     """Input and output folders overlap; the message names both."""
 
 
-def inside(child: Path, parent: Path) -> bool:
-    """``child`` is ``parent`` or under it (both resolved)."""
-    return child == parent or parent in child.parents
+def under(real: str, top: str) -> bool:
+    """The real path ``real`` is the real path ``top`` or inside it (strings, no system call: cheap
+    for every folder of a walk)."""
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
 
 
 def refuse_overlap(out: Path, inputs: list[Path], out_name: str = "--out") -> None:
     """Raise OverlapError when ``out`` is one of ``inputs``, inside one, or holds one."""
-    o = Path(out).expanduser().resolve()
+    o = str(Path(out).expanduser().resolve())
     for raw in inputs:
         if raw is None:
             continue
-        i = Path(raw).expanduser().resolve()
-        if inside(o, i) or inside(i, o):
+        i = str(Path(raw).expanduser().resolve())
+        if under(o, i) or under(i, o):
             raise OverlapError(f"{out_name} {out} and the input {raw} overlap: an output folder must be "
                                "outside every input folder and hold none of them; choose another folder")
 
@@ -53,6 +54,8 @@ def check_output(out: Path, command: str, out_name: str = "--out") -> None:
         if made_by != command and any(out.iterdir()):
             raise OverlapError(f"{out_name} {out} holds files that `stampcheck {command}` did not write; "
                                "give a new or empty folder")
+        if made_by is not None:  # said now, not after the model has loaded; OutputLock holds it later
+            OutputLock(out, None, out_name).close()
 
 
 def claim_output(out: Path, command: str, out_name: str = "--out") -> Path:
@@ -76,9 +79,10 @@ class OutputLock:
     is on the marker's open file, so the system drops it when the process dies, kill -9 included.
     A context manager."""
 
-    def __init__(self, out: Path, command: str, out_name: str = "--out"):
+    def __init__(self, out: Path, command: str | None, out_name: str = "--out"):
+        """``command`` None: only try whether another run holds it (nothing written)."""
         self.out, marker = Path(out), Path(out) / MARKER
-        self.fd = os.open(marker, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        self.fd = os.open(marker, (os.O_RDONLY if command is None else os.O_RDWR) | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -87,6 +91,8 @@ class OutputLock:
             pid = f" (pid {lines[1][4:]})" if len(lines) > 1 and lines[1].startswith("pid ") else ""
             raise OverlapError(f"another stampcheck run{pid} is writing to {out_name} {out}; wait for it to "
                                "end, or give another folder") from None
+        if command is None:
+            return
         # through the locked file itself (a new file would not be the one locked), its first line,
         # the command check_output reads, the same at every moment
         data = f"{command}\npid {os.getpid()}\n".encode()
