@@ -326,6 +326,8 @@ def qa(
                                          "restart with the same --out goes on where it stopped."),
     on_missing: Optional[str] = typer.Option(None, help="--watch: run this command (no shell) with the path of "
                                              "each photo that is missing its stamp or unreadable appended."),
+    on_missing_jobs: int = typer.Option(4, min=1, help="--watch: --on-missing commands running at once; the "
+                                        "others wait their turn, in order."),
     settle: float = typer.Option(5.0, min=0.1, help="--watch: seconds a photo that does not decode must stay "
                                  "unchanged before it is reported unreadable (longer than the camera's pauses)."),
 ):
@@ -354,10 +356,14 @@ def qa(
         fail("--on-missing is for --watch; batch qa's exit code is its gate")
     try:
         if watch is not None:
-            from qa.watch import run_watch
+            from qa.watch import ReportRemoved, run_watch
 
-            summary = run_watch(model, watch, out, threshold, device, engine, on_missing, settle, bs=bs,
-                                workers=workers or 0, log=lambda line: report.print(line, markup=False, highlight=False))
+            try:
+                summary = run_watch(model, watch, out, threshold, device, engine, on_missing, settle, bs=bs,
+                                    workers=workers or 0, on_missing_jobs=on_missing_jobs,
+                                    log=lambda line: report.print(line, markup=False, highlight=False))
+            except ReportRemoved as e:
+                fail(str(e), errors.FAILED)
         else:
             summary = run_qa(model, photos, out, threshold, bs, workers, device, annotate, progress=progress_bar,
                              engine=engine)
