@@ -70,7 +70,7 @@ class Scanner:
     own files would come back as photos, for ever."""
 
     def __init__(self, root: str, warn, out: str):
-        self.root, self.warn, self.out = root, warn, os.path.realpath(out)
+        self.root, self.warn, self.out, self.real = root, warn, os.path.realpath(out), os.path.realpath(root)
         # folder -> (mtime_ns, names, [(sub-folder, its real path, or None where it is a link)])
         self.listed: dict[str, tuple[int, set[str], list[tuple[str, str | None]]]] = {}
         self.unlistable: set[str] = set()
@@ -78,12 +78,12 @@ class Scanner:
 
     def new_files(self, full: bool) -> list[str]:
         found, seen, now = [], set(), time.time()
-        stack: list[tuple[str, str | None]] = [("", os.path.realpath(self.root))]
+        stack: list[tuple[str, str | None]] = [("", self.real)]
         while stack:
             rel, real = stack.pop()
             folder = os.path.join(self.root, rel)
             real = real or os.path.realpath(folder)
-            if under(real, self.out):  # only a sub-folder can: refuse_overlap keeps the root clear
+            if under(real, self.out):  # a sub-folder (refuse_overlap keeps the root clear)
                 if rel not in self.into_out:
                     self.warn(f"{shown(folder)} leads into --out {shown(self.out)}: not watched (a folder "
                               "link; the report's own files are no photos)")
