@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from stampcheck import errors
 from stampcheck.atomic import atomic_path, remove_own_partials
-from stampcheck.paths import check_output, claim_output, refuse_links, refuse_overlap
+from stampcheck.paths import OutputLock, check_output, claim_output, refuse_links, refuse_overlap, under
 
 if TYPE_CHECKING:
     from stampcheck.runtime import PhotoResult
@@ -57,7 +57,8 @@ def entry_kind(entry: Path | os.DirEntry) -> str:
         return "other"
 
 
-def _why_not_a_file(path: Path) -> str:
+def why_not_a_file(path: Path) -> str:
+    """The error of a path that is not a regular file: its row's reason (batch qa and watch)."""
     try:
         os.stat(path)
     except OSError as e:
@@ -67,29 +68,36 @@ def _why_not_a_file(path: Path) -> str:
     return "not-a-file: not a regular file (a device, pipe or socket)"
 
 
-def _entries(top: Path, problems: dict, depth: int | None = None):
+def _entries(top: Path, problems: dict, depth: int | None = None, out: str | None = None):
     """(path, names below ``top``, kind) of every visible entry under the folder ``top``, at most
     ``depth`` levels down. Folder links are followed once per real folder, so a symlink loop ends and
-    nothing is listed twice; a folder that cannot be listed becomes a problem, not a failed run."""
+    nothing is listed twice; a folder that cannot be listed becomes a problem, not a failed run. A
+    folder below ``top`` that is the real folder ``out`` or inside it (a link) is a UsageError."""
     seen: set[tuple[int, int]] = set()
-    stack: list[tuple[Path, tuple[str, ...]]] = [(top, ())]
+    # (folder, names below top, its real path: None where a link was followed to it)
+    stack: list[tuple[Path, tuple[str, ...], str | None]] = [(top, (), None)]
     while stack:
-        folder, rel = stack.pop()
+        folder, rel, real = stack.pop()
+        if out is not None:
+            real = real or os.path.realpath(folder)
+            if rel and under(real, out):  # the given folders are refuse_overlap's
+                raise UsageError(f"{folder} leads into --out {out} (a folder link): the report's own files would "
+                                 "be read as photos; remove the link, or give another --out")
         try:
             st = os.stat(folder)
             if (st.st_dev, st.st_ino) in seen:
                 continue
             seen.add((st.st_dev, st.st_ino))
             with os.scandir(folder) as it:
-                listing = sorted((e.name, entry_kind(e)) for e in it if not e.name.startswith("."))
+                listing = sorted((e.name, entry_kind(e), e.is_symlink()) for e in it if not e.name.startswith("."))
         except OSError as e:
             problems[folder] = f"unreadable-folder: {e.strerror or e}"
             continue
-        for name, kind in listing:
+        for name, kind, link in listing:
             path, parts = folder / name, rel + (name,)
             yield path, parts, kind
             if kind == "dir" and (depth is None or len(parts) < depth):
-                stack.append((path, parts))
+                stack.append((path, parts, None if link or real is None else os.path.join(real, name)))
 
 
 def _matches(names: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
@@ -101,28 +109,31 @@ def _matches(names: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
     return bool(names) and fnmatchcase(names[0], pattern[0]) and _matches(names[1:], pattern[1:])
 
 
-def _glob(pattern: str, problems: dict) -> tuple[list[tuple[Path, str]], list[Path]]:
+def _glob(pattern: str, problems: dict, out: str | None = None) -> tuple[list[tuple[Path, str]], list[Path]]:
     """The (path, kind) a glob matches, and the paths --out must stay clear of. Matched here rather
     than by :mod:`glob`, which follows folder links into loops for ever."""
     parts = Path(pattern).parts
     cut = next(i for i, part in enumerate(parts) if glob.has_magic(part))
     base, rest = Path(*parts[:cut]), parts[cut:]
     if "**" in rest:  # it reads the whole tree under its base, as a folder would
-        entries = _entries(base, problems) if base.is_dir() else []
+        entries = _entries(base, problems, out=out) if base.is_dir() else []
         return [(p, kind) for p, names, kind in entries if _matches(names, rest)], [base]
-    entries = _entries(base, problems, len(rest)) if base.is_dir() else []
+    entries = _entries(base, problems, len(rest), out) if base.is_dir() else []
     matches = [(p, kind) for p, names, kind in entries if _matches(names, rest)]
     # files overlap --out only through their folder: one file of each will do (links that lead
     # nowhere are never read, and could not be resolved)
     return matches, list({(p if kind == "dir" else p.parent): p for p, kind in matches if kind != "other"}.values())
 
 
-def expand_inputs(inputs: list[str]) -> Inputs:
-    """Files, folders (recursive: every visible file, so nothing is skipped unseen) and globs."""
+def expand_inputs(inputs: list[str], out: Path | None = None) -> Inputs:
+    """Files, folders (recursive: every visible file, so nothing is skipped unseen) and globs. A
+    folder met on the way that is ``out`` or inside it (through a link) is a UsageError: the
+    report's files (thumbnails, tables) would be read as photos."""
     found, files = Inputs(), set()
+    out = None if out is None else os.path.realpath(out)
     for raw in inputs:
         if glob.has_magic(raw):
-            matches, roots = _glob(raw, found.problems)
+            matches, roots = _glob(raw, found.problems, out)
         else:
             p = Path(raw)
             matches = [(p, entry_kind(p))] if os.path.lexists(p) else []
@@ -131,11 +142,11 @@ def expand_inputs(inputs: list[str]) -> Inputs:
             raise UsageError(f"no such file or folder: {raw}")
         found.roots += roots
         for path, kind in matches:
-            for f, _, k in _entries(path, found.problems) if kind == "dir" else [(path, (), kind)]:
+            for f, _, k in _entries(path, found.problems, out=out) if kind == "dir" else [(path, (), kind)]:
                 if k == "file":
                     files.add(f)
                 elif k == "other":
-                    found.problems[f] = _why_not_a_file(f)
+                    found.problems[f] = why_not_a_file(f)
     found.files = sorted(files)
     return found
 
@@ -244,7 +255,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
     out = Path(out)
     if os.path.lexists(out) and not out.is_dir():
         raise UsageError(f"--out {out} is not a folder; give a folder")
-    found = expand_inputs(inputs)
+    found = expand_inputs(inputs, out)
     refuse_overlap(out, found.roots)
     check_output(out, "qa")
     if not found.files and not found.problems:
@@ -256,27 +267,28 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
     predictor = open_engine(model_dir, engine, device)
     thr = predictor.threshold if threshold is None else threshold
     claim_output(out, "qa")
-    if annotate:
-        refuse_links(out / "annotated")
-    remove_stale_partials(out)
-    summary = QASummary(threshold=thr)
-    report = Report(out, thr, run_facts(model_dir, predictor, inputs, thr))
-    unchecked = (PhotoResult(p, error=why) for p, why in sorted(found.problems.items()))
-    checked = predict_photos(predictor, found.files, bs=bs, workers=workers, threshold=thr, previews=True)
-    with atomic_path(out / "results.csv") as csv_tmp, atomic_path(out / "results.jsonl") as jsonl_tmp, \
-            csv_tmp.open("w", newline="") as fcsv, jsonl_tmp.open("w") as fjson, \
-            progress(len(found.files) + len(found.problems), "checking photos") as advance:
-        writer = csv_writer(fcsv)
-        writer.writeheader()
-        for r in heapq.merge(unchecked, checked, key=lambda r: r.path):
-            record = photo_record(r, thr)
-            report.add(r)
-            writer.writerows(map(csv_row, result_rows(record)))
-            fjson.write(json.dumps(record) + "\n")
-            summary.count(record)
-            summary.results.append(r)
-            advance(1)
-    report.write()
-    if annotate:
-        summary.not_annotated = write_annotated(summary, out / "annotated")
-    return summary
+    with OutputLock(out, "qa"):  # released at the end; by the system if the run is killed
+        if annotate:
+            refuse_links(out / "annotated")
+        remove_stale_partials(out)
+        summary = QASummary(threshold=thr)
+        report = Report(out, thr, run_facts(model_dir, predictor, inputs, thr))
+        unchecked = (PhotoResult(p, error=why) for p, why in sorted(found.problems.items()))
+        checked = predict_photos(predictor, found.files, bs=bs, workers=workers, threshold=thr, previews=True)
+        with atomic_path(out / "results.csv") as csv_tmp, atomic_path(out / "results.jsonl") as jsonl_tmp, \
+                csv_tmp.open("w", newline="") as fcsv, jsonl_tmp.open("w") as fjson, \
+                progress(len(found.files) + len(found.problems), "checking photos") as advance:
+            writer = csv_writer(fcsv)
+            writer.writeheader()
+            for r in heapq.merge(unchecked, checked, key=lambda r: r.path):
+                record = photo_record(r, thr)
+                report.add(r)
+                writer.writerows(map(csv_row, result_rows(record)))
+                fjson.write(json.dumps(record) + "\n")
+                summary.count(record)
+                summary.results.append(r)
+                advance(1)
+        report.write()
+        if annotate:
+            summary.not_annotated = write_annotated(summary, out / "annotated")
+        return summary

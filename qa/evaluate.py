@@ -14,7 +14,7 @@ import numpy as np
 from stampcheck.atomic import atomic_path, atomic_write_json
 from stampcheck.dataset import coco_dict
 from stampcheck.formats import read_labelled_set
-from stampcheck.paths import check_output, claim_output, refuse_overlap
+from stampcheck.paths import OutputLock, check_output, claim_output, refuse_overlap
 
 AP_THRESHOLD = 0.01  # detections kept for AP: AP integrates over all scores
 
@@ -76,8 +76,9 @@ def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str
               "unlabelled": labelled.unlabelled, "notes": labelled.notes, "split": split or "all"}
     if out:
         out = claim_output(out, "evaluate")
-        atomic_write_json(out / "metrics.json", report)
-        plot_pr(report["sweep"], thr, out / "pr_curve.png")
+        with OutputLock(out, "evaluate"):  # another evaluate's metrics.json beside this one's curve is no report
+            atomic_write_json(out / "metrics.json", report)
+            plot_pr(report["sweep"], thr, out / "pr_curve.png")
     return report
 
 

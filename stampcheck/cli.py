@@ -7,6 +7,7 @@ start fast.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -325,6 +326,8 @@ def qa(
                                          "restart with the same --out goes on where it stopped."),
     on_missing: Optional[str] = typer.Option(None, help="--watch: run this command (no shell) with the path of "
                                              "each photo that is missing its stamp or unreadable appended."),
+    on_missing_jobs: int = typer.Option(4, min=1, help="--watch: --on-missing commands running at once; the "
+                                        "others wait their turn, in order."),
     settle: float = typer.Option(5.0, min=0.1, help="--watch: seconds a photo that does not decode must stay "
                                  "unchanged before it is reported unreadable (longer than the camera's pauses)."),
 ):
@@ -353,10 +356,14 @@ def qa(
         fail("--on-missing is for --watch; batch qa's exit code is its gate")
     try:
         if watch is not None:
-            from qa.watch import run_watch
+            from qa.watch import ReportRemoved, run_watch
 
-            summary = run_watch(model, watch, out, threshold, device, engine, on_missing, settle, bs=bs,
-                                workers=workers or 0, log=lambda line: report.print(line, markup=False, highlight=False))
+            try:
+                summary = run_watch(model, watch, out, threshold, device, engine, on_missing, settle, bs=bs,
+                                    workers=workers or 0, on_missing_jobs=on_missing_jobs,
+                                    log=lambda line: report.print(line, markup=False, highlight=False))
+            except ReportRemoved as e:
+                fail(str(e), errors.FAILED)
         else:
             summary = run_qa(model, photos, out, threshold, bs, workers, device, annotate, progress=progress_bar,
                              engine=engine)
@@ -448,8 +455,29 @@ def demo(out: Path = typer.Option(DATA / "demo", help="Folder for everything the
 def main():
     """The console script: any error the commands did not turn into a message still ends as one
     line and a documented exit code, never a traceback."""
+    main_pid, interrupted = os.getpid(), []
+
+    def interrupt(signum, frame):
+        # Ctrl-C, and SIGTERM (a service manager's stop) taken as one by every command from its first
+        # second: one line and 130. Typer turns the KeyboardInterrupt into a silent exit 130, hence
+        # the note. A command's own Ctrl-C handler (train: stop after the batch) takes SIGTERM too;
+        # watch puts its own in place for both while it runs.
+        if os.getpid() != main_pid and signum == signal.SIGTERM:  # a forked worker dies of it, as before
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        handler = signal.getsignal(signal.SIGINT)
+        if signum == signal.SIGTERM and callable(handler) and handler not in (interrupt, signal.default_int_handler):
+            return handler(signal.SIGINT, frame)
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with it ignored (&)
+        signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         rc = app(standalone_mode=False)  # typer.Exit(code) comes back as the return value here
+        if interrupted and rc == errors.INTERRUPTED:
+            console.print("[bold yellow]interrupted[/]")
     except typer.Exit as e:
         rc = e.exit_code
     except (typer.Abort, KeyboardInterrupt):

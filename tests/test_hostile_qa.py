@@ -12,9 +12,11 @@ import hashlib
 import io
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -296,3 +298,58 @@ def test_one_photo_failing_to_annotate_does_not_stop_the_rest(tmp_path):
     failed = write_annotated(summary, tmp_path / "annotated")
     assert [p for p, _ in failed] == [gone] and "unreadable" in failed[0][1]
     assert [p.name for p in (tmp_path / "annotated").iterdir()] == ["00001_good.jpg"]
+
+
+@pytest.mark.parametrize("given", ["folder", "glob"])
+def test_a_folder_link_into_the_report_is_refused_before_anything_is_read(forced_model, tmp_path, given):
+    """An earlier report's thumbnails and tables, reached through a link, are no photos."""
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    (photos / "line3").mkdir(parents=True)
+    photo(1).save(photos / "a.jpg", quality=90)
+    (out / "thumbs").mkdir(parents=True)
+    (out / ".stampcheck").write_text("qa\n")  # an earlier qa's report
+    photo(2).save(out / "thumbs" / "000000.jpg", quality=90)
+    (photos / "line3" / "latest").symlink_to(out / "thumbs")
+    before = tree_state(tmp_path)
+    r = qa_cli(forced_model, photos if given == "folder" else f"{photos}/**/*.jpg", "--out", out, "--workers", "0")
+    assert r.returncode == errors.USAGE, r.output
+    assert r.output.startswith("error:") and len(r.output.strip().splitlines()) == 1, r.output
+    assert "line3/latest" in r.output and str(out) in r.output
+    assert tree_state(tmp_path) == before  # nothing written
+
+
+def test_a_report_folder_another_run_is_writing_is_refused(forced_model, good_photos, tmp_path):
+    from stampcheck.paths import OutputLock, claim_output
+
+    out = claim_output(tmp_path / "out", "qa")
+    with OutputLock(out, "qa"):  # this process is the other run
+        r = qa_cli(forced_model, good_photos, "--out", out, "--workers", "0")
+        assert r.returncode == errors.USAGE, r.output
+        assert r.output.startswith("error:") and len(r.output.strip().splitlines()) == 1, r.output
+        assert f"another stampcheck run (pid {os.getpid()}) is writing to" in r.output
+        assert sorted(p.name for p in out.iterdir()) == [".stampcheck"]
+
+
+def test_sigterm_while_the_model_loads_is_an_interruption(forced_model, good_photos, tmp_path):
+    """A service manager's stop in the first seconds: one line and 130, as Ctrl-C, not a silent 143."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.pth").symlink_to(forced_model / "model.pth")
+    os.mkfifo(model / "config.json")  # qa waits on it while loading the model, as long as the test wants
+    proc = subprocess.Popen([sys.executable, "-m", "stampcheck", "qa", model, good_photos, "--out", tmp_path / "out"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    end = time.monotonic() + 120
+    while True:  # opening the pipe's other end succeeds once qa is reading it: it is loading the model
+        try:
+            writer = os.open(model / "config.json", os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < end, proc.communicate()[0]
+            time.sleep(0.05)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0]
+    finally:
+        os.close(writer)
+    assert proc.returncode == errors.INTERRUPTED, output
+    assert output.strip() == "interrupted" and not (tmp_path / "out").exists()

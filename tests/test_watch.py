@@ -4,6 +4,7 @@ written as a camera (or a slow network share) writes them."""
 import csv
 import io
 import json
+import os
 import re
 import shlex
 import shutil
@@ -164,3 +165,89 @@ def test_watch_refuses_bad_input_in_one_line(tiny_model, tmp_path):  # noqa: F81
     assert run_cli("qa", model, folder, "--out", tmp_path / "batch").returncode == 1
     r = run_cli("qa", model, "--watch", folder, "--out", tmp_path / "batch")
     assert r.returncode == 2 and "did not write" in r.stdout + r.stderr
+
+
+# a reject gate that takes its time: logs its start and end, and fails for names with "bad"
+SLOW_GATE = ("import sys, time; log, path = sys.argv[1:]; open(log, 'a').write('start ' + ascii(path) + '\\n'); "
+             "time.sleep(1.5); open(log, 'a').write('end ' + ascii(path) + '\\n'); sys.exit(3 if 'bad' in path else 0)")
+
+
+def test_watch_on_a_hostile_folder_checks_each_name_once_and_gates_them_all(tiny_model, tmp_path):  # noqa: F811
+    """Names a camera folder can hold on a bad day, a link into the report, and Ctrl-C from the
+    terminal (its whole process group) while reject gates are running and queued."""
+    folder, out, gate_log = tmp_path / "camera", tmp_path / "report", tmp_path / "gate.log"
+    folder.mkdir()
+    out.mkdir()  # empty, so that a link can lead into it from the start
+    (folder / "latest").symlink_to(out)  # the report's thumbnails and tables are no photos
+    (folder / "good.jpg").write_bytes(sorted((tiny_model / "ds" / "images").iterdir())[0].read_bytes())
+    broken = [f"junk-{i}.jpg" for i in range(6)] + ["future.jpg", "bad\x1b[2J\nname.jpg", os.fsdecode(b"bad\xff.jpg")]
+    for name in broken:
+        (folder / name).write_bytes(b"not a photo")
+    day = 24 * 3600
+    os.utime(folder / "future.jpg", (time.time() + day, time.time() + day))  # a camera's wrong clock
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "gone.jpg").symlink_to(tmp_path / "nothing.jpg")
+    names = {"good.jpg", "pipe.jpg", "gone.jpg", *broken}
+    gate = shlex.join([sys.executable, "-c", SLOW_GATE, str(gate_log)])
+    proc = subprocess.Popen([sys.executable, "-m", "stampcheck", "qa", tiny_model / "model", "--watch", folder,
+                             "--out", out, "--settle", "2", "--on-missing", gate], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)  # its own group, as in a terminal
+    end = time.monotonic() + 60
+    while {Path(r["file"]).name for r in records(out)} < names:
+        if proc.poll() is not None or time.monotonic() > end:
+            break
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
+    output = proc.communicate(timeout=60)[0].decode(errors="backslashreplace")
+    problems = []
+    checked = {Path(r["file"]).name: r for r in records(out)}
+    if set(checked) != names or len(records(out)) != len(names):
+        problems.append(f"each name once: {sorted(checked)} ({len(records(out))} records)")
+    if "future.jpg" not in checked:
+        problems.append("a broken photo with a future mtime never became a row")
+    for name, reason in (("pipe.jpg", "not-a-file"), ("gone.jpg", "broken-link")):
+        if not (checked.get(name, {}).get("error") or "").startswith(reason):
+            problems.append(f"{name}: {checked.get(name)}")
+    if not re.search(rf"^{re.escape(str(folder / 'latest'))} leads into --out", output, re.MULTILINE):
+        problems.append("no warning about the link into --out")
+    if "\x1b" in output or "\\udc" in output:
+        problems.append("a raw escape or undecodable name was printed")
+    shown = {name for kind, name in LINE.findall(output) if name.startswith("bad")}
+    gated = set(re.findall(r"^on-missing: \S+ exited 3 for (.*)$", output, re.MULTILINE))
+    if len(shown) != 2 or gated != shown:
+        problems.append(f"on-missing lines {gated} do not name the photos as their lines do {shown}")
+    log = gate_log.read_text().splitlines() if gate_log.exists() else []
+    running, most = 0, 0
+    for line in log:
+        running += 1 if line.startswith("start ") else -1
+        most = max(most, running)
+    failing = sorted(ascii(r["file"]) for r in records(out) if r["error"] or not r["has_stamp"])
+    if sorted(line[6:] for line in log if line.startswith("start ")) != failing:
+        problems.append("--on-missing did not run once for each photo that fails the gate")
+    if sorted(line[4:] for line in log if line.startswith("end ")) != failing:
+        problems.append("Ctrl-C stopped --on-missing commands before their end")
+    if most > 4:
+        problems.append(f"{most} --on-missing commands ran at once")
+    assert not problems and proc.returncode == 130, "\n".join(problems) + "\n" + output
+
+
+def test_one_watch_per_report_folder_and_a_removed_report_stops_it(tiny_model, tmp_path):  # noqa: F811
+    folder, out = tmp_path / "camera", tmp_path / "report"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(jpeg(1))
+    proc = start(tiny_model / "model", folder, out, tmp_path / "gate.log")
+    wait_for(out, 1, proc)
+    second = subprocess.run([sys.executable, "-m", "stampcheck", "qa", tiny_model / "model", "--watch", folder,
+                             "--out", out], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    output = second.stdout + second.stderr
+    assert second.returncode == 2 and len(output.strip().splitlines()) == 1, output
+    assert f"another stampcheck run (pid {proc.pid}) is writing to --out {out}" in output
+    assert len(records(out)) == 1
+
+    shutil.rmtree(out)  # by hand, while watching: it stops at once and makes nothing again
+    (folder / "b.jpg").write_bytes(jpeg(2))
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 4, output
+    assert output.strip().splitlines()[-1] == f"error: {out} was removed while watching; stopped", output
+    time.sleep(0.5)
+    assert not out.exists()
