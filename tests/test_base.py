@@ -141,8 +141,9 @@ def test_minutes_schedule_follows_the_clock_when_the_machine_slows(small_set, tm
                 lrs.append(self.opt.hypers[-1]["lr"])
 
     with learn.no_bar(), learn.no_logging():
-        learn.fit_one_cycle(50, 2e-3, cbs=[TimeBudget(6.0, clock=lambda: 0.5 * next(ticks)), Record()])
-    assert len(lrs) == 11  # 6 s of 0.5 s batches (the first tick starts the clock)
+        learn.fit_one_cycle(50, 2e-3, cbs=[TimeBudget(6.0, clock=lambda: 0.25 * next(ticks)), Record()])
+    assert len(lrs) == 12  # 6 s of 0.5 s batches (the first tick starts the clock)
+    assert not torch.is_autocast_enabled("cpu")  # no batch was left half done
     assert max(lrs) > 1e-3 and lrs[-1] < 0.05 * max(lrs), lrs
     assert len(learn.recorder.values) >= 2
     names = learn.recorder.metric_names[1:-1]

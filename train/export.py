@@ -48,7 +48,8 @@ class InferenceGraph(nn.Module):
 
 def load_graph(model_dir: Path) -> tuple[dict, InferenceGraph]:
     config, model = load_model_dir(model_dir)
-    return config, InferenceGraph(model, config).eval()
+    # a graph for inference only: tracing must see weights, not tensors waiting for gradients
+    return config, InferenceGraph(model, config).eval().requires_grad_(False)
 
 
 def metadata(model_dir: Path, config: dict) -> str:

@@ -235,13 +235,15 @@ class TimeBudget(Callback):
         return (self.clock() - self.start) / self.seconds
 
     def before_batch(self):
-        if not self.training:
-            return
-        progress = self.progress()
-        if progress >= 1:
+        if self.training:
+            self.learn.pct_train = max(self.learn.pct_train, min(1.0, self.progress()))
+
+    def after_batch(self):
+        # checked after a batch, not before one: a batch cancelled at its start skips every
+        # after_batch, and CpuAutocast would stay switched on for the rest of the process
+        if self.training and self.progress() >= 1:
             self.over = True
             raise CancelTrainException()
-        self.learn.pct_train = max(self.learn.pct_train, progress)
 
 
 def plan_epochs(learn: Learner, budget: float, log=print) -> tuple[int, TimeBudget]:
