@@ -18,6 +18,13 @@ def is_distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def leave_process_group() -> None:
+    """End this process's part in a torchrun job before the interpreter exits: a process leaving
+    with its gloo threads still alive aborts ("terminate called without an active exception")."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 class GlooSafeDistributedDL(DistributedDL):
     def _broadcast(self, t, rank):
         if torch.distributed.get_backend() == "nccl":

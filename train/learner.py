@@ -33,7 +33,7 @@ from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from stampcheck.paths import refuse_overlap
 from train.data import MEAN, STD, stamp_dataloaders
 from train.detect import StampLoss
-from train.distributed import distributed_training
+from train.distributed import distributed_training, leave_process_group
 from train.metrics import METRIC_KEYS, best_threshold, detection_metrics, image_results, summarise
 from train.model import ModelError, build_model, load_model_dir
 from train.precision import set_precision
@@ -369,8 +369,11 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print, overwrite: bool
     if not (out / "model.pth").exists():
         raise RuntimeError("training stopped before the first epoch ended; no model was saved")
     if rank_distrib() != 0:
+        leave_process_group()
         return {}
-    return finish(learn, out, classes, dls, device, train_seconds, interrupted, log)
+    result = finish(learn, out, classes, dls, device, train_seconds, interrupted, log)
+    leave_process_group()
+    return result
 
 
 def finish(learn: Learner, out: Path, classes: list[str], dls, device, train_seconds: float,
