@@ -214,10 +214,11 @@ def train_cmd(
     arch: str = typer.Option("resnet18", help="ResNet body: resnet18, resnet34 or resnet50 (a shipped base "
                              "detector exists for resnet18)."),
     size: Optional[int] = typer.Option(None, min=64, max=2048, help="Input size in pixels (images are squished to "
-                                       "size x size). Default: 160 on a CPU, 256 on a GPU."),
-    crop: Optional[int] = typer.Option(None, min=32, help="Train on random crop x crop windows of the size x size "
+                                       "size x size). Default: 256 (on a CPU trained on --crop 160 windows)."),
+    crop: Optional[int] = typer.Option(None, min=0, help="Train on random crop x crop windows of the size x size "
                                        "image (each holding a stamp whole or not at all); valid and qa see the whole "
-                                       "image. Small stamps get the pixels of a large --size at the cost of --crop."),
+                                       "image. Small stamps get the pixels of a large --size at the cost of --crop. Default: 160 on a "
+                                       "CPU when --size is not given, none on a GPU; 0: the whole image."),
     epochs: int = typer.Option(10, min=1, help="Epochs of fit_one_cycle (ignored with --minutes)."),
     minutes: Optional[float] = typer.Option(None, min=0.1, help="Train as well as possible within this many "
                                             "minutes on this machine: the speed of the first batches sets the "

@@ -19,7 +19,7 @@ from stampcheck.dataset import DatasetError, read_labels
 from train.data import _cut, _window_range, stamp_dataloaders
 from train.detect import StampLoss, assign, plain
 from stampcheck.device import cpu_has_bf16
-from train.learner import TrainConfig, build_learner, train
+from train.learner import CPU_CROP, CPU_SIZE, TrainConfig, build_learner, train
 from train.model import build_model
 from train.predict import Predictor
 from tests.conftest import write_exif_rotated
@@ -187,6 +187,20 @@ def test_crop_training_predicts_on_the_whole_image(easy_dataset, tmp_path):
                         "--out", str(tmp_path / "m")], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert r.returncode == 2 and "must be smaller than --size" in r.stdout + r.stderr
+
+
+def test_cpu_defaults_see_small_stamps_at_full_size_and_train_on_windows(easy_dataset, tmp_path):
+    learn, dls, *_ = build_learner(easy_dataset, tmp_path / "a", cfg := TrainConfig(device="cpu", workers=0, bs=4),
+                                   log=lambda *a: None)
+    xb, *_ = dls.one_batch()
+    assert (cfg.size, cfg.crop) == (CPU_SIZE, CPU_CROP) and xb.shape[-1] == CPU_CROP < CPU_SIZE
+    assert dls.valid.one_batch()[0].shape[-1] == CPU_SIZE  # valid (and qa) see the whole image
+    _, dls, *_ = build_learner(easy_dataset, tmp_path / "b", cfg := TrainConfig(device="cpu", workers=0, bs=4, crop=0),
+                               log=lambda *a: None)
+    assert cfg.crop is None and dls.one_batch()[0].shape[-1] == CPU_SIZE
+    _, dls, *_ = build_learner(easy_dataset, tmp_path / "c", cfg := TrainConfig(device="cpu", workers=0, bs=4, size=96),
+                               log=lambda *a: None)
+    assert cfg.crop is None and dls.one_batch()[0].shape[-1] == 96  # a chosen --size is trained whole
 
 
 def test_init_from_an_earlier_model_goes_on_from_its_weights(easy_dataset, tmp_path):

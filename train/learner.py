@@ -38,9 +38,10 @@ from train.metrics import METRIC_KEYS, best_threshold, detection_metrics, image_
 from train.model import ModelError, build_model, load_model_dir
 from train.precision import set_precision
 
-# A size that learns in minutes on a CPU and sees stamps of a tenth of the short side as 16 px;
-# on a GPU more pixels cost little.
-CPU_SIZE, GPU_SIZE = 160, 256
+# On a CPU the model sees the photo at CPU_SIZE but trains on CPU_CROP windows of it: a step costs
+# CPU_CROP pixels while small stamps keep CPU_SIZE's (how many pixels a stamp gets, not how many
+# steps, bounds a 15-minute training; see BENCHMARKS.md). On a GPU more pixels cost little.
+CPU_SIZE, CPU_CROP, GPU_SIZE = 256, 160, 256
 OUTPUTS = ("model.pth", "config.json", "model.pkl", "metrics.json", "curves.png", "samples.png", "lr_find.png")
 MONITOR = "correct"  # see train.metrics: share of valid images judged right, presence and box;
 # ties (common once it reaches 1.0 on small sets) go to the epoch with the better mean IoU
@@ -50,7 +51,8 @@ MONITOR = "correct"  # see train.metrics: share of valid images judged right, pr
 class TrainConfig:
     arch: str = "resnet18"         # the shipped base detector's
     size: int | None = None        # None: suited to the device (CPU_SIZE, GPU_SIZE)
-    crop: int | None = None        # train on random crop x crop windows of the size x size image
+    crop: int | None = None        # train on random crop x crop windows of the size x size image;
+    # None with size None: CPU_CROP on a CPU; 0: never
     epochs: int = 10
     minutes: float | None = None   # train as well as possible in this time: sets the epochs
     bs: int = 32
@@ -168,6 +170,9 @@ def build_learner(dataset: Path, out: Path, cfg: TrainConfig, log=print):
     device = pick_device(cfg.device)
     if cfg.size is None:
         cfg.size = GPU_SIZE if device.type == "cuda" else CPU_SIZE
+        if cfg.crop is None and device.type != "cuda":
+            cfg.crop = CPU_CROP
+    cfg.crop = cfg.crop or None
     workers = cfg.workers if cfg.workers is not None else (min(8, cpu_count()) if device.type == "cuda"
                                                            else max(0, min(2, cpu_count() - 1)))
     dls, classes = stamp_dataloaders(dataset, cfg.size, cfg.bs, workers, device, cfg.augment, cfg.crop, log)
