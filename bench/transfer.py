@@ -6,7 +6,7 @@ accuracy, precision, recall, mean IoU, recall by stamp size, and the share of th
 photos (no stamp on any) that the model flags.
 
     python -m bench.transfer [--minutes 15] [--images 3000] [--stamps round-seal,passed-box,logo-mark]
-                             [--starts base,none] [--out data/bench/transfer]
+                             [--starts base,none] [--size S] [--crop C] [--lr LR] [--out data/bench/transfer]
 
 Goals (issue: base detector), from the base within 15 minutes on 2 CPU cores: accuracy >= 0.95 and
 mean IoU >= 0.80 on valid for every test stamp; at most 1% of the kept-out photos flagged.
@@ -48,7 +48,8 @@ def run_stamp(stamp: Path, args, backgrounds: Path, kept_out: list[Path]) -> lis
     for start in args.starts:
         model = root / f"model-{start}"
         t0 = time.time()
-        m = train(root / "dataset", model, TrainConfig(minutes=args.minutes, pretrained=start, workers=args.workers),
+        m = train(root / "dataset", model, TrainConfig(minutes=args.minutes, pretrained=start, workers=args.workers,
+                                                       size=args.size, crop=args.crop, lr=args.lr),
                   log=log, overwrite=True)
         seconds = time.time() - t0
         ev = evaluate(model, root / "dataset", split="valid", progress=_no_progress)["metrics"]
@@ -69,6 +70,9 @@ def main() -> None:
     ap.add_argument("--stamps", default="round-seal,passed-box,logo-mark")
     ap.add_argument("--starts", default="base,none", help="--pretrained values to compare")
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--size", type=int, default=None, help="train's --size (default: train's, for the device)")
+    ap.add_argument("--crop", type=int, default=None, help="train's --crop (0: whole images)")
+    ap.add_argument("--lr", type=float, default=None, help="train's --lr")
     ap.add_argument("--out", type=Path, default=Path("data/bench/transfer"))
     args = ap.parse_args()
     args.starts = args.starts.split(",")
