@@ -21,7 +21,8 @@ from compose.looks import Looks
 from compose.seals import seal_design
 from tests.conftest import photo
 from train.learner import TimeBudget, TrainConfig, build_learner, train
-from train.model import base_path, build_model
+from train.model import ModelError, base_path, build_model, load_base
+from train.pretrain import save_base
 from train.synthetic import Loader, SyntheticStamps, collate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +110,26 @@ def test_shipped_base_matches_its_card_and_loads():
         assert torch.equal(model.state_dict()[k], state[k].float())
     # each class's score starts from the base's one score
     assert torch.equal(model.out.weight[0], model.out.weight[1])
+    assert all(torch.isfinite(v.float()).all() for v in state.values()), "a non-finite value in the base"
+
+
+def test_base_keeps_batchnorm_statistics_past_fp16s_range(tmp_path):
+    """The neck's running variances pass 65504; stored in fp16 they became inf, and an inf running
+    variance never decays in fine-tuning: the channel is silenced at inference. A base holding one is refused."""
+    model, _ = build_model("resnet18", 1, pretrained="none")
+    model.smooth[0][1].running_var.fill_(129_000.0)
+    path = tmp_path / "base.pth"
+    save_base(model, path)
+    state = torch.load(path, weights_only=True)
+    assert state["smooth.0.0.weight"].dtype == torch.float16  # weights stay half the bytes
+    assert torch.equal(state["smooth.0.1.running_var"], model.smooth[0][1].running_var)
+    target, _ = build_model("resnet18", 1, pretrained="none")
+    load_base(target, path)
+    assert torch.equal(target.smooth[0][1].running_var, model.smooth[0][1].running_var)
+    state["smooth.0.1.running_var"] = state["smooth.0.1.running_var"].half()  # as the old files stored it
+    torch.save(state, path)
+    with pytest.raises(ModelError, match="not finite"):
+        load_base(target, path)
 
 
 @pytest.fixture(scope="module")

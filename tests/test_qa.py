@@ -13,7 +13,7 @@ from stampcheck.dataset import read_labels
 from tests.conftest import photo, write_exif_rotated
 from tests.test_train import EASY
 from train.learner import TrainConfig, train
-from train.metrics import ImageResult, best_threshold, by_stamp_size, summarise
+from train.metrics import ImageResult, best_threshold, by_stamp_size, detection_metrics, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,6 +98,22 @@ def test_summarise_matches_hand_computed_case():
     best = best_threshold(results)
     # accuracy 4/5 for thresholds in (0.2, 0.4] and (0.6, 0.7]; the tie goes to the one nearest 0.5
     assert best == pytest.approx(0.4) and summarise(results, best)["accuracy"] == pytest.approx(4 / 5)
+
+
+def test_epoch_metrics_judge_each_epoch_at_its_own_best_threshold():
+    """A model whose stamps all score 0.1 and whose empty images score 0.02 separates them
+    perfectly: the epoch's metrics say so, and name the threshold, instead of 'nothing found'."""
+    metrics = detection_metrics(1)
+    metrics[0].reset()
+    shared = metrics[0].shared
+    shared.results = [ImageResult(True, 0.1, 0.9)] * 5 + [ImageResult(False, 0.02, 0.0)] * 5
+    values = {m.name: m.value for m in metrics}
+    assert values["accuracy"] == 1.0 and values["recall"] == 1.0 and values["correct"] == 1.0, values
+    assert 0.02 < values["threshold"] <= 0.1
+    assert summarise(shared.results, 0.5)["recall"] == 0.0  # what a fixed 0.5 would have logged
+    metrics[0].reset()  # the next epoch starts empty and chooses again
+    shared.results = [ImageResult(True, 0.9, 0.9), ImageResult(False, 0.2, 0.0)]
+    assert 0.2 < metrics[-1].value <= 0.9
 
 
 def test_coco_ap_is_one_for_perfect_and_lower_for_shifted(tiny_model):

@@ -213,6 +213,14 @@ def test_init_from_an_earlier_model_goes_on_from_its_weights(easy_dataset, tmp_p
     assert all(torch.equal(before[k], after[k].cpu()) for k in before)
     metrics = train(easy_dataset, tmp_path / "b", TrainConfig(epochs=1, init=str(tmp_path / "a"), **cfg))
     assert metrics["epochs"] and str(tmp_path / "a") in json.loads((tmp_path / "b" / "config.json").read_text())["weights_source"]
+    # a model trained from the first shipped base carries inf running variances (fp16 overflow):
+    # going on from it re-measures them rather than keep those channels silent for good
+    before["smooth.0.1.running_var"][:5] = float("inf")
+    torch.save(before, tmp_path / "a" / "model.pth")
+    learn, *_ = build_learner(easy_dataset, tmp_path / "b", TrainConfig(init=str(tmp_path / "a"), **cfg),
+                              log=lambda *a: None)
+    assert torch.isfinite(learn.model.smooth[0][1].running_var).all()
+    assert torch.equal(learn.model.stem[0].weight.cpu(), before["stem.0.weight"])  # weights kept
     with pytest.raises(ValueError, match="resnet18"):
         build_learner(easy_dataset, tmp_path / "c", TrainConfig(**{**cfg, "arch": "resnet34"}, init=str(tmp_path / "a")))
     with pytest.raises(ValueError, match="not a stampcheck model"):

@@ -293,6 +293,11 @@ def model_from_folder(model_dir: Path, arch: str, classes: list[str]):
     if config.get("arch") != arch or config.get("classes") != classes:
         raise ModelError(f"--init {model_dir}: that model is {config.get('arch')} for classes "
                          f"{config.get('classes')}; this run is {arch} for {classes}")
+    for bn in model.modules():
+        # models trained from the first shipped base carry its inf running variances, which never
+        # decay; measured afresh, the first batches re-estimate them
+        if isinstance(bn, torch.nn.modules.batchnorm._BatchNorm) and not torch.isfinite(bn.running_var).all():
+            bn.reset_running_stats()
     return model, f"the model in {model_dir}"
 
 
@@ -445,9 +450,10 @@ def plot_curves(history: list[dict], path: Path) -> None:
     for key in ("train_loss", "valid_loss"):
         ax1.plot(epochs, [h.get(key) for h in history], marker="o", label=key)
     ax1.set_xlabel("epoch"); ax1.set_title("loss"); ax1.legend()
-    for key in METRIC_KEYS:
-        ax2.plot(epochs, [h.get(key) for h in history], marker=".", label=key)
-    ax2.set_xlabel("epoch"); ax2.set_ylim(0, 1.02); ax2.set_title("valid metrics (threshold 0.5)"); ax2.legend()
+    for key in (*METRIC_KEYS, "threshold"):
+        ax2.plot(epochs, [h.get(key) for h in history], marker=".", label=key, ls="--" if key == "threshold" else "-")
+    ax2.set_xlabel("epoch"); ax2.set_ylim(0, 1.02); ax2.set_title("valid metrics (each epoch at its best threshold)")
+    ax2.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)

@@ -175,6 +175,10 @@ def build_model(arch: str, n_classes: int, pretrained: str | bool = "base", weig
 def load_base(model: StampNet, path: Path) -> None:
     """Every weight of the one-class base; each of the model's classes starts from its score."""
     state = {k: v.float() for k, v in torch.load(path, map_location="cpu", weights_only=True).items()}
+    broken = [k for k, v in state.items() if not torch.isfinite(v).all()]
+    if broken:  # an inf running variance would silence its channel in every model trained from it
+        raise ModelError(f"{path} holds values that are not finite ({', '.join(broken[:3])}); "
+                         "make the base again with `stampcheck pretrain`, or train with --pretrained none")
     n = model.n_classes
     for key in ("out.weight", "out.bias"):
         w = state[key]  # channels: 1 score, then 4 box distances

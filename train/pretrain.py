@@ -112,8 +112,12 @@ def write_state(out: Path, state: dict) -> None:
 
 
 def save_base(model, path: Path) -> None:
-    """fp16 weights: half the bytes, and fine-tuning starts in fp32 from them all the same."""
-    state = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
+    """fp16 weights: half the bytes, and fine-tuning starts in fp32 from them all the same. The
+    BatchNorm running statistics stay fp32: a variance past fp16's 65504 (the neck's reached 129000)
+    would be stored as inf, and an inf running variance never decays, silencing that channel in
+    every model trained from the base."""
+    buffers = {name for name, _ in model.named_buffers()}
+    state = {k: (v.detach().cpu().half() if v.is_floating_point() and k not in buffers else v.detach().cpu())
              for k, v in model.state_dict().items()}
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -238,7 +242,7 @@ def write_card(out: Path, cfg: PretrainConfig, device, backgrounds: list) -> dic
 Finds any ink stamp (one class, "stamp"); `stampcheck train` starts from it and learns which stamp
 is yours, the other seals becoming its hard negatives.
 
-- file: `{base.name}` (fp16 state dict of `train.model.StampNet`, 1 class)
+- file: `{base.name}` (state dict of `train.model.StampNet`, 1 class: fp16 weights, fp32 BatchNorm statistics)
 - sha256: `{sha}`
 - command: `{command}`
 - schedule: {schedule}
@@ -246,7 +250,7 @@ is yours, the other seals becoming its hard negatives.
   (`compose/seals.py`) with compose's looks on built-in scenes and {len(backgrounds)} real photos
   ({', '.join(cfg.backgrounds) or 'none'}); {state.get('epochs_done', 0)} epochs of {cfg.epoch_images} images
 - training time: {hours:.2f} h on {hardware}
-- best epoch: {state.get('best_epoch')}; valid ({cfg.valid_images} composed images, threshold 0.5):
+- best epoch: {state.get('best_epoch')}; valid ({cfg.valid_images} composed images, at the epoch's best threshold):
   accuracy {m.get('accuracy', float('nan')):.3f}, precision {m.get('precision', float('nan')):.3f},
   recall {m.get('recall', float('nan')):.3f}, mean IoU {m.get('mean_iou', float('nan')):.3f},
   IoU >= 0.5 {m.get('iou50', float('nan')):.3f}, correct {m.get('correct', float('nan')):.3f}
