@@ -1,5 +1,6 @@
 import csv
 import json
+import pickle
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from stampcheck.dataset import read_labels
 from tests.conftest import photo, write_exif_rotated
 from tests.test_train import EASY
 from train.learner import TrainConfig, train
-from train.metrics import ImageResult, best_threshold, by_stamp_size, detection_metrics, summarise
+from train.metrics import DetectionMetric, ImageResult, best_threshold, by_stamp_size, detection_metrics, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,6 +115,13 @@ def test_epoch_metrics_judge_each_epoch_at_its_own_best_threshold():
     metrics[0].reset()  # the next epoch starts empty and chooses again
     shared.results = [ImageResult(True, 0.9, 0.9), ImageResult(False, 0.2, 0.0)]
     assert 0.2 < metrics[-1].value <= 0.9
+    # a model.pkl exported before the metrics shared their results still loads and validates
+    old = DetectionMetric.__new__(DetectionMetric)
+    old.__dict__.update(key="recall", n_classes=1, threshold=0.5, results=[])
+    old = pickle.loads(pickle.dumps(old))
+    old.reset()
+    old.shared.results = [ImageResult(True, 0.1, 0.9), ImageResult(False, 0.02, 0.0)]
+    assert old.collects and old.value == 1.0
 
 
 def test_coco_ap_is_one_for_perfect_and_lower_for_shifted(tiny_model):

@@ -159,6 +159,8 @@ def test_training_runs_and_loss_goes_down(easy_dataset, tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["classes"] == ["qc-passed"] and 0 < config["threshold"] < 1
     assert set(metrics["final"]) >= {"accuracy", "precision", "recall", "mean_iou", "iou50"}
+    # every epoch is judged at the threshold its own valid results prefer, and says which
+    assert all(0.05 <= e["threshold"] <= 0.95 for e in metrics["epochs"]), metrics["epochs"]
 
 
 def test_export_reload_predict_same_numbers(easy_dataset, tmp_path):
@@ -183,6 +185,13 @@ def test_crop_training_predicts_on_the_whole_image(easy_dataset, tmp_path):
                                                         pretrained=False, workers=0), log=logs.append)
     assert any("64 px windows of the 96 px image" in line for line in logs)
     assert Predictor(tmp_path, "cpu").size == 96 and metrics["final"]["images"] > 0
+    # the exported learner predicts on a photo: the window is a training transform only
+    from fastai.learner import load_learner
+    learn = load_learner(tmp_path / "model.pkl")
+    photo_file = next((easy_dataset / "images").iterdir())
+    (boxes, labels), _, raw = learn.predict(photo_file)
+    assert boxes.shape[-1] == 4 and raw.shape[-1] == 96 // 16  # the whole 96 px image, not a window
+    assert learn.get_preds(dl=learn.dls.test_dl([photo_file] * 3))[0].shape[0] == 3
     r = subprocess.run([sys.executable, "-m", "stampcheck", "train", str(easy_dataset), "--size", "96", "--crop", "96",
                         "--out", str(tmp_path / "m")], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)

@@ -99,6 +99,8 @@ class StampCrop(RandTransform):
 
     def before_call(self, b, split_idx):
         super().before_call(b, split_idx)
+        if split_idx != self.split_idx:  # fastai calls it on valid and test items too (no boxes there)
+            return
         img, boxes = b[0], b[1]
         w, h = img.size
         c = self.crop

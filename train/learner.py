@@ -84,7 +84,9 @@ class KeepBest(Callback):
         if rank_distrib() != 0 or math.isnan(value[0]) or not value > self.best:
             return
         self.best, self.best_epoch = value, self.epoch
-        save_weights(self.learn.model, self.out, {**self.config, "best_epoch": self.epoch, MONITOR: value[0]})
+        # the threshold it was judged at: a run killed before finish() leaves a model that calls as chosen
+        save_weights(self.learn.model, self.out, {**self.config, "best_epoch": self.epoch, MONITOR: value[0],
+                                                  "threshold": float(row["threshold"])})
 
 
 class StopOnInterrupt(Callback):

@@ -115,15 +115,21 @@ class DetectionMetric(Metric):
     epochs: mid-training scores sit far from 0.5 (a 15-minute model scored its stamps around 0.1),
     and the best epoch at 0.5 was the one whose scores happened to lie nearest it, not the best."""
 
-    def __init__(self, key: str, shared: ValidResults):
-        self.key, self.shared = key, shared
+    def __init__(self, key: str, shared: ValidResults, collects: bool):
+        self.key, self.shared, self.collects = key, shared, collects  # one metric collects for all
+
+    def __setstate__(self, state):
+        # a model.pkl exported before the metrics shared their results holds metrics without one
+        self.__dict__.update(state)
+        if "shared" not in state:  # each collects its own, as they did
+            self.shared, self.collects = ValidResults(state.get("n_classes", 1)), True
 
     def reset(self):
-        if self.key == METRIC_KEYS[0]:  # the first metric collects for all
+        if self.collects:
             self.shared.reset()
 
     def accumulate(self, learn):
-        if self.key == METRIC_KEYS[0]:
+        if self.collects:
             self.shared.accumulate(learn)
 
     @property
@@ -140,4 +146,5 @@ class DetectionMetric(Metric):
 def detection_metrics(n_classes: int) -> list[DetectionMetric]:
     """METRIC_KEYS, then the threshold they were taken at."""
     shared = ValidResults(n_classes)
-    return [DetectionMetric(k, shared) for k in (*METRIC_KEYS, "threshold")]
+    keys = (*METRIC_KEYS, "threshold")
+    return [DetectionMetric(k, shared, collects=k == keys[0]) for k in keys]

@@ -4,7 +4,7 @@ has to learn which one is theirs.
 
 PRETRAIN_DIR gets ``checkpoint.pth`` (weights and optimiser, after every epoch: ``--resume``
 continues from the last finished epoch, schedule position included), ``state.json``,
-``base.pth`` (the best epoch's weights in fp16, the file that ships in data/weights/) and
+``base.pth`` (the best epoch: fp16 weights, fp32 BatchNorm statistics; the file that ships in data/weights/) and
 ``card.md`` (the model card: command, data, time, hardware, metrics, sha256).
 """
 
@@ -75,8 +75,8 @@ class Checkpoint(Callback):
 
     order = 72
 
-    def __init__(self, out: Path, cfg: PretrainConfig, start_epoch: int, best: float, started: float):
-        self.out, self.cfg, self.start_epoch, self.best = out, cfg, start_epoch, best
+    def __init__(self, out: Path, cfg: PretrainConfig, start_epoch: int, started: float):
+        self.out, self.cfg, self.start_epoch = out, cfg, start_epoch
         self.started, self.seconds_before = started, 0.0
 
     def after_epoch(self):
@@ -87,17 +87,18 @@ class Checkpoint(Callback):
         state = read_state(self.out)
         seconds = state.get("seconds", 0.0) + time.time() - self.started
         self.started = time.time()
-        improved = metrics["correct"] > self.best
-        if improved:
-            self.best = metrics["correct"]
+        history = state.get("history", []) + [{"epoch": self.epoch + 1, **metrics}]
+        # epochs of a run begun before each epoch chose its own threshold were judged at 0.5: they
+        # are kept in the history but not compared with (a score at another threshold is another figure)
+        judged = [r for r in history if "threshold" in r]
+        if metrics["correct"] > max((r["correct"] for r in judged[:-1]), default=-1.0):
             save_base(self.learn.model, self.out / "base.pth")
         with atomic_path(self.out / "checkpoint.pth") as tmp:
             buf = io.BytesIO()
             torch.save({"model": self.learn.model.state_dict(), "opt": self.learn.opt.state_dict()}, buf)
             tmp.write_bytes(buf.getvalue())
-        history = state.get("history", []) + [{"epoch": self.epoch + 1, **metrics}]
-        best_row = max(history, key=lambda r: r["correct"])
-        write_state(self.out, {**state, "config": asdict(self.cfg), "epochs_done": self.epoch + 1, "best": self.best,
+        best_row = max(judged, key=lambda r: r["correct"])
+        write_state(self.out, {**state, "config": asdict(self.cfg), "epochs_done": self.epoch + 1, "best": best_row["correct"],
                                "best_epoch": best_row["epoch"], "best_metrics": best_row, "seconds": seconds,
                                "history": history})
 
@@ -185,7 +186,7 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
     log(f"pretraining {cfg.arch} at {cfg.size} px on {device} ({str(dtype).removeprefix('torch.') if dtype else 'fp32'}): "
         f"epochs {start_epoch + 1}-{cfg.epochs} of {cfg.epoch_images} new images each, "
         f"{len(backgrounds)} real backgrounds, {workers} loader workers")
-    cbs = [EpochOffset(train_ds), Checkpoint(out, cfg, start_epoch, state.get("best", -1.0), time.time()),
+    cbs = [EpochOffset(train_ds), Checkpoint(out, cfg, start_epoch, time.time()),
            StopOnInterrupt()]
     piped = not sys.stdout.isatty()
     if piped:
@@ -250,7 +251,8 @@ is yours, the other seals becoming its hard negatives.
   (`compose/seals.py`) with compose's looks on built-in scenes and {len(backgrounds)} real photos
   ({', '.join(cfg.backgrounds) or 'none'}); {state.get('epochs_done', 0)} epochs of {cfg.epoch_images} images
 - training time: {hours:.2f} h on {hardware}
-- best epoch: {state.get('best_epoch')}; valid ({cfg.valid_images} composed images, at the epoch's best threshold):
+- best epoch: {state.get('best_epoch')}; valid ({cfg.valid_images} composed images, at that epoch's best
+  threshold, {m.get('threshold', float('nan')):.2f}):
   accuracy {m.get('accuracy', float('nan')):.3f}, precision {m.get('precision', float('nan')):.3f},
   recall {m.get('recall', float('nan')):.3f}, mean IoU {m.get('mean_iou', float('nan')):.3f},
   IoU >= 0.5 {m.get('iou50', float('nan')):.3f}, correct {m.get('correct', float('nan')):.3f}
