@@ -3,7 +3,7 @@ workers) trained on images composed inside the data loader (train.synthetic, as 
 pretrain` does) and on the same kind of images composed beforehand and read from disk (`compose`,
 then fastai's DataBlock as `stampcheck train` does), alternated in one run.
 
-    python -m bench.onthefly [--size 128] [--bs 32] [--batches 30] [--rounds 2]
+    python -m bench.onthefly [--size 128] [--crop N] [--bs 32] [--batches 30] [--rounds 2]
 
 Goal (issue: base detector): on the fly at least 0.9x the images/s of pre-composed files.
 """
@@ -35,6 +35,7 @@ def images_per_second(learn) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--crop", type=int, default=0, help="train on windows of this many pixels (both pipelines)")
     ap.add_argument("--bs", type=int, default=32)
     ap.add_argument("--batches", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=2)
@@ -50,11 +51,11 @@ def main() -> None:
     side = int(args.size * 1.25)
     compose_dataset(ComposeConfig(count=int(count / 0.8) + 8, seed=0, backgrounds=folder, max_size=side,
                                   looks=PRETRAIN_LOOKS), tmp / "ds", workers=max(1, cpu_count()), progress=_no_progress)
-    cfg = TrainConfig(arch="resnet18", size=args.size, bs=args.bs, pretrained="none", workers=args.workers,
-                      augment=False)
+    cfg = TrainConfig(arch="resnet18", size=args.size, crop=args.crop, bs=args.bs, pretrained="none",
+                      workers=args.workers, augment=False)
     files, *_ = build_learner(tmp / "ds", tmp / "m1", cfg, log=lambda *a: None)
     fly, *_ = build_learner(tmp / "ds", tmp / "m2", cfg, log=lambda *a: None)
-    ds = SyntheticStamps(count, args.size, backgrounds=load_backgrounds([folder], side))
+    ds = SyntheticStamps(count, args.size, backgrounds=load_backgrounds([folder], side), crop=args.crop or None)
     kw = dict(batch_size=args.bs, num_workers=args.workers, collate_fn=collate)
     fly.dls = DataLoaders(Loader(ds, drop_last=True, **kw), Loader(ds, **kw), device=pick_device(None))
     rates = {"files": [], "fly": []}
@@ -62,7 +63,8 @@ def main() -> None:
         rates["files"].append(images_per_second(files))
         rates["fly"].append(images_per_second(fly))
     best = {k: max(v) for k, v in rates.items()}
-    print(f"resnet18 at {args.size} px, batch {args.bs}, {args.workers} loader workers, best of {args.rounds}")
+    windows = f" on {args.crop} px windows" if args.crop else ""
+    print(f"resnet18 at {args.size} px{windows}, batch {args.bs}, {args.workers} loader workers, best of {args.rounds}")
     print(f"pre-composed files : {best['files']:7.1f} images/s")
     print(f"composed on the fly: {best['fly']:7.1f} images/s")
     print(f"ratio              : {best['fly'] / best['files']:7.2f}   (goal >= 0.9)")

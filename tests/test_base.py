@@ -22,7 +22,7 @@ from compose.seals import seal_design
 from tests.conftest import photo
 from train.learner import TimeBudget, TrainConfig, build_learner, train
 from train.model import ModelError, base_path, build_model, load_base
-from train.pretrain import save_base
+from train.pretrain import PretrainConfig, pretrain, save_base
 from train.synthetic import Loader, SyntheticStamps, collate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +43,9 @@ def test_designs_differ_and_are_cropped_to_their_ink():
     assert np.array_equal(np.asarray(seal_design(7)), np.asarray(seal_design(7)))
 
 
-def _synthetic(**kw):
+def _synthetic(size=64, **kw):
     backgrounds = [photo(k, (200, 150)) for k in range(4)]
-    return SyntheticStamps(24, 64, seed=3, backgrounds=backgrounds, **kw)
+    return SyntheticStamps(24, size, seed=3, backgrounds=backgrounds, **kw)
 
 
 def test_on_the_fly_images_are_the_same_in_any_worker_and_new_for_every_index():
@@ -60,6 +60,43 @@ def test_on_the_fly_images_are_the_same_in_any_worker_and_new_for_every_index():
     assert not any(torch.equal(other[i][0], direct[i][0]) for i in range(8))
     stamped = [d for d in direct + [ds[i] for i in range(8, 24)] if len(d[1])]
     assert stamped and all(((d[1] >= -1) & (d[1] <= 1)).all() and (d[1][:, 2:] > d[1][:, :2]).all() for d in stamped)
+
+
+def test_on_the_fly_windows_are_crops_of_the_whole_image_holding_its_stamps():
+    """--crop: a window of the very image the uncropped dataset gives, placed around a stamp, its
+    boxes the whole image's boxes moved by the window's corner."""
+    whole, windows = _synthetic(), _synthetic(crop=40)
+    for i in range(24):
+        (xw, bw, _), (xc, bc, _) = whole[i], windows[i]
+        assert xc.shape == (3, 40, 40) and torch.equal(xc, windows[i][0])
+        # where the window lies in the whole image: the one corner whose pixels match
+        corners = [(x, y) for y in range(25) for x in range(25) if torch.equal(xw[:, y:y + 40, x:x + 40], xc)]
+        assert len(corners) >= 1, i
+        x0, y0 = corners[0]
+        assert bool(len(bw)) == bool(len(bc)), i  # a stamped image gives a stamped window
+        px_whole = (bw + 1) / 2 * 64 - torch.tensor([x0, y0, x0, y0])
+        px_crop = (bc + 1) / 2 * 40
+        inside = [b for b in px_whole if b[0] >= -1e-3 and b[1] >= -1e-3 and b[2] <= 40 + 1e-3 and b[3] <= 40 + 1e-3]
+        assert all(any(torch.allclose(c, b, atol=1e-3) for c in px_crop) for b in inside), i
+    with pytest.raises(ValueError, match="--crop 64 must be smaller"):
+        _synthetic(crop=64)
+
+
+def test_pretrain_init_starts_from_the_given_base_and_its_card_says_so(tmp_path):
+    cfg = PretrainConfig(size=64, crop=48, init=str(base_path("resnet18")), epochs=1, epoch_images=16,
+                         valid_images=8, bs=8, lr=1e-6, workers=0)
+    pretrain(tmp_path / "run", cfg, log=lambda *a: None)
+    start = torch.load(base_path("resnet18"), weights_only=True)
+    after = torch.load(tmp_path / "run" / "base.pth", weights_only=True)
+    for k in ("stem.0.weight", "smooth.0.0.weight", "out.weight"):  # a step of 1e-6 from the base, not random
+        assert torch.allclose(after[k].float(), start[k].float(), atol=1e-2), k
+    card = (tmp_path / "run" / "card.md").read_text()
+    assert hashlib.sha256(base_path("resnet18").read_bytes()).hexdigest() in card and "--crop 48" in card
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="not a base detector file"):
+        pretrain(tmp_path / "other", PretrainConfig(size=64, init=str(junk), epochs=1, workers=0), log=lambda *a: None)
+    assert not (tmp_path / "other").exists()  # a refused start leaves no folder behind
 
 
 def _state(out: Path) -> dict:

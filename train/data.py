@@ -91,7 +91,6 @@ class StampCrop(RandTransform):
     is placed around one of its stamps, so crops keep the dataset's share of stamped images."""
 
     split_idx, order = 0, 2  # after Resize (order 1)
-    tries = 10
 
     def __init__(self, crop: int):
         super().__init__()
@@ -105,18 +104,26 @@ class StampCrop(RandTransform):
         w, h = img.size
         c = self.crop
         px = [to_pixels(box, w, h) for box in plain(boxes).view(-1, 4)]
-        ranges = [(0, w - c), (0, h - c)]
-        if px:  # windows holding a chosen stamp whole; the stamp's own window when it is larger
-            x0, y0, x1, y1 = random.choice(px)
-            ranges = [_window_range(x0, x1, c, w), _window_range(y0, y1, c, h)]
         self.orig_sz = (w, h)
-        for _ in range(self.tries):
-            self.tl = (random.randint(*ranges[0]), random.randint(*ranges[1]))
-            if not any(_cut(box, self.tl, c) for box in px):
-                break
+        self.tl = choose_window(px, w, h, c, random)
 
     def encodes(self, x: Image.Image | TensorBBox | TensorPoint):
         return x.crop_pad(self.crop, self.tl, orig_sz=self.orig_sz)
+
+
+def choose_window(px: list, w: int, h: int, crop: int, rnd, tries: int = 10) -> tuple[int, int]:
+    """Top-left corner of a ``crop`` window of a ``w`` x ``h`` image with pixel boxes ``px``: around
+    one of the boxes when there are any, cutting none of them if ``tries`` random corners can.
+    ``rnd``: the ``random`` module or a ``random.Random``."""
+    ranges = [(0, w - crop), (0, h - crop)]
+    if px:  # windows holding a chosen stamp whole; the stamp's own window when it is larger
+        x0, y0, x1, y1 = rnd.choice(px)
+        ranges = [_window_range(x0, x1, crop, w), _window_range(y0, y1, crop, h)]
+    for _ in range(tries):
+        tl = (rnd.randint(*ranges[0]), rnd.randint(*ranges[1]))
+        if not any(_cut(box, tl, crop) for box in px):
+            break
+    return tl
 
 
 def _window_range(lo: float, hi: float, crop: int, size: int) -> tuple[int, int]:

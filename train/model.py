@@ -174,7 +174,10 @@ def build_model(arch: str, n_classes: int, pretrained: str | bool = "base", weig
 
 def load_base(model: StampNet, path: Path) -> None:
     """Every weight of the one-class base; each of the model's classes starts from its score."""
-    state = {k: v.float() for k, v in torch.load(path, map_location="cpu", weights_only=True).items()}
+    try:
+        state = {k: v.float() for k, v in torch.load(path, map_location="cpu", weights_only=True).items()}
+    except Exception as e:  # not a torch file, truncated, or not a state dict: whatever it is, named in one line
+        raise ModelError(f"{path} is not a base detector file ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from e
     broken = [k for k, v in state.items() if not torch.isfinite(v).all()]
     if broken:  # an inf running variance would silence its channel in every model trained from it
         raise ModelError(f"{path} holds values that are not finite ({', '.join(broken[:3])}); "

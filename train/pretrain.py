@@ -33,7 +33,7 @@ from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from train.detect import StampLoss
 from train.learner import EpochLog, StopOnInterrupt
 from train.metrics import detection_metrics
-from train.model import base_path, build_model
+from train.model import base_path, build_model, load_base
 from train.precision import set_precision
 from train.synthetic import Loader, SyntheticStamps, collate, load_backgrounds
 
@@ -45,6 +45,9 @@ VALID_OFFSET = 10 ** 9  # valid images are indices no training epoch reaches
 class PretrainConfig:
     arch: str = "resnet18"
     size: int = 128
+    crop: int | None = None  # train on windows of the size image (valid: the whole image)
+    init: str | None = None  # a base file to start from instead of random weights
+    init_sha256: str | None = None  # of that file when the run began (the shipped base may be replaced)
     epochs: int = 50
     epoch_images: int = 2000
     valid_images: int = 300
@@ -151,8 +154,6 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
         log(f"resuming {out} with its own settings (arch {saved.arch}, size {saved.size}, "
             f"{saved.epochs} epochs of {saved.epoch_images} images)")
         cfg = saved
-    out.mkdir(parents=True, exist_ok=True)
-    remove_own_partials(out, "|".join(map(re.escape, OWN_FILES)))  # what a killed run left mid-write
     set_seed(cfg.seed)
     device = pick_device(cfg.device)
     workers = cfg.workers if cfg.workers is not None else (min(16, cpu_count()) if device.type == "cuda"
@@ -160,15 +161,23 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
     backgrounds = load_backgrounds([Path(b) for b in cfg.backgrounds], int(cfg.size * 1.6))
     if cfg.backgrounds and not backgrounds:
         raise ValueError(f"no usable photo in {', '.join(cfg.backgrounds)}")
-    # a curriculum over the first 40% of the run: clear stamps first, the full looks by then
-    train_ds = SyntheticStamps(cfg.epoch_images, cfg.size, cfg.seed, backgrounds,
-                               clear_until=int(cfg.epochs * cfg.epoch_images * 0.4))
+    # a curriculum over the first 40% of the run: clear stamps first, the full looks by then (a
+    # run that starts from a base already finds stamps and needs none)
+    clear_until = 0 if cfg.init else int(cfg.epochs * cfg.epoch_images * 0.4)
+    train_ds = SyntheticStamps(cfg.epoch_images, cfg.size, cfg.seed, backgrounds, clear_until=clear_until,
+                               crop=cfg.crop)
     valid_ds = SyntheticStamps(cfg.valid_images, cfg.size, cfg.seed, backgrounds, offset=VALID_OFFSET)
     kw = dict(batch_size=cfg.bs, num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
               persistent_workers=False)
     # Not shuffled: the indices are random images already, and EpochOffset moves them each epoch.
     dls = DataLoaders(Loader(train_ds, shuffle=False, drop_last=True, **kw), Loader(valid_ds, **kw), device=device)
     model, _ = build_model(cfg.arch, 1, pretrained="none")
+    if cfg.init and not resume:
+        load_base(model, Path(cfg.init))
+        cfg.init_sha256 = hashlib.sha256(Path(cfg.init).read_bytes()).hexdigest()
+    # made only now: a bad --init or --backgrounds leaves no folder behind
+    out.mkdir(parents=True, exist_ok=True)
+    remove_own_partials(out, "|".join(map(re.escape, OWN_FILES)))  # what a killed run left mid-write
     learn = Learner(dls, model, loss_func=StampLoss(1), opt_func=Adam, metrics=detection_metrics(1),
                     path=out, model_dir=".")
     set_precision(learn, device, cfg.mixed_precision)
@@ -183,7 +192,9 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
             log(f"{out}: all {cfg.epochs} epochs are done; writing the card")
             return write_card(out, cfg, device, backgrounds)
     dtype = autocast_dtype(device, cfg.mixed_precision)
-    log(f"pretraining {cfg.arch} at {cfg.size} px on {device} ({str(dtype).removeprefix('torch.') if dtype else 'fp32'}): "
+    windows = f" on {cfg.crop} px windows" if cfg.crop else ""
+    start = f", starting from {cfg.init}" if cfg.init else ""
+    log(f"pretraining {cfg.arch} at {cfg.size} px{windows}{start} on {device} ({str(dtype).removeprefix('torch.') if dtype else 'fp32'}): "
         f"epochs {start_epoch + 1}-{cfg.epochs} of {cfg.epoch_images} new images each, "
         f"{len(backgrounds)} real backgrounds, {workers} loader workers")
     cbs = [EpochOffset(train_ds), Checkpoint(out, cfg, start_epoch, time.time()),
@@ -234,11 +245,16 @@ def write_card(out: Path, cfg: PretrainConfig, device, backgrounds: list) -> dic
     command = ("stampcheck pretrain --out DIR --arch {a} --size {s} --epochs {e} --epoch-images {n} --bs {b} "
                "--lr {lr} --seed {seed}").format(a=cfg.arch, s=cfg.size, e=planned, n=cfg.epoch_images, b=cfg.bs,
                                                   lr=cfg.lr, seed=cfg.seed)
+    command += f" --crop {cfg.crop}" if cfg.crop else ""
+    command += f" --init {cfg.init}" if cfg.init else ""
     command += "".join(f" --backgrounds {b}" for b in cfg.backgrounds)
+    start = (f"- started from: `{cfg.init}` (sha256 `{cfg.init_sha256}`), without the clear-stamp curriculum\n"
+             if cfg.init else "")
     schedule = f"fastai one-cycle over {planned} epochs" + "".join(
         f"; after epoch {x['at_epoch']} lengthened to {x['to']} (`--resume --epochs {x['to']}`: a warm restart)"
         for x in state.get("lengthened", []))
-    card = f"""# StampNet base detector: {cfg.arch}, {cfg.size} px
+    windows = f", trained on {cfg.crop} px windows" if cfg.crop else ""
+    card = f"""# StampNet base detector: {cfg.arch}, {cfg.size} px{windows}
 
 Finds any ink stamp (one class, "stamp"); `stampcheck train` starts from it and learns which stamp
 is yours, the other seals becoming its hard negatives.
@@ -247,7 +263,7 @@ is yours, the other seals becoming its hard negatives.
 - sha256: `{sha}`
 - command: `{command}`
 - schedule: {schedule}
-- data: images composed on the fly (`train/synthetic.py`): generated seal designs
+{start}- data: images composed on the fly (`train/synthetic.py`): generated seal designs
   (`compose/seals.py`) with compose's looks on built-in scenes and {len(backgrounds)} real photos
   ({', '.join(cfg.backgrounds) or 'none'}); {state.get('epochs_done', 0)} epochs of {cfg.epoch_images} images
 - training time: {hours:.2f} h on {hardware}

@@ -9,6 +9,7 @@ and any worker process gives the same image for the same index. Used by ``stampc
 from __future__ import annotations
 
 import io
+import random
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +23,7 @@ from compose.looks import Looks, compose_image
 from compose.seals import seal_design
 from compose.stamps import Stamp
 from stampcheck.images import ImageLimits, ImageRejected, find_images, fit_within, open_checked
-from train.data import MEAN, STD
+from train.data import MEAN, STD, choose_window
 
 # Pretraining looks: compose's defaults, but every mark is a stamp (class-agnostic: no unlabelled
 # seal may appear as a "distractor"), and a third of the images carry none. What is not a stamp
@@ -71,11 +72,18 @@ def load_backgrounds(folders: list[Path], max_side: int, progress=None) -> list[
 
 class SyntheticStamps(torch.utils.data.Dataset):
     """``length`` images per epoch, indices ``offset + i``; ``size`` x ``size`` normalised tensors
-    and boxes in fastai's -1..1 coordinates (label 1: stamp)."""
+    and boxes in fastai's -1..1 coordinates (label 1: stamp).
+
+    With ``crop``, a ``crop`` x ``crop`` window of the ``size`` image, chosen as `train --crop`
+    chooses its windows (around a stamp, cutting none): the base then sees stamps as many pixels
+    wide as the training that starts from it does."""
 
     def __init__(self, length: int, size: int, seed: int = 0, backgrounds: list[Image.Image] | None = None,
-                 looks: Looks = PRETRAIN_LOOKS, offset: int = 0, real_share: float = 0.7, clear_until: int = 0):
-        self.length, self.size, self.seed, self.offset = length, size, seed, offset
+                 looks: Looks = PRETRAIN_LOOKS, offset: int = 0, real_share: float = 0.7, clear_until: int = 0,
+                 crop: int | None = None):
+        if crop and crop >= size:
+            raise ValueError(f"--crop {crop} must be smaller than --size {size}")
+        self.length, self.size, self.seed, self.offset, self.crop = length, size, seed, offset, crop
         self.clear_until = clear_until  # images before this index are clear looks with falling odds
         self.backgrounds = backgrounds or []
         self.looks, self.real_share = looks, real_share if self.backgrounds else 0.0
@@ -117,11 +125,19 @@ class SyntheticStamps(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         img, boxes = self.compose(index)
         w, h = img.size
-        small = img.resize((self.size, self.size), Image.BILINEAR)  # squished, as train and qa do
+        s = self.size
+        small = img.resize((s, s), Image.BILINEAR)  # squished, as train and qa do
+        px = [(bx.x0 * s / w, bx.y0 * s / h, bx.x1 * s / w, bx.y1 * s / h) for bx in boxes]
+        if self.crop:
+            c = self.crop
+            x0, y0 = choose_window(px, s, s, c, random.Random(f"{self.seed}:{self.offset + index}"))
+            small = small.crop((x0, y0, x0 + c, y0 + c))
+            # a stamp the window could not avoid cutting is clipped to it, as fastai clips a cut box
+            px = [(max(a - x0, 0), max(b - y0, 0), min(cc - x0, c), min(d - y0, c)) for a, b, cc, d in px]
+            px, s = [p for p in px if p[2] > p[0] and p[3] > p[1]], c
         x = torch.from_numpy(np.asarray(small).copy()).permute(2, 0, 1).float() / 255
         x = (x - self.mean) / self.std
-        b = torch.tensor([[bx.x0 / w * 2 - 1, bx.y0 / h * 2 - 1, bx.x1 / w * 2 - 1, bx.y1 / h * 2 - 1]
-                          for bx in boxes], dtype=torch.float32).view(-1, 4)
+        b = torch.tensor([[v / s * 2 - 1 for v in p] for p in px], dtype=torch.float32).view(-1, 4)
         return x, b, torch.ones(len(b), dtype=torch.long)
 
 
