@@ -269,8 +269,8 @@ def pretrain(
                                            "repeatable; built-in scenes are always used too."),
     arch: str = typer.Option("resnet18", help="ResNet body: resnet18, resnet34 or resnet50."),
     size: int = typer.Option(128, min=64, max=1024, help="Input size in pixels (the shipped base: 128)."),
-    crop: Optional[int] = typer.Option(None, min=32, help="Train on random windows of this many pixels of the "
-                                       "--size image, as `train --crop` does (valid: the whole image)."),
+    crop: Optional[int] = typer.Option(None, min=0, help="Train on random windows of this many pixels of the "
+                                       "--size image, as `train --crop` does (valid: the whole image; 0: none)."),
     init: Optional[Path] = typer.Option(None, help="Start from this base file (e.g. the shipped one, to go on "
                                         "at another size) instead of random weights; no clear-stamp warm-up."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs of the one-cycle schedule (default 50). With "
@@ -303,8 +303,8 @@ def pretrain(
             return
         refuse_overlap(out, list(backgrounds or []))
         if init and not init.is_file():
-            raise FileNotFoundError(f"--init {init}: no such file")
-        cfg = PretrainConfig(arch=arch, size=size, crop=crop, init=str(init) if init else None, epochs=epochs or 50, epoch_images=epoch_images,
+            raise FileNotFoundError(f"--init {init}: {'not a file' if init.exists() else 'no such file'}")
+        cfg = PretrainConfig(arch=arch, size=size, crop=crop or None, init=str(init) if init else None, epochs=epochs or 50, epoch_images=epoch_images,
                              valid_images=valid_images, bs=bs, lr=lr, seed=seed,
                              backgrounds=[str(b) for b in backgrounds or []], workers=workers, device=device,
                              mixed_precision=mixed_precision)

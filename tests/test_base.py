@@ -78,6 +78,10 @@ def test_on_the_fly_windows_are_crops_of_the_whole_image_holding_its_stamps():
         px_crop = (bc + 1) / 2 * 40
         inside = [b for b in px_whole if b[0] >= -1e-3 and b[1] >= -1e-3 and b[2] <= 40 + 1e-3 and b[3] <= 40 + 1e-3]
         assert all(any(torch.allclose(c, b, atol=1e-3) for c in px_crop) for b in inside), i
+    # a stamp larger than its window is clipped to it, never left degenerate
+    tight = [b for i in range(24) for b in _synthetic(crop=20)[i][1]]
+    assert all(((b >= -1) & (b <= 1)).all() and (b[2:] - b[:2] > 0.05).all() for b in tight)
+    assert any((b.abs() == 1).any() for b in tight), "no stamp was clipped: the case is not exercised"
     with pytest.raises(ValueError, match="--crop 64 must be smaller"):
         _synthetic(crop=64)
 
@@ -92,11 +96,18 @@ def test_pretrain_init_starts_from_the_given_base_and_its_card_says_so(tmp_path)
         assert torch.allclose(after[k].float(), start[k].float(), atol=1e-2), k
     card = (tmp_path / "run" / "card.md").read_text()
     assert hashlib.sha256(base_path("resnet18").read_bytes()).hexdigest() in card and "--crop 48" in card
+    with pytest.raises(ValueError, match="keeps the run's own settings"):  # other windows: another run
+        pretrain(tmp_path / "run", PretrainConfig(crop=32), resume=True, log=lambda *a: None)
+    pretrain(tmp_path / "run", PretrainConfig(), resume=True, epochs_changed=2, log=lambda *a: None)
+    state = _state(tmp_path / "run")
+    assert state["epochs_done"] == 2 and state["config"]["crop"] == 48 and state["config"]["init"] == cfg.init
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a model")
     with pytest.raises(ModelError, match="not a base detector file"):
         pretrain(tmp_path / "other", PretrainConfig(size=64, init=str(junk), epochs=1, workers=0), log=lambda *a: None)
     assert not (tmp_path / "other").exists()  # a refused start leaves no folder behind
+    with pytest.raises(ModelError, match="does not fit this network"):  # another arch's base: one line
+        pretrain(tmp_path / "other", PretrainConfig(arch="resnet34", size=64, init=cfg.init, workers=0), log=lambda *a: None)
 
 
 def _state(out: Path) -> dict:

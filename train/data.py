@@ -142,11 +142,15 @@ def _cut(box, tl, crop: int) -> bool:
     return not (inside or outside)
 
 
+def check_crop(crop: int | None, size: int) -> None:
+    if crop and crop >= size:
+        raise ValueError(f"--crop {crop} must be smaller than --size {size}")
+
+
 def stamp_datablock(root: Path, classes: list[str], size: int, augment: bool = True,
                     crop: int | None = None) -> DataBlock:
     batch_tfms = (augmentations() if augment else []) + [Normalize.from_stats(MEAN, STD)]
-    if crop and crop >= size:
-        raise ValueError(f"--crop {crop} must be smaller than --size {size}")
+    check_crop(crop, size)
     # Squish, not a centre crop: a stamp near the edge must stay in view (StampCrop never cuts one).
     item_tfms = [Resize(size, method="squish")] + ([StampCrop(crop)] if crop else [])
     return DataBlock(

@@ -182,14 +182,19 @@ def load_base(model: StampNet, path: Path) -> None:
     if broken:  # an inf running variance would silence its channel in every model trained from it
         raise ModelError(f"{path} holds values that are not finite ({', '.join(broken[:3])}); "
                          "make the base again with `stampcheck pretrain`, or train with --pretrained none")
+    own = model.state_dict()
+    missing, unexpected = own.keys() - state.keys(), state.keys() - own.keys()
+    if missing or unexpected:  # another arch's base, or not a base at all: counted, not listed
+        raise ModelError(f"{path} does not fit this network ({len(missing)} layers missing, "
+                         f"{len(unexpected)} unexpected; made for another --arch?)")
     n = model.n_classes
     for key in ("out.weight", "out.bias"):
         w = state[key]  # channels: 1 score, then 4 box distances
         state[key] = torch.cat([w[:1].repeat(n, *([1] * (w.dim() - 1))), w[1:]])
     try:
         model.load_state_dict(state)
-    except RuntimeError as e:
-        raise ModelError(f"{path} does not fit this network ({e})") from e
+    except RuntimeError as e:  # same layers, other shapes
+        raise ModelError(f"{path} does not fit this network ({str(e).splitlines()[-1].strip()[:160]})") from e
 
 
 def imagenet_weights(arch: str, timeout: float = 10.0) -> tuple[dict | None, str]:

@@ -35,6 +35,7 @@ from train.learner import EpochLog, StopOnInterrupt
 from train.metrics import detection_metrics
 from train.model import base_path, build_model, load_base
 from train.precision import set_precision
+from train.data import check_crop
 from train.synthetic import Loader, SyntheticStamps, collate, load_backgrounds
 
 OWN_FILES = ("checkpoint.pth", "state.json", "base.pth", "card.md")
@@ -141,6 +142,10 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
         if not state:
             raise ValueError(f"--resume: {out} holds no pretraining run (no state.json)")
         saved = PretrainConfig(**state["config"])
+        # other windows or another start would make it another run than its card describes
+        if (cfg.crop and cfg.crop != saved.crop) or (cfg.init and cfg.init != saved.init):
+            raise ValueError(f"--resume keeps the run's own settings (--crop {saved.crop}, --init {saved.init}); "
+                             "leave --crop and --init out, or start another --out")
         if epochs_changed and epochs_changed != saved.epochs:  # a run that turned out slower or faster than planned: the schedule
             # stretches or shrinks to the new length, its position becoming the done epochs' share
             if epochs_changed <= state["epochs_done"]:
@@ -151,10 +156,16 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
             state["lengthened"] = state.get("lengthened", []) + [{"at_epoch": state["epochs_done"], "to": epochs_changed}]
             saved.epochs = epochs_changed
             write_state(out, {**state, "config": asdict(saved)})
-        log(f"resuming {out} with its own settings (arch {saved.arch}, size {saved.size}, "
-            f"{saved.epochs} epochs of {saved.epoch_images} images)")
+        log(f"resuming {out} with its own settings (arch {saved.arch}, size {saved.size}"
+            + (f" on {saved.crop} px windows" if saved.crop else "") + (f", started from {saved.init}" if saved.init else "")
+            + f", {saved.epochs} epochs of {saved.epoch_images} images)")
         cfg = saved
     set_seed(cfg.seed)
+    check_crop(cfg.crop, cfg.size)
+    model, _ = build_model(cfg.arch, 1, pretrained="none")
+    if cfg.init and not resume:  # checked before the backgrounds are read (minutes for thousands of photos)
+        load_base(model, Path(cfg.init))
+        cfg.init_sha256 = hashlib.sha256(Path(cfg.init).read_bytes()).hexdigest()
     device = pick_device(cfg.device)
     workers = cfg.workers if cfg.workers is not None else (min(16, cpu_count()) if device.type == "cuda"
                                                            else max(1, cpu_count() - 1))
@@ -171,10 +182,6 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
               persistent_workers=False)
     # Not shuffled: the indices are random images already, and EpochOffset moves them each epoch.
     dls = DataLoaders(Loader(train_ds, shuffle=False, drop_last=True, **kw), Loader(valid_ds, **kw), device=device)
-    model, _ = build_model(cfg.arch, 1, pretrained="none")
-    if cfg.init and not resume:
-        load_base(model, Path(cfg.init))
-        cfg.init_sha256 = hashlib.sha256(Path(cfg.init).read_bytes()).hexdigest()
     # made only now: a bad --init or --backgrounds leaves no folder behind
     out.mkdir(parents=True, exist_ok=True)
     remove_own_partials(out, "|".join(map(re.escape, OWN_FILES)))  # what a killed run left mid-write
@@ -253,7 +260,7 @@ def write_card(out: Path, cfg: PretrainConfig, device, backgrounds: list) -> dic
     schedule = f"fastai one-cycle over {planned} epochs" + "".join(
         f"; after epoch {x['at_epoch']} lengthened to {x['to']} (`--resume --epochs {x['to']}`: a warm restart)"
         for x in state.get("lengthened", []))
-    windows = f", trained on {cfg.crop} px windows" if cfg.crop else ""
+    windows = f", trained on {cfg.crop} px windows (validated on the whole image)" if cfg.crop else ""
     card = f"""# StampNet base detector: {cfg.arch}, {cfg.size} px{windows}
 
 Finds any ink stamp (one class, "stamp"); `stampcheck train` starts from it and learns which stamp

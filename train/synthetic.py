@@ -23,7 +23,7 @@ from compose.looks import Looks, compose_image
 from compose.seals import seal_design
 from compose.stamps import Stamp
 from stampcheck.images import ImageLimits, ImageRejected, find_images, fit_within, open_checked
-from train.data import MEAN, STD, choose_window
+from train.data import MEAN, STD, check_crop, choose_window
 
 # Pretraining looks: compose's defaults, but every mark is a stamp (class-agnostic: no unlabelled
 # seal may appear as a "distractor"), and a third of the images carry none. What is not a stamp
@@ -81,8 +81,7 @@ class SyntheticStamps(torch.utils.data.Dataset):
     def __init__(self, length: int, size: int, seed: int = 0, backgrounds: list[Image.Image] | None = None,
                  looks: Looks = PRETRAIN_LOOKS, offset: int = 0, real_share: float = 0.7, clear_until: int = 0,
                  crop: int | None = None):
-        if crop and crop >= size:
-            raise ValueError(f"--crop {crop} must be smaller than --size {size}")
+        check_crop(crop, size)
         self.length, self.size, self.seed, self.offset, self.crop = length, size, seed, offset, crop
         self.clear_until = clear_until  # images before this index are clear looks with falling odds
         self.backgrounds = backgrounds or []
