@@ -268,7 +268,7 @@ def pretrain(
     backgrounds: List[Path] = typer.Option(None, help="Folders of real product photos (no stamps on them), "
                                            "repeatable; built-in scenes are always used too."),
     arch: str = typer.Option("resnet18", help="ResNet body: resnet18, resnet34 or resnet50."),
-    size: int = typer.Option(128, min=64, max=1024, help="Input size in pixels (the shipped base: 128)."),
+    size: int = typer.Option(128, min=64, max=1024, help="Input size in pixels (the shipped base: 128, then 256 on 160 px windows)."),
     crop: Optional[int] = typer.Option(None, min=0, help="Train on random windows of this many pixels of the "
                                        "--size image, as `train --crop` does (valid: the whole image; 0: none)."),
     init: Optional[Path] = typer.Option(None, help="Start from this base file (e.g. the shipped one, to go on "
