@@ -97,8 +97,23 @@ def test_summarise_matches_hand_computed_case():
     assert m["iou50"] == pytest.approx(2 / 3)
     assert m["correct"] == pytest.approx(2 / 5)  # image 1 (hit, IoU .8) and image 4 (true negative)
     best = best_threshold(results)
-    # accuracy 4/5 for thresholds in (0.2, 0.4] and (0.6, 0.7]; the tie goes to the one nearest 0.5
-    assert best == pytest.approx(0.4) and summarise(results, best)["accuracy"] == pytest.approx(4 / 5)
+    # accuracy 4/5 for thresholds in (0.2, 0.4] and (0.6, 0.7], 3/5 elsewhere: more than one standard
+    # error (0.18) below, so only the 4/5 thresholds count, and the strictest of them wins
+    assert best == pytest.approx(0.7) and summarise(results, best)["accuracy"] == pytest.approx(4 / 5)
+
+
+def test_threshold_takes_the_strictest_the_valid_set_cannot_tell_from_the_best():
+    """One faint stamp at 0.15 among 200 images: catching it is one image of accuracy, within one
+    standard error of the best, so the threshold stays high rather than dropping to 0.15, where real
+    photos the valid set lacks would pass the gate. A hundred such stamps are not noise: then the
+    threshold goes down to them."""
+    clear = [ImageResult(True, 0.97, 0.9)] * 95 + [ImageResult(True, 0.02, 0.0)] * 4 \
+        + [ImageResult(False, 0.01, 0.0)] * 100
+    one_faint = clear + [ImageResult(True, 0.15, 0.8)]
+    assert summarise(one_faint, 0.15)["accuracy"] > summarise(one_faint, 0.95)["accuracy"]  # the single best
+    assert best_threshold(one_faint) == pytest.approx(0.95)
+    many_faint = clear + [ImageResult(True, 0.15, 0.8)] * 100
+    assert best_threshold(many_faint) == pytest.approx(0.15)
 
 
 def test_epoch_metrics_judge_each_epoch_at_its_own_best_threshold():
