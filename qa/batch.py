@@ -2,7 +2,8 @@
 
 Every path given ends as a row: the photos checked, and as errors those that could not be (unreadable
 files, broken links, folders that cannot be listed); a photo that was not checked never counts as a
-pass. Results are streamed to ``results.csv`` / ``results.jsonl`` under temporary names and renamed
+pass. Only a file found in a folder that is neither named nor made as an image (a README) is skipped,
+and named. Results are streamed to ``results.csv`` / ``results.jsonl`` under temporary names and renamed
 at the end, so a report folder never holds a half-written table.
 """
 
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from stampcheck import errors
 from stampcheck.atomic import atomic_path, remove_own_partials
+from stampcheck.images import may_be_photo
 from stampcheck.paths import OutputLock, check_output, claim_output, refuse_links, refuse_overlap, under
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ class Inputs:
     files: list[Path] = field(default_factory=list)
     problems: dict[Path, str] = field(default_factory=dict)
     roots: list[Path] = field(default_factory=list)
+    not_photos: list[Path] = field(default_factory=list)  # found in folders, neither named nor made as images
 
 
 def entry_kind(entry: Path | os.DirEntry) -> str:
@@ -126,10 +129,11 @@ def _glob(pattern: str, problems: dict, out: str | None = None) -> tuple[list[tu
 
 
 def expand_inputs(inputs: list[str], out: Path | None = None) -> Inputs:
-    """Files, folders (recursive: every visible file, so nothing is skipped unseen) and globs. A
+    """Files, folders (recursive: every visible file that may be a photo by name or content; the
+    others are ``not_photos``, named to the user, so nothing is skipped unseen) and globs. A
     folder met on the way that is ``out`` or inside it (through a link) is a UsageError: the
     report's files (thumbnails, tables) would be read as photos."""
-    found, files = Inputs(), set()
+    found, files, not_photos = Inputs(), set(), set()
     out = None if out is None else os.path.realpath(out)
     for raw in inputs:
         if glob.has_magic(raw):
@@ -142,12 +146,13 @@ def expand_inputs(inputs: list[str], out: Path | None = None) -> Inputs:
             raise UsageError(f"no such file or folder: {raw}")
         found.roots += roots
         for path, kind in matches:
+            listed = kind == "dir" or glob.has_magic(raw)  # a file named on its own is always checked
             for f, _, k in _entries(path, found.problems, out=out) if kind == "dir" else [(path, (), kind)]:
                 if k == "file":
-                    files.add(f)
+                    (files if not listed or may_be_photo(f) else not_photos).add(f)
                 elif k == "other":
                     found.problems[f] = why_not_a_file(f)
-    found.files = sorted(files)
+    found.files, found.not_photos = sorted(files), sorted(not_photos - files)
     return found
 
 
@@ -165,6 +170,7 @@ class QASummary:
     threshold: float = 0.5
     results: list[PhotoResult] = field(default_factory=list)
     not_annotated: list[tuple[Path, str]] = field(default_factory=list)
+    not_photos: list[Path] = field(default_factory=list)  # skipped: a folder's README, LICENSE, labels.csv
 
     def count(self, record: dict) -> None:
         """One more photo, by its :func:`photo_record`."""
@@ -259,7 +265,8 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
     refuse_overlap(out, found.roots)
     check_output(out, "qa")
     if not found.files and not found.problems:
-        raise UsageError("no photos found in " + ", ".join(inputs))
+        skipped = f" (skipped, not photos by name or content: {len(found.not_photos)})" if found.not_photos else ""
+        raise UsageError("no photos found in " + ", ".join(inputs) + skipped)
     # the model loads in seconds: only now, so that a mistyped path is answered at once
     from qa.report import Report, csv_row, write_annotated
     from stampcheck.runtime import PhotoResult, predict_photos
@@ -271,7 +278,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         if annotate:
             refuse_links(out / "annotated")
         remove_stale_partials(out)
-        summary = QASummary(threshold=thr)
+        summary = QASummary(threshold=thr, not_photos=found.not_photos)
         report = Report(out, thr, run_facts(model_dir, predictor, inputs, thr))
         unchecked = (PhotoResult(p, error=why) for p, why in sorted(found.problems.items()))
         checked = predict_photos(predictor, found.files, bs=bs, workers=workers, threshold=thr, previews=True)

@@ -378,6 +378,10 @@ def qa(
         fail(str(e))
     from qa.report import printable
 
+    if summary.not_photos:
+        names = ", ".join(escape(printable(str(p))) for p in summary.not_photos[:3])
+        more = f" and {len(summary.not_photos) - 3} more" if len(summary.not_photos) > 3 else ""
+        console.print(f"[yellow]skipped[/], not photos by name or content: {len(summary.not_photos)} ({names}{more})")
     for path, why in summary.not_annotated:
         console.print(f"[yellow]not annotated[/] {escape(printable(str(path)))}: {escape(printable(why))}")
     table = Table(title=f"stampcheck qa ({summary.photos} photos, threshold {summary.threshold:.2f})")

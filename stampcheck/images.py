@@ -17,6 +17,26 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
+# The first bytes of the formats photos come in: a file whose name says otherwise is still read
+# (and reported if it fails) when its content starts like one of these
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def may_be_photo(path: Path) -> bool:
+    """Whether a file found in a folder is to be checked as a photo: an image suffix, or content that
+    starts as an image (JPEG, PNG, GIF, BMP, TIFF and camera raws, WebP, HEIC/AVIF). A folder's
+    README, LICENSE or labels.csv is neither, and is no photo left unchecked. A file that cannot be
+    read counts as a photo: reading it reports why."""
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return True
+    return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head[4:8] == b"ftyp"
+
+
 class ImageRejected(Exception):
     """Why an image cannot be used; ``reason`` is a short stable code, the message says more."""
 

@@ -213,15 +213,45 @@ def test_glob_over_symlink_loops_ends_and_reports_broken_links(forced_model, tmp
 
 
 def test_a_batch_of_only_unreadable_files_is_no_pass(forced_model, tmp_path):
+    """What is named or made as a photo is checked, and one that cannot be read is an error row;
+    only a file neither named nor made as an image (a README) is skipped, and named."""
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "notes.txt").write_text("not a photo")
+    (photos / "text.jpg").write_text("not a photo either, but named as one")
     (photos / "gone.jpg").symlink_to(tmp_path / "nothing.jpg")
     r = qa_cli(forced_model, photos, "--out", tmp_path / "out", "--workers", "0")
     assert r.returncode == errors.UNREADABLE, r.output
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv", newline="")))
-    assert sorted(Path(row["file"]).name for row in rows) == ["gone.jpg", "notes.txt"]
+    assert sorted(Path(row["file"]).name for row in rows) == ["gone.jpg", "text.jpg"]
     assert all(row["status"] == "error" for row in rows)
+    assert "not photos by name or content: 1 (" in r.output and "notes.txt" in r.output
+    (photos / "text.jpg").unlink()
+    (photos / "gone.jpg").unlink()
+    r = qa_cli(forced_model, photos, "--out", tmp_path / "out2", "--workers", "0")
+    assert r.returncode == errors.USAGE and "no photos found" in r.output and "content: 1)" in r.output, r.output
+    assert not (tmp_path / "out2").exists()
+
+
+def test_a_photo_folder_with_its_readme_checks_the_photos_alone(forced_model, good_photos, tmp_path):
+    """A folder of photos as it is shared (README, LICENSE, labels.csv beside them), and a camera's
+    JPEG without a suffix: every photo is a row, the documents are not, so the exit code is the
+    photos' own. A document named on its own is checked, and is an error row."""
+    for name, text in (("README.md", "# photos\n"), ("LICENSE", "MIT"), ("labels.csv", "file,x\n")):
+        (good_photos / name).write_text(text)
+    photo(3).save(good_photos / "IMG0001", "JPEG", quality=90)
+    (good_photos / "BM.txt").write_text("BM starts like a bitmap")  # looks like an image: checked, fails
+    r = qa_cli(forced_model, good_photos, "--out", tmp_path / "out", "--workers", "0")
+    rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv", newline="")))
+    names = {Path(row["file"]).name: row for row in rows}
+    assert set(names) == {f"p{i}.jpg" for i in range(6)} | {"IMG0001", "BM.txt"}, r.output
+    assert names["IMG0001"]["status"] == "ok" and names["BM.txt"]["status"] == "error"
+    assert "not photos by name or content: 3 (" in r.output
+    (good_photos / "BM.txt").unlink()
+    whole = qa_cli(forced_model, good_photos, "--out", tmp_path / "out2", "--workers", "0")
+    assert whole.returncode in (errors.OK, errors.MISSING), whole.output  # never "unreadable"
+    alone = qa_cli(forced_model, good_photos / "README.md", "--out", tmp_path / "out3", "--workers", "0")
+    assert alone.returncode == errors.UNREADABLE, alone.output
 
 
 @pytest.mark.parametrize("inside", ["out_in_photos", "photos_in_out"])
