@@ -1,7 +1,9 @@
 """Does composing on the fly slow training? The same learner (arch, size, batch, precision, loader
 workers) trained on images composed inside the data loader (train.synthetic, as `stampcheck
 pretrain` does) and on the same kind of images composed beforehand and read from disk (`compose`,
-then fastai's DataBlock as `stampcheck train` does), alternated in one run.
+then fastai's DataBlock as `stampcheck train` does), alternated in one run. Neither's preparation is
+timed: composing the files, and drawing the seal designs, which pretraining does once before its first
+epoch.
 
     python -m bench.onthefly [--size 128] [--crop N] [--bs 32] [--batches 30] [--rounds 2]
 
@@ -21,7 +23,7 @@ from bench.train import TrainTimer
 from compose.composer import ComposeConfig, _no_progress, compose_dataset
 from stampcheck.device import cpu_count, pick_device
 from train.learner import TrainConfig, build_learner
-from train.synthetic import PRETRAIN_LOOKS, Loader, SyntheticStamps, collate, load_backgrounds
+from train.synthetic import PRETRAIN_LOOKS, Loader, SyntheticStamps, collate, draw_designs, load_backgrounds
 
 
 def images_per_second(learn) -> float:
@@ -56,6 +58,7 @@ def main() -> None:
     files, *_ = build_learner(tmp / "ds", tmp / "m1", cfg, log=lambda *a: None)
     fly, *_ = build_learner(tmp / "ds", tmp / "m2", cfg, log=lambda *a: None)
     ds = SyntheticStamps(count, args.size, backgrounds=load_backgrounds([folder], side), crop=args.crop or None)
+    draw_designs()  # as a pretraining run does before its first epoch (not timed, as composing the files is not)
     kw = dict(batch_size=args.bs, num_workers=args.workers, collate_fn=collate)
     fly.dls = DataLoaders(Loader(ds, drop_last=True, **kw), Loader(ds, **kw), device=pick_device(None))
     rates = {"files": [], "fly": []}

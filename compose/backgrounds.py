@@ -11,8 +11,9 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
+from compose.looks import add_noise
 from stampcheck.draw import font
 from stampcheck.images import ImageLimits, ImageRejected, find_images, fit_within, open_checked
 
@@ -100,11 +101,14 @@ def builtin_background(index: int, max_size: int = 640) -> Image.Image:
             d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=_colour(rng),
                       outline=_colour(rng, dark=True), width=max(1, r // 8))
     img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
-    arr = np.asarray(img, dtype=np.float32)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    vignette = 1 - rng.uniform(0.1, 0.4) * (((xx / w - 0.5) ** 2 + (yy / h - 0.5) ** 2) * 2)
-    arr = arr * vignette[..., None] + rng.normal(0, rng.uniform(1, 5), arr.shape).astype(np.float32)
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    # light falling off towards the corners, then colour noise: in 8 bits, because float maths on
+    # every pixel cost as much as drawing the scene (on-the-fly pretraining draws one per image)
+    fall = rng.uniform(0.1, 0.4)
+    ry = ((np.arange(h, dtype=np.float32) / h - 0.5) ** 2)[:, None]
+    rx = ((np.arange(w, dtype=np.float32) / w - 0.5) ** 2)[None, :]
+    light = Image.fromarray(((1 - fall * 2 * (rx + ry)) * 255 + 0.5).astype(np.uint8))
+    img = ImageChops.multiply(img, Image.merge("RGB", (light, light, light)))
+    return add_noise(img, int(round(rng.uniform(1, 5))), rng, colour=True)
 
 
 def _colour(rng: np.random.Generator, dark: bool = False) -> tuple[int, int, int]:

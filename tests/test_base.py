@@ -22,6 +22,7 @@ from compose.seals import seal_design
 from tests.conftest import photo
 from train.learner import TimeBudget, TrainConfig, build_learner, train
 from train.model import ModelError, base_path, build_model, load_base
+from train import synthetic
 from train.pretrain import PretrainConfig, pretrain, save_base
 from train.synthetic import Loader, SyntheticStamps, collate
 
@@ -62,17 +63,52 @@ def test_on_the_fly_images_are_the_same_in_any_worker_and_new_for_every_index():
     assert stamped and all(((d[1] >= -1) & (d[1] <= 1)).all() and (d[1][:, 2:] > d[1][:, :2]).all() for d in stamped)
 
 
-def test_on_the_fly_windows_are_crops_of_the_whole_image_holding_its_stamps():
+class _DrawsSeen(torch.utils.data.Dataset):
+    """An on-the-fly image, then how many designs this process has drawn so far."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        self.ds[i]
+        return torch.tensor(synthetic.design_stamp.cache_info().misses)
+
+
+def test_designs_drawn_before_the_workers_start_are_not_drawn_again_in_them(monkeypatch):
+    """pretrain draws the designs once, before the loader workers fork (they are new every epoch):
+    a worker then draws none. Designs the parent never drew, the worker has to draw."""
+    monkeypatch.setattr(synthetic, "DESIGNS", 40)
+    synthetic.draw_designs(40)
+    drawn = synthetic.design_stamp.cache_info().misses
+    ds = _DrawsSeen(_synthetic())
+    seen = torch.cat(list(torch.utils.data.DataLoader(ds, batch_size=8, num_workers=1)))
+    assert (seen == drawn).all(), (seen, drawn)
+    monkeypatch.setattr(synthetic, "DESIGNS", 10_000)  # numbers the parent has not drawn
+    seen = torch.cat(list(torch.utils.data.DataLoader(ds, batch_size=8, num_workers=1)))
+    assert seen.max() > drawn
+
+
+def test_on_the_fly_windows_are_crops_of_the_whole_image_holding_its_stamps(monkeypatch):
     """--crop: a window of the very image the uncropped dataset gives, placed around a stamp, its
-    boxes the whole image's boxes moved by the window's corner."""
+    boxes the whole image's boxes moved by the window's corner. Only the window is JPEG-encoded and
+    resized: without the JPEG step its pixels are the whole image's exactly, with it they differ by
+    the codec's error alone."""
     whole, windows = _synthetic(), _synthetic(crop=40)
+    with monkeypatch.context() as m:
+        m.setattr(synthetic, "jpeg_round_trip", lambda img, quality: img)
+        plain_whole, plain_windows = [whole[i][0] for i in range(24)], [windows[i][0] for i in range(24)]
     for i in range(24):
         (xw, bw, _), (xc, bc, _) = whole[i], windows[i]
         assert xc.shape == (3, 40, 40) and torch.equal(xc, windows[i][0])
         # where the window lies in the whole image: the one corner whose pixels match
-        corners = [(x, y) for y in range(25) for x in range(25) if torch.equal(xw[:, y:y + 40, x:x + 40], xc)]
+        corners = [(x, y) for y in range(25) for x in range(25)
+                   if torch.equal(plain_whole[i][:, y:y + 40, x:x + 40], plain_windows[i])]
         assert len(corners) >= 1, i
         x0, y0 = corners[0]
+        assert (xw[:, y0:y0 + 40, x0:x0 + 40] - xc).abs().mean() < 0.1, i  # about 3 of 255 levels
         assert bool(len(bw)) == bool(len(bc)), i  # a stamped image gives a stamped window
         px_whole = (bw + 1) / 2 * 64 - torch.tensor([x0, y0, x0, y0])
         px_crop = (bc + 1) / 2 * 40

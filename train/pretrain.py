@@ -36,7 +36,7 @@ from train.metrics import detection_metrics
 from train.model import base_path, build_model, load_base
 from train.precision import set_precision
 from train.data import check_crop
-from train.synthetic import Loader, SyntheticStamps, collate, load_backgrounds
+from train.synthetic import DESIGNS, Loader, SyntheticStamps, collate, draw_designs, load_backgrounds
 
 OWN_FILES = ("checkpoint.pth", "state.json", "base.pth", "card.md")
 VALID_OFFSET = 10 ** 9  # valid images are indices no training epoch reaches
@@ -204,6 +204,10 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
     log(f"pretraining {cfg.arch} at {cfg.size} px{windows}{start} on {device} ({str(dtype).removeprefix('torch.') if dtype else 'fp32'}): "
         f"epochs {start_epoch + 1}-{cfg.epochs} of {cfg.epoch_images} new images each, "
         f"{len(backgrounds)} real backgrounds, {workers} loader workers")
+    if (cfg.epochs - start_epoch) * cfg.epoch_images >= DESIGNS:  # a run that would draw them all anyway
+        began = time.time()
+        draw_designs()
+        log(f"drew the {DESIGNS} seal designs once, for every loader worker ({time.time() - began:.0f} s)")
     cbs = [EpochOffset(train_ds), Checkpoint(out, cfg, start_epoch, time.time()),
            StopOnInterrupt()]
     piped = not sys.stdout.isatty()

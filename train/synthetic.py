@@ -9,6 +9,7 @@ and any worker process gives the same image for the same index. Used by ``stampc
 from __future__ import annotations
 
 import io
+import math
 import random
 from collections.abc import Sequence
 from functools import lru_cache
@@ -34,14 +35,21 @@ PRETRAIN_LOOKS = Looks(hard_negative_share=0.0, negative_share=0.35, multi_share
 CLEAR_LOOKS = Looks(scale=(0.2, 0.5), opacity=(0.9, 1.0), fade=(0.0, 0.15), blur=(0.0, 0.4), noise=(0.0, 3.0),
                     multiply_share=0.15, glare_share=0.05, truncate_share=0.05, hard_negative_share=0.0,
                     negative_share=0.3, multi_share=0.2, ink_colours=("keep", "#c0202a", "#1d3a9a", "#55287e"))
-DESIGNS = 20_000  # design numbers drawn from; drawing one costs more than composing an image, so
-# each worker keeps the designs it drew (64 KB each) and a long run draws most of them once
+DESIGNS = 20_000  # design numbers drawn from (47 KB each once drawn, 0.9 GB for all)
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=None)
 def design_stamp(n: int) -> Stamp:
     """Seal design ``n`` as a Stamp of the one class "stamp"."""
     return Stamp(name="stamp", rgba=np.asarray(seal_design(n)), sha256=f"design-{n}")
+
+
+def draw_designs(count: int = DESIGNS) -> None:
+    """Draw designs 0..count-1 in this process, before the loader workers start. Drawing one costs
+    more than composing an image, and the workers are new every epoch (so that they see the epoch's
+    offset): without this each would draw the designs again, every epoch. Forked, they share these."""
+    for n in range(count):
+        design_stamp(n)
 
 
 class Designs(Sequence):
@@ -109,35 +117,49 @@ class SyntheticStamps(torch.utils.data.Dataset):
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         return fit_within(img, side)
 
-    def compose(self, index: int) -> tuple[Image.Image, list]:
-        """The composed photo (its own size) and its pixel boxes."""
+    def compose(self, index: int) -> tuple[Image.Image, list, int]:
+        """The composed photo (its own size, before the camera's JPEG), its pixel boxes, and the
+        JPEG quality it is to be saved at."""
         rng = np.random.default_rng([self.seed, 11, self.offset + index])
         bg = self.background(rng)
         i = self.offset + index
         clear = self.clear_until and rng.random() < 1 - i / self.clear_until
         img, boxes, _ = compose_image(bg, Designs(rng), CLEAR_LOOKS if clear else self.looks, rng)
-        quality = int(rng.integers(self.looks.jpeg_quality[0], self.looks.jpeg_quality[1] + 1))
-        buf = io.BytesIO()
-        img.save(buf, "JPEG", quality=quality)
-        return Image.open(buf).convert("RGB"), boxes
+        return img, boxes, int(rng.integers(self.looks.jpeg_quality[0], self.looks.jpeg_quality[1] + 1))
 
     def __getitem__(self, index: int):
-        img, boxes = self.compose(index)
+        img, boxes, quality = self.compose(index)
         w, h = img.size
-        s = self.size
-        small = img.resize((s, s), Image.BILINEAR)  # squished, as train and qa do
-        px = [(bx.x0 * s / w, bx.y0 * s / h, bx.x1 * s / w, bx.y1 * s / h) for bx in boxes]
+        s = out = self.size
+        px = [(bx.x0 * s / w, bx.y0 * s / h, bx.x1 * s / w, bx.y1 * s / h) for bx in boxes]  # squished, as train and qa do
+        window = (0, 0, s, s)
         if self.crop:
-            c = self.crop
+            out = c = self.crop
             x0, y0 = choose_window(px, s, s, c, random.Random(f"{self.seed}:{self.offset + index}"))
-            small = small.crop((x0, y0, x0 + c, y0 + c))
+            window = (x0, y0, x0 + c, y0 + c)
             # a stamp the window could not avoid cutting is clipped to it, as fastai clips a cut box
             px = [(max(a - x0, 0), max(b - y0, 0), min(cc - x0, c), min(d - y0, c)) for a, b, cc, d in px]
-            px, s = [p for p in px if p[2] > p[0] and p[3] > p[1]], c
+            px = [p for p in px if p[2] > p[0] and p[3] > p[1]]
+        # Only the window's part of the photo goes through the JPEG round trip and the resize (a
+        # 160 px window of a 256 px image is 39% of it): resizing a region with PIL's box= samples
+        # the very points resizing the whole image and cropping it would.
+        box = (window[0] * w / s, window[1] * h / s, window[2] * w / s, window[3] * h / s)
+        reach = math.ceil(max(w, h) / s) + 1  # of the resize filter, in photo pixels
+        part = (max(0, int(box[0]) - reach), max(0, int(box[1]) - reach),
+                min(w, math.ceil(box[2]) + reach), min(h, math.ceil(box[3]) + reach))
+        small = jpeg_round_trip(img if part == (0, 0, w, h) else img.crop(part), quality).resize(
+            (out, out), Image.BILINEAR, box=(box[0] - part[0], box[1] - part[1], box[2] - part[0], box[3] - part[1]))
         x = torch.from_numpy(np.asarray(small).copy()).permute(2, 0, 1).float() / 255
         x = (x - self.mean) / self.std
-        b = torch.tensor([[v / s * 2 - 1 for v in p] for p in px], dtype=torch.float32).view(-1, 4)
+        b = torch.tensor([[v / out * 2 - 1 for v in p] for p in px], dtype=torch.float32).view(-1, 4)
         return x, b, torch.ones(len(b), dtype=torch.long)
+
+
+def jpeg_round_trip(img: Image.Image, quality: int) -> Image.Image:
+    """The image as a camera's JPEG at ``quality`` gives it back."""
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return Image.open(buf).convert("RGB")
 
 
 def collate(samples):
