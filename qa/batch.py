@@ -268,7 +268,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         skipped = f" (skipped, not photos by name or content: {len(found.not_photos)})" if found.not_photos else ""
         raise UsageError("no photos found in " + ", ".join(inputs) + skipped)
     # the model loads in seconds: only now, so that a mistyped path is answered at once
-    from qa.report import Report, csv_row, write_annotated
+    from qa.report import Report, csv_row, printable, write_annotated
     from stampcheck.runtime import PhotoResult, predict_photos
 
     predictor = open_engine(model_dir, engine, device)
@@ -279,7 +279,8 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
             refuse_links(out / "annotated")
         remove_stale_partials(out)
         summary = QASummary(threshold=thr, not_photos=found.not_photos)
-        report = Report(out, thr, run_facts(model_dir, predictor, inputs, thr))
+        facts = run_facts(model_dir, predictor, inputs, thr)
+        report = Report(out, thr, {**facts, "not_photos": [printable(str(p)) for p in found.not_photos]})
         unchecked = (PhotoResult(p, error=why) for p, why in sorted(found.problems.items()))
         checked = predict_photos(predictor, found.files, bs=bs, workers=workers, threshold=thr, previews=True)
         with atomic_path(out / "results.csv") as csv_tmp, atomic_path(out / "results.jsonl") as jsonl_tmp, \

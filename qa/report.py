@@ -39,6 +39,12 @@ def printable(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode()
 
 
+def shown(text: str) -> str:
+    """A name (or a reason naming one) as printed on the terminal: one line, whatever its bytes;
+    escape sequences and bytes that are not UTF-8 as \\xNN, never sent to the terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in printable(text))
+
+
 def csv_row(row: dict) -> dict:
     """A results row as results.csv holds it: text printable and never a formula (JSONL keeps raw values)."""
     cells = {}

@@ -27,7 +27,9 @@ from pathlib import Path
 
 from qa.batch import (QASummary, UsageError, csv_writer, entry_kind, open_engine, photo_record,
                       remove_stale_partials, result_rows, run_facts, why_not_a_file)
+from qa.report import shown
 from stampcheck.atomic import atomic_write_text
+from stampcheck.images import may_be_photo
 from stampcheck.paths import OutputLock, check_output, claim_output, refuse_overlap, under
 
 COMMAND = "qa --watch"  # the output folder's marker: batch qa and watch never write into each other's
@@ -43,14 +45,6 @@ GATE_JOBS = 4  # --on-missing commands running at once; the others wait their tu
 
 class ReportRemoved(RuntimeError):
     """--out was removed while watching (the tool cannot go on: exit 4)."""
-
-
-def shown(text: str) -> str:
-    """A name (or a reason naming one) as printed: one line, whatever its bytes; escape sequences
-    and bytes that are not UTF-8 as \\xNN, never sent to the terminal."""
-    from qa.report import printable
-
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in printable(text))
 
 
 def from_record(rec: dict):
@@ -349,13 +343,19 @@ def run_watch(model_dir: Path, folder: Path, out: Path, threshold: float | None 
                             ready.append((rel, quiet))
                         elif quiet >= settle:
                             del pending[rel]
-                            record(PhotoResult(Path(root, rel), error=p.error if regular else sig), rel)
+                            if regular and not may_be_photo(Path(path)):
+                                log(f"skipped, not a photo by name or content: {shown(rel)}")
+                            else:
+                                record(PhotoResult(Path(root, rel), error=p.error if regular else sig), rel)
                     for (rel, quiet), r in zip(ready[:bs], predict_photos(
                             predictor, [Path(root, rel) for rel, _ in ready[:bs]], bs=bs, workers=workers,
                             threshold=thr, previews=True)):
                         p = pending[rel]
                         if r.error and quiet < settle:  # perhaps still being written: again when it changes
                             p.failed, p.error = p.sig, r.error
+                        elif r.error and not may_be_photo(r.path):  # a README: no row, no --on-missing
+                            del pending[rel]
+                            log(f"skipped, not a photo by name or content: {shown(rel)}")
                         else:
                             del pending[rel]
                             record(r, rel)

@@ -339,7 +339,8 @@ def qa(
                                  "unchanged before it is reported unreadable (longer than the camera's pauses)."),
 ):
     """Check photos for the stamp. Every photo given gets a row in the report; those that cannot be
-    read too (never fatal, never a pass).
+    read too (never fatal, never a pass). In a folder or glob, a file that is an image by neither
+    name nor content (a README, LICENSE, labels.csv) is skipped and listed.
 
     Exit codes, a production gate:
     0 every photo was read and carries a stamp
@@ -376,14 +377,14 @@ def qa(
                              engine=engine)
     except (UsageError, OverlapError) as e:  # a model folder that cannot be used is a UsageError
         fail(str(e))
-    from qa.report import printable
+    from qa.report import shown
 
     if summary.not_photos:
-        names = ", ".join(escape(printable(str(p))) for p in summary.not_photos[:3])
-        more = f" and {len(summary.not_photos) - 3} more" if len(summary.not_photos) > 3 else ""
+        names = ", ".join(escape(shown(str(p))) for p in summary.not_photos[:3])
+        more = f" and {len(summary.not_photos) - 3} more (the report lists them)" if len(summary.not_photos) > 3 else ""
         console.print(f"[yellow]skipped[/], not photos by name or content: {len(summary.not_photos)} ({names}{more})")
     for path, why in summary.not_annotated:
-        console.print(f"[yellow]not annotated[/] {escape(printable(str(path)))}: {escape(printable(why))}")
+        console.print(f"[yellow]not annotated[/] {escape(shown(str(path)))}: {escape(shown(why))}")
     table = Table(title=f"stampcheck qa ({summary.photos} photos, threshold {summary.threshold:.2f})")
     for col in ("stamped", "missing", "unreadable"):
         table.add_column(col, justify="right")

@@ -7,6 +7,8 @@ an upright 8-bit RGB image; callers only choose the limits.
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,24 +19,40 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
-# The first bytes of the formats photos come in: a file whose name says otherwise is still read
-# (and reported if it fails) when its content starts like one of these
-_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+# Camera formats qa cannot decode but must never skip: a photo it cannot read is an error row
+CAMERA_SUFFIXES = {".heic", ".heif", ".avif", ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".orf",
+                   ".rw2", ".raf", ".pef", ".srw", ".x3f", ".raw"}
+_CAMERA_SIGNATURES = (b"II*\x00", b"MM\x00*", b"IIRO", b"IIRS", b"IIU\x00", b"FUJIFILM", b"FOVb", b"II\x1a\x00")
 
 
 def may_be_photo(path: Path) -> bool:
-    """Whether a file found in a folder is to be checked as a photo: an image suffix, or content that
-    starts as an image (JPEG, PNG, GIF, BMP, TIFF and camera raws, WebP, HEIC/AVIF). A folder's
-    README, LICENSE or labels.csv is neither, and is no photo left unchecked. A file that cannot be
-    read counts as a photo: reading it reports why."""
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+    """Whether a file found in a folder is to be checked as a photo: an image or camera suffix, or
+    content Pillow identifies as an image (any format it reads, by the header alone) or that starts
+    as a camera file (raw, HEIC). An empty file is a photo whose writing failed. Only what is none of
+    these, a folder's README, LICENSE or labels.csv, is no photo. A file that cannot be opened, or is
+    not a regular file, counts as a photo: reading it reports why."""
+    if path.suffix.lower() in IMAGE_SUFFIXES | CAMERA_SUFFIXES:
         return True
     try:
-        with open(path, "rb") as f:
-            head = f.read(12)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe put in its place must not block
     except OSError:
         return True
-    return head.startswith(_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head[4:8] == b"ftyp"
+    with os.fdopen(fd, "rb") as f:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return True
+            head = f.read(16)
+            if not head or head.startswith(_CAMERA_SIGNATURES) or head[4:8] == b"ftyp":
+                return True
+            f.seek(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                Image.open(f)
+            return True
+        except UnidentifiedImageError:
+            return False
+        except Exception:  # identified, then refused (a bomb, a broken header): a photo that fails
+            return True
 
 
 class ImageRejected(Exception):

@@ -27,6 +27,7 @@ from PIL import Image
 from qa.batch import QASummary
 from qa.report import write_annotated
 from stampcheck import errors
+from stampcheck.images import may_be_photo
 from tests.conftest import dead_pid, huge_header_png, photo
 from train.data import MEAN, STD
 from train.detect import detect, to_pixels
@@ -233,21 +234,39 @@ def test_a_batch_of_only_unreadable_files_is_no_pass(forced_model, tmp_path):
     assert not (tmp_path / "out2").exists()
 
 
+def test_telling_a_photo_from_a_document_never_blocks_or_guesses_no(tmp_path):
+    """A pipe (a reader would wait for ever) and a name that is gone count as photos, so reading
+    them reports why; only what Pillow cannot identify as any image is a document."""
+    os.mkfifo(tmp_path / "pipe")
+    assert may_be_photo(tmp_path / "pipe") and may_be_photo(tmp_path / "gone")
+    (tmp_path / "readme").write_text("# photos")
+    assert not may_be_photo(tmp_path / "readme")
+
+
 def test_a_photo_folder_with_its_readme_checks_the_photos_alone(forced_model, good_photos, tmp_path):
-    """A folder of photos as it is shared (README, LICENSE, labels.csv beside them), and a camera's
-    JPEG without a suffix: every photo is a row, the documents are not, so the exit code is the
-    photos' own. A document named on its own is checked, and is an error row."""
-    for name, text in (("README.md", "# photos\n"), ("LICENSE", "MIT"), ("labels.csv", "file,x\n")):
+    """A folder of photos as it is shared (README, LICENSE, labels.csv beside them), a camera's JPEG
+    without a suffix, a photo in a format qa has no suffix for (PPM), a camera file that was never
+    written: every photo is a row, the documents are not, so the exit code is the photos' own. The
+    skipped are named, escaped, and listed in the report. A document named on its own is checked."""
+    documents = {"README.md": "# photos\n", "LICENSE": "MIT", "labels.csv": "file,x\n", "bad\x1b[2J\nname": "log"}
+    for name, text in documents.items():
         (good_photos / name).write_text(text)
     photo(3).save(good_photos / "IMG0001", "JPEG", quality=90)
-    (good_photos / "BM.txt").write_text("BM starts like a bitmap")  # looks like an image: checked, fails
+    photo(4).save(good_photos / "scan.ppm")
+    (good_photos / "IMG0002").write_bytes(b"")  # the camera failed to write it
+    (good_photos / "BM.txt").write_text("BM starts like a bitmap")  # identified as one, then refused
     r = qa_cli(forced_model, good_photos, "--out", tmp_path / "out", "--workers", "0")
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv", newline="")))
     names = {Path(row["file"]).name: row for row in rows}
-    assert set(names) == {f"p{i}.jpg" for i in range(6)} | {"IMG0001", "BM.txt"}, r.output
-    assert names["IMG0001"]["status"] == "ok" and names["BM.txt"]["status"] == "error"
-    assert "not photos by name or content: 3 (" in r.output
-    (good_photos / "BM.txt").unlink()
+    assert set(names) == {f"p{i}.jpg" for i in range(6)} | {"IMG0001", "scan.ppm", "IMG0002", "BM.txt"}, r.output
+    assert names["IMG0001"]["status"] == names["scan.ppm"]["status"] == "ok", r.output
+    assert names["IMG0002"]["status"] == names["BM.txt"]["status"] == "error"
+    assert r.returncode == errors.UNREADABLE or r.returncode == errors.MISSING, r.output
+    assert "not photos by name or content: 4 (" in r.output and "\x1b" not in r.output, r.output
+    facts = (tmp_path / "out" / "data" / "facts.js").read_text()
+    assert all(name in facts for name in ("README.md", "LICENSE", "labels.csv")), facts
+    for name in ("BM.txt", "IMG0002"):
+        (good_photos / name).unlink()
     whole = qa_cli(forced_model, good_photos, "--out", tmp_path / "out2", "--workers", "0")
     assert whole.returncode in (errors.OK, errors.MISSING), whole.output  # never "unreadable"
     alone = qa_cli(forced_model, good_photos / "README.md", "--out", tmp_path / "out3", "--workers", "0")

@@ -187,6 +187,9 @@ def test_watch_on_a_hostile_folder_checks_each_name_once_and_gates_them_all(tiny
     os.utime(folder / "future.jpg", (time.time() + day, time.time() + day))  # a camera's wrong clock
     os.mkfifo(folder / "pipe.jpg")
     (folder / "gone.jpg").symlink_to(tmp_path / "nothing.jpg")
+    documents = ["README.md", "notes\x1b[2J.txt"]  # skipped and named (escaped), never rows nor gated
+    for name in documents:
+        (folder / name).write_text("camera log")
     names = {"good.jpg", "pipe.jpg", "gone.jpg", *broken}
     gate = shlex.join([sys.executable, "-c", SLOW_GATE, str(gate_log)])
     proc = subprocess.Popen([sys.executable, "-m", "stampcheck", "qa", tiny_model / "model", "--watch", folder,
@@ -203,6 +206,8 @@ def test_watch_on_a_hostile_folder_checks_each_name_once_and_gates_them_all(tiny
     checked = {Path(r["file"]).name: r for r in records(out)}
     if set(checked) != names or len(records(out)) != len(names):
         problems.append(f"each name once: {sorted(checked)} ({len(records(out))} records)")
+    if output.count("skipped, not a photo by name or content: ") != len(documents) or "README.md" not in output:
+        problems.append("the documents were not each named once as skipped")
     if "future.jpg" not in checked:
         problems.append("a broken photo with a future mtime never became a row")
     for name, reason in (("pipe.jpg", "not-a-file"), ("gone.jpg", "broken-link")):
