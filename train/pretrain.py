@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import multiprocessing
 import platform
 import re
 import sys
@@ -204,7 +205,10 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
     log(f"pretraining {cfg.arch} at {cfg.size} px{windows}{start} on {device} ({str(dtype).removeprefix('torch.') if dtype else 'fp32'}): "
         f"epochs {start_epoch + 1}-{cfg.epochs} of {cfg.epoch_images} new images each, "
         f"{len(backgrounds)} real backgrounds, {workers} loader workers")
-    if (cfg.epochs - start_epoch) * cfg.epoch_images >= DESIGNS:  # a run that would draw them all anyway
+    # forked loader workers share the designs the parent drew (spawned ones, as on macOS, would not);
+    # worth it for a run that would draw them all anyway
+    if workers and multiprocessing.get_start_method() == "fork" and \
+            (cfg.epochs - start_epoch) * cfg.epoch_images >= DESIGNS:
         began = time.time()
         draw_designs()
         log(f"drew the {DESIGNS} seal designs once, for every loader worker ({time.time() - began:.0f} s)")

@@ -23,7 +23,7 @@ from compose.backgrounds import builtin_background
 from compose.looks import Looks, compose_image
 from compose.seals import seal_design
 from compose.stamps import Stamp
-from stampcheck.images import ImageLimits, ImageRejected, find_images, fit_within, open_checked
+from stampcheck.images import ImageLimits, ImageRejected, find_images, fit_within, jpeg_bytes, open_checked
 from train.data import MEAN, STD, check_crop, choose_window
 
 # Pretraining looks: compose's defaults, but every mark is a stamp (class-agnostic: no unlabelled
@@ -157,9 +157,7 @@ class SyntheticStamps(torch.utils.data.Dataset):
 
 def jpeg_round_trip(img: Image.Image, quality: int) -> Image.Image:
     """The image as a camera's JPEG at ``quality`` gives it back."""
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=quality)
-    return Image.open(buf).convert("RGB")
+    return Image.open(io.BytesIO(jpeg_bytes(img, quality))).convert("RGB")
 
 
 def collate(samples):
