@@ -114,6 +114,7 @@ def test_threshold_takes_the_strictest_the_valid_set_cannot_tell_from_the_best()
     assert best_threshold(one_faint) == pytest.approx(0.95)
     many_faint = clear + [ImageResult(True, 0.15, 0.8)] * 100
     assert best_threshold(many_faint) == pytest.approx(0.15)
+    assert best_threshold([]) == 0.5  # an epoch without valid images
 
 
 def test_epoch_metrics_judge_each_epoch_at_its_own_best_threshold():

@@ -89,7 +89,13 @@ def best_threshold(results: list[ImageResult]) -> float:
     best point often sits low, catching one faint valid stamp at the price of real photos flagged (a
     demo model chose 0.10 and flagged 15% of shop photos; 0.5 flagged 1.7%). Thresholds the valid
     set cannot tell apart are equal, and among them the strictest wins: a stamp-free product that
-    passes the gate costs more than a stamped one sent to a person."""
+    passes the gate costs more than a stamped one sent to a person. (Model selection's one-standard-
+    error rule: the standard error of one accuracy, wider than that of the difference between two
+    thresholds on the same images, because the best point is itself chosen on them.) A valid set
+    told apart perfectly has no error to spare: the threshold is then its faintest stamp's score.
+    No valid images: 0.5."""
+    if not results:
+        return 0.5
     grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
     acc = np.array([summarise(results, float(t))["accuracy"] for t in grid])
     best = acc.max()
@@ -112,7 +118,7 @@ class ValidResults:
     @property
     def threshold(self) -> float:
         if self._threshold is None:
-            self._threshold = best_threshold(self.results) if self.results else 0.5
+            self._threshold = best_threshold(self.results)
         return self._threshold
 
 
