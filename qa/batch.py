@@ -26,6 +26,7 @@ from stampcheck import errors
 from stampcheck.atomic import atomic_path, remove_own_partials
 from stampcheck.images import may_be_photo
 from stampcheck.paths import OutputLock, check_output, claim_output, refuse_links, refuse_overlap, under
+from stampcheck.progress import printable
 
 if TYPE_CHECKING:
     from stampcheck.runtime import PhotoResult
@@ -244,7 +245,6 @@ def run_facts(model_dir: Path, engine, inputs: list[str], threshold: float) -> d
         except (OSError, ValueError, AttributeError):
             valid = None
     valid = {k: v for k, v in (valid or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    from qa.report import printable
     from stampcheck.runtime import OnnxModel
 
     return {"model": printable(str(model_dir)), "engine": "onnx" if isinstance(engine, OnnxModel) else "torch",
@@ -268,7 +268,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         skipped = f" (skipped, not photos by name or content: {len(found.not_photos)})" if found.not_photos else ""
         raise UsageError("no photos found in " + ", ".join(inputs) + skipped)
     # the model loads in seconds: only now, so that a mistyped path is answered at once
-    from qa.report import Report, csv_row, printable, write_annotated
+    from qa.report import Report, csv_row, write_annotated
     from stampcheck.runtime import PhotoResult, predict_photos
 
     predictor = open_engine(model_dir, engine, device)

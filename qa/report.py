@@ -17,6 +17,7 @@ from stampcheck.atomic import atomic_write_bytes, atomic_write_text
 from stampcheck.draw import draw_boxes
 from stampcheck.images import ImageRejected, jpeg_bytes, open_checked
 from stampcheck.paths import refuse_links
+from stampcheck.progress import printable
 from stampcheck.runtime import PHOTO_LIMITS
 
 PAGE = (Path(__file__).with_name("page.html")).read_bytes()  # index.html: the same for every run
@@ -29,21 +30,6 @@ NAME_BYTES = 100  # of a photo's name kept in its annotated copy's name
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP, "CSV injection"): a
 # photo named =HYPERLINK(...) must stay text in results.csv.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-def printable(text: str) -> str:
-    """``text`` as valid UTF-8: the bytes of a file name that are not UTF-8 (which Python keeps as
-    surrogates) shown as \\xNN, as `ls -b` does, instead of failing the whole report."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode()
-
-
-def shown(text: str) -> str:
-    """A name (or a reason naming one) as printed on the terminal: one line, whatever its bytes;
-    escape sequences and bytes that are not UTF-8 as \\xNN, never sent to the terminal."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in printable(text))
-
 
 def csv_row(row: dict) -> dict:
     """A results row as results.csv holds it: text printable and never a formula (JSONL keeps raw values)."""

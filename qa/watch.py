@@ -27,10 +27,10 @@ from pathlib import Path
 
 from qa.batch import (QASummary, UsageError, csv_writer, entry_kind, open_engine, photo_record,
                       remove_stale_partials, result_rows, run_facts, why_not_a_file)
-from qa.report import shown
 from stampcheck.atomic import atomic_write_text
 from stampcheck.images import may_be_photo
 from stampcheck.paths import OutputLock, check_output, claim_output, refuse_overlap, under
+from stampcheck.progress import shown
 
 COMMAND = "qa --watch"  # the output folder's marker: batch qa and watch never write into each other's
 POLL = 0.1     # seconds between looks at the folder
@@ -309,6 +309,7 @@ def run_watch(model_dir: Path, folder: Path, out: Path, threshold: float | None 
                 gate.run(str(r.path), shown(rel))
 
         scanner, pending, stop, removed = Scanner(root, log, str(out)), {}, Stop(), None
+        skipped: dict[str, tuple] = {}  # documents (no photo by name or content) -> (size, mtime, ctime)
         last_full = -math.inf
         try:
             with open(out / "results.jsonl", "ab", buffering=0) as fjson, \
@@ -320,6 +321,15 @@ def run_watch(model_dir: Path, folder: Path, out: Path, threshold: float | None 
                     last_full = start if full else last_full
                     for rel in scanner.new_files(full):
                         if rel not in done and rel not in pending:
+                            pending[rel] = Pending()
+                    for rel, sig in list(skipped.items()) if full else ():  # a document written over
+                        try:  # or replaced by a photo is looked at again
+                            st = os.stat(os.path.join(root, rel))
+                        except OSError:
+                            del skipped[rel]  # gone: the scanner reports the name if it comes back
+                            continue
+                        if (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != sig:
+                            del skipped[rel]
                             pending[rel] = Pending()
                     ready = []
                     for rel, p in list(pending.items()):
@@ -344,6 +354,7 @@ def run_watch(model_dir: Path, folder: Path, out: Path, threshold: float | None 
                         elif quiet >= settle:
                             del pending[rel]
                             if regular and not may_be_photo(Path(path)):
+                                skipped[rel] = sig
                                 log(f"skipped, not a photo by name or content: {shown(rel)}")
                             else:
                                 record(PhotoResult(Path(root, rel), error=p.error if regular else sig), rel)
@@ -354,7 +365,7 @@ def run_watch(model_dir: Path, folder: Path, out: Path, threshold: float | None 
                         if r.error and quiet < settle:  # perhaps still being written: again when it changes
                             p.failed, p.error = p.sig, r.error
                         elif r.error and not may_be_photo(r.path):  # a README: no row, no --on-missing
-                            del pending[rel]
+                            skipped[rel] = pending.pop(rel).sig
                             log(f"skipped, not a photo by name or content: {shown(rel)}")
                         else:
                             del pending[rel]

@@ -17,7 +17,7 @@ from rich.markup import escape
 from compose.looks import Looks
 from stampcheck import errors
 from stampcheck.device import DeviceError, cpu_count
-from stampcheck.progress import console, progress_bar, report
+from stampcheck.progress import console, printable, progress_bar, report, shown
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
                   help="Prove from photos that a product carries its inspection stamp, and where.\n\n"
@@ -30,7 +30,7 @@ L = Looks()
 
 
 def fail(message: str, code: int = errors.USAGE):
-    console.print(f"[bold red]error:[/] {escape(message)}")
+    console.print(f"[bold red]error:[/] {escape(shown(message))}")  # names in it are anyone's bytes
     raise typer.Exit(code)
 
 
@@ -377,7 +377,6 @@ def qa(
                              engine=engine)
     except (UsageError, OverlapError) as e:  # a model folder that cannot be used is a UsageError
         fail(str(e))
-    from qa.report import shown
 
     if summary.not_photos:
         names = ", ".join(escape(shown(str(p))) for p in summary.not_photos[:3])
@@ -435,7 +434,6 @@ def evaluate(
     from qa.evaluate import evaluate as run_evaluate
 
     def note(line: str):
-        from qa.report import printable
 
         console.print(f"[yellow]note:[/] {escape(printable(line))}")
 
@@ -499,7 +497,7 @@ def main():
         e.show()
         rc = errors.USAGE
     except DeviceError as e:  # raised deep inside every command that runs a model
-        console.print(f"[bold red]error:[/] {escape(str(e))}")
+        console.print(f"[bold red]error:[/] {escape(shown(str(e)))}")
         rc = errors.USAGE
     except MemoryError:
         console.print("[bold red]error:[/] out of memory")
@@ -512,7 +510,7 @@ def main():
             console.print(f"[bold red]error:[/] this command needs {missing.split('.')[0]}, which is not installed: "
                           + escape("pip install 'stampcheck[full]' (a runtime install runs `qa --engine onnx`)"))
         else:
-            console.print(f"[bold red]error:[/] {escape(f'{type(e).__name__}: {e}')} "
+            console.print(f"[bold red]error:[/] {escape(shown(f'{type(e).__name__}: {e}'))} "
                           "(a bug in stampcheck or a problem of the machine; STAMPCHECK_DEBUG=1 shows the traceback)")
         rc = errors.FAILED
     raise SystemExit(rc if isinstance(rc, int) else errors.OK)

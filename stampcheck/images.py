@@ -20,39 +20,52 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 
 
 # Camera formats qa cannot decode but must never skip: a photo it cannot read is an error row
-CAMERA_SUFFIXES = {".heic", ".heif", ".avif", ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".orf",
-                   ".rw2", ".raf", ".pef", ".srw", ".x3f", ".raw"}
-_CAMERA_SIGNATURES = (b"II*\x00", b"MM\x00*", b"IIRO", b"IIRS", b"IIU\x00", b"FUJIFILM", b"FOVb", b"II\x1a\x00")
+CAMERA_SUFFIXES = {".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw",
+                   ".orf", ".rw2", ".raf", ".pef", ".srw", ".x3f", ".mrw", ".iiq", ".raw"}
+_CAMERA_SIGNATURES = (b"II*\x00", b"MM\x00*", b"IIRO", b"IIRS", b"IIU\x00", b"FUJIFILM", b"FOVb", b"II\x1a\x00",
+                      b"\x00MRM", b"IIII", b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")
+_SNIFF_BYTES = 1 << 16  # identification reads no further: a 1 GB log is not read through
 
 
 def may_be_photo(path: Path) -> bool:
     """Whether a file found in a folder is to be checked as a photo: an image or camera suffix, or
-    content Pillow identifies as an image (any format it reads, by the header alone) or that starts
-    as a camera file (raw, HEIC). An empty file is a photo whose writing failed. Only what is none of
-    these, a folder's README, LICENSE or labels.csv, is no photo. A file that cannot be opened, or is
-    not a regular file, counts as a photo: reading it reports why."""
+    content that starts as an image (the first bytes any format Pillow knows accepts, however short
+    the file was cut; a header Pillow identifies; camera raw, HEIC, JPEG XL). An empty file is a
+    photo whose writing failed. Only what is none of these, a folder's README, LICENSE or
+    labels.csv, is no photo. A file that cannot be read, or is not a regular file, counts as a
+    photo: reading it reports why."""
     if path.suffix.lower() in IMAGE_SUFFIXES | CAMERA_SUFFIXES:
         return True
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe put in its place must not block
-    except OSError:
-        return True
-    with os.fdopen(fd, "rb") as f:
-        try:
+        with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return True
-            head = f.read(16)
-            if not head or head.startswith(_CAMERA_SIGNATURES) or head[4:8] == b"ftyp":
-                return True
-            f.seek(0)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                Image.open(f)
-            return True
-        except UnidentifiedImageError:
-            return False
-        except Exception:  # identified, then refused (a bomb, a broken header): a photo that fails
-            return True
+            head = f.read(_SNIFF_BYTES)
+    except OSError:
+        return True
+    if not head or head.startswith(_CAMERA_SIGNATURES) or head[4:8] == b"ftyp":
+        return True
+    Image.init()
+    if any(_accepts(accept, head[:16]) for _, accept in Image.OPEN.values()):
+        return True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Image.open(io.BytesIO(head))
+        return True
+    except UnidentifiedImageError:
+        return False
+    except Exception:  # identified, then refused (a bomb, a broken header): a photo that fails
+        return True
+
+
+def _accepts(accept, prefix: bytes) -> bool:
+    """A Pillow format's own test of a file's first bytes (some fail on fewer bytes than they read)."""
+    try:
+        return bool(accept and accept(prefix))
+    except Exception:
+        return False
 
 
 class ImageRejected(Exception):

@@ -1,4 +1,5 @@
-"""One look for every long step: a rich progress bar with counts, rate and time left."""
+"""What the terminal shows: one look for every long step (a rich progress bar with counts, rate and
+time left), and names made safe to print."""
 
 from __future__ import annotations
 
@@ -23,3 +24,18 @@ def progress_bar(total: int | None, description: str):
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)
+
+
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: the bytes of a file name that are not UTF-8 (which Python keeps as
+    surrogates) shown as \\xNN, as `ls -b` does, instead of failing the whole report."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode()
+
+
+def shown(text: str) -> str:
+    """A name (or a reason naming one) as printed on the terminal: one line, whatever its bytes;
+    escape sequences and bytes that are not UTF-8 as \\xNN, never sent to the terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in printable(text))

@@ -229,8 +229,10 @@ def test_a_batch_of_only_unreadable_files_is_no_pass(forced_model, tmp_path):
     assert "not photos by name or content: 1 (" in r.output and "notes.txt" in r.output
     (photos / "text.jpg").unlink()
     (photos / "gone.jpg").unlink()
-    r = qa_cli(forced_model, photos, "--out", tmp_path / "out2", "--workers", "0")
+    named = photos.rename(tmp_path / "photos\x1b[2J\nof line 3")  # the error names it, escaped, on one line
+    r = qa_cli(forced_model, named, "--out", tmp_path / "out2", "--workers", "0")
     assert r.returncode == errors.USAGE and "no photos found" in r.output and "content: 1)" in r.output, r.output
+    assert "\x1b" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
     assert not (tmp_path / "out2").exists()
 
 
@@ -254,18 +256,19 @@ def test_a_photo_folder_with_its_readme_checks_the_photos_alone(forced_model, go
     photo(3).save(good_photos / "IMG0001", "JPEG", quality=90)
     photo(4).save(good_photos / "scan.ppm")
     (good_photos / "IMG0002").write_bytes(b"")  # the camera failed to write it
+    (good_photos / "IMG0003").write_bytes((good_photos / "p0.jpg").read_bytes()[:21])  # cut in its header
     (good_photos / "BM.txt").write_text("BM starts like a bitmap")  # identified as one, then refused
     r = qa_cli(forced_model, good_photos, "--out", tmp_path / "out", "--workers", "0")
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv", newline="")))
     names = {Path(row["file"]).name: row for row in rows}
-    assert set(names) == {f"p{i}.jpg" for i in range(6)} | {"IMG0001", "scan.ppm", "IMG0002", "BM.txt"}, r.output
+    assert set(names) == {f"p{i}.jpg" for i in range(6)} | {"IMG0001", "scan.ppm", "IMG0002", "IMG0003", "BM.txt"}
     assert names["IMG0001"]["status"] == names["scan.ppm"]["status"] == "ok", r.output
-    assert names["IMG0002"]["status"] == names["BM.txt"]["status"] == "error"
+    assert names["IMG0002"]["status"] == names["IMG0003"]["status"] == names["BM.txt"]["status"] == "error"
     assert r.returncode == errors.UNREADABLE or r.returncode == errors.MISSING, r.output
     assert "not photos by name or content: 4 (" in r.output and "\x1b" not in r.output, r.output
     facts = (tmp_path / "out" / "data" / "facts.js").read_text()
     assert all(name in facts for name in ("README.md", "LICENSE", "labels.csv")), facts
-    for name in ("BM.txt", "IMG0002"):
+    for name in ("BM.txt", "IMG0002", "IMG0003"):
         (good_photos / name).unlink()
     whole = qa_cli(forced_model, good_photos, "--out", tmp_path / "out2", "--workers", "0")
     assert whole.returncode in (errors.OK, errors.MISSING), whole.output  # never "unreadable"

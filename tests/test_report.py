@@ -166,7 +166,8 @@ def test_the_report_agrees_with_results_csv_and_works_in_chromium(model, tmp_pat
         shutil.copy(f, photos / ("line3" if k % 2 else "line4") / f.name)
     shutil.copy(f, photos.joinpath(*HOSTILE))
     (photos / "line4" / "corrupt.jpg").write_bytes(f.read_bytes()[:200])
-    (photos / "notes.txt").write_text("shift 2")
+    (photos / "notes.jpg").write_text("shift 2")  # named as a photo: an error row
+    (photos / "README.md").write_text("line 3 and 4 photos")  # no photo: skipped, listed in the facts
     out = tmp_path / "report"
     r = run_qa_cli(model / "model", photos, "--out", out, "--workers", "0")
     assert r.returncode in (0, 1, 3), r.stdout + r.stderr
@@ -182,6 +183,7 @@ def test_the_report_agrees_with_results_csv_and_works_in_chromium(model, tmp_pat
     assert expected["unreadable"] == 2 and expected["stamped"] >= 1
     facts = json.loads((out / "data" / "facts.js").read_text()[len("stampcheckFacts("):-3])
     assert facts["classes"] == ["qc-passed"] and facts["inputs"] == [str(photos)] and "accuracy" in facts["valid"]
+    assert facts["not_photos"] == [str(photos / "README.md")]
     assert "<" not in "".join(p.read_text() for p in (out / "data").iterdir())  # no name can close a script
     for row in rows:  # thumbnails are files; the best guess is drawn in orange on a photo judged missing
         thumb = out / "thumbs" / f"{row['i']:06d}.jpg"

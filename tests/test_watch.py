@@ -236,6 +236,23 @@ def test_watch_on_a_hostile_folder_checks_each_name_once_and_gates_them_all(tiny
     assert not problems and proc.returncode == 130, "\n".join(problems) + "\n" + output
 
 
+def test_watch_skips_a_document_and_checks_a_photo_written_over_it(tiny_model, tmp_path):  # noqa: F811
+    """A camera's placeholder (text under a photo's future name) is skipped once it has settled, not
+    an unreadable row; the photo written over it later is checked."""
+    folder, out = tmp_path / "camera", tmp_path / "report"
+    folder.mkdir()
+    (folder / "IMG_0001").write_text("placeholder")
+    (folder / "a.jpg").write_bytes(jpeg(1))
+    proc = start(tiny_model / "model", folder, out, tmp_path / "gate.log")
+    wait_for(out, 1, proc)
+    time.sleep(3)  # --settle 2: the placeholder is skipped by now
+    (folder / "IMG_0001").write_bytes(jpeg(2))
+    wait_for(out, 2, proc)
+    output = stop(proc)
+    assert rel_names(out, folder) == ["a.jpg", "IMG_0001"] and not any(r["error"] for r in records(out)), output
+    assert output.count("skipped, not a photo by name or content: IMG_0001") == 1, output
+
+
 def test_one_watch_per_report_folder_and_a_removed_report_stops_it(tiny_model, tmp_path):  # noqa: F811
     folder, out = tmp_path / "camera", tmp_path / "report"
     folder.mkdir()
