@@ -24,6 +24,7 @@ CAMERA_SUFFIXES = {".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".cr3", ".
                    ".orf", ".rw2", ".raf", ".pef", ".srw", ".x3f", ".mrw", ".iiq", ".raw"}
 _CAMERA_SIGNATURES = (b"II*\x00", b"MM\x00*", b"IIRO", b"IIRS", b"IIU\x00", b"FUJIFILM", b"FOVb", b"II\x1a\x00",
                       b"\x00MRM", b"IIII", b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")
+PHOTO_SUFFIXES = IMAGE_SUFFIXES | CAMERA_SUFFIXES
 _SNIFF_BYTES = 1 << 16  # identification reads no further: a 1 GB log is not read through
 
 
@@ -34,7 +35,7 @@ def may_be_photo(path: Path) -> bool:
     photo whose writing failed. Only what is none of these, a folder's README, LICENSE or
     labels.csv, is no photo. A file that cannot be read, or is not a regular file, counts as a
     photo: reading it reports why."""
-    if path.suffix.lower() in IMAGE_SUFFIXES | CAMERA_SUFFIXES:
+    if path.suffix.lower() in PHOTO_SUFFIXES:
         return True
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe put in its place must not block
