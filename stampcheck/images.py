@@ -121,7 +121,6 @@ def open_checked(source: Path | bytes, limits: ImageLimits = ImageLimits(),
             w, h = img.size
             _check_size(w, h, limits)
             try:
-                img.seek(0)  # first frame of an animation
                 if draft_size and img.format == "JPEG" and min(w, h) > draft_size:
                     k = min(w, h) / draft_size
                     img.draft("RGB", (int(w / k), int(h / k)))

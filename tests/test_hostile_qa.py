@@ -27,7 +27,7 @@ from PIL import Image
 from qa.batch import QASummary
 from qa.report import write_annotated
 from stampcheck import errors
-from stampcheck.images import may_be_photo
+from stampcheck.images import ImageRejected, may_be_photo, open_checked
 from tests.conftest import dead_pid, huge_header_png, photo
 from train.data import MEAN, STD
 from train.detect import detect, to_pixels
@@ -243,6 +243,26 @@ def test_telling_a_photo_from_a_document_never_blocks_or_guesses_no(tmp_path):
     assert may_be_photo(tmp_path / "pipe") and may_be_photo(tmp_path / "gone")
     (tmp_path / "readme").write_text("# photos")
     assert not may_be_photo(tmp_path / "readme")
+
+
+def test_every_format_pillow_writes_and_reads_is_read():
+    """A photo in any raster format Pillow round-trips is decoded, whatever the format's quirks
+    (SPIDER refuses even a seek to its first frame). EPS needs Ghostscript, which is not ours."""
+    Image.init()
+    unread = {}
+    for fmt in sorted(set(Image.SAVE) & set(Image.OPEN) - {"EPS"}):
+        for mode in ("RGB", "L", "1"):
+            buf = io.BytesIO()
+            try:
+                Image.new(mode, (256, 256), 255).save(buf, format=fmt)
+            except (OSError, ValueError, KeyError):
+                continue
+            try:
+                assert open_checked(buf.getvalue()).mode == "RGB"  # ICO and ICNS keep sizes of their own
+            except ImageRejected as e:
+                unread[fmt] = str(e)
+            break
+    assert not unread, unread
 
 
 def test_a_photo_folder_with_its_readme_checks_the_photos_alone(forced_model, good_photos, tmp_path):
