@@ -245,24 +245,40 @@ def test_telling_a_photo_from_a_document_never_blocks_or_guesses_no(tmp_path):
     assert not may_be_photo(tmp_path / "readme")
 
 
-def test_every_format_pillow_writes_and_reads_is_read():
-    """A photo in any raster format Pillow round-trips is decoded, whatever the format's quirks
-    (SPIDER refuses even a seek to its first frame). EPS needs Ghostscript, which is not ours."""
+def test_every_format_pillow_writes_and_reads_is_read_at_its_first_frame():
+    """A photo in any raster format Pillow round-trips is decoded to its own colours, whatever the
+    format's quirks: SPIDER refuses any seek, a PSD opens past its frame 0 (Pillow cannot write one,
+    so it is built here), an animation is read at its first frame. EPS needs Ghostscript, not ours."""
     Image.init()
-    unread = {}
+    read, wrong = [], {}
     for fmt in sorted(set(Image.SAVE) & set(Image.OPEN) - {"EPS"}):
-        for mode in ("RGB", "L", "1"):
+        for mode in ("RGB", "L", "P", "1"):
+            source = Image.new(mode, (256, 256), "white")
             buf = io.BytesIO()
             try:
-                Image.new(mode, (256, 256), 255).save(buf, format=fmt)
+                source.save(buf, format=fmt)
             except (OSError, ValueError, KeyError):
-                continue
+                continue  # this format cannot hold this mode, or its codec is not built in
             try:
-                assert open_checked(buf.getvalue()).mode == "RGB"  # ICO and ICNS keep sizes of their own
+                got = open_checked(buf.getvalue()).getpixel((40, 40))
+                if max(abs(a - b) for a, b in zip(got, source.convert("RGB").getpixel((40, 40)))) > 8:
+                    wrong[fmt] = got
             except ImageRejected as e:
-                unread[fmt] = str(e)
+                wrong[fmt] = str(e)
+            read.append(fmt)
             break
-    assert not unread, unread
+    assert not wrong and {"SPIDER", "PNG", "JPEG", "TIFF", "BLP"} <= set(read), (wrong, read)
+
+    w, h = 96, 80
+    psd = (b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, h, w, 8, 3) + struct.pack(">IIIH", 0, 0, 0, 0)
+           + bytes([200]) * (w * h) + bytes([30]) * (w * h) + bytes([60]) * (w * h))
+    assert open_checked(psd).getpixel((5, 5)) == (200, 30, 60)
+
+    frames = [Image.new("RGB", (96, 96), c) for c in ("red", "lime", "blue")]
+    for fmt in ("GIF", "PNG", "WEBP"):
+        buf = io.BytesIO()
+        frames[0].save(buf, format=fmt, save_all=True, append_images=frames[1:], lossless=True)
+        assert open_checked(buf.getvalue()).getpixel((5, 5)) == (255, 0, 0), fmt
 
 
 def test_a_photo_folder_with_its_readme_checks_the_photos_alone(forced_model, good_photos, tmp_path):
