@@ -39,27 +39,22 @@ def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str
         if log:
             log(note)
     # torch and fastai load in seconds: only now, so that a bad labelled set is answered at once
-    import torch
-
-    from train.detect import best_iou
-    from train.metrics import ImageResult, by_stamp_size, summarise
-    from train.predict import Predictor, predict_photos
+    from train.metrics import by_stamp_size, summarise
+    from train.predict import Predictor, judge_photos
 
     predictor = Predictor(model_dir, device)
     match_classes(items, predictor.classes, dataset)
     files = [labelled.root / i.file for i in items]
     results, sizes, detections, errors = [], [], [], []
     with progress(len(files), "evaluating") as advance:
-        for item, r in zip(items, predict_photos(predictor, files, bs=bs, workers=workers,
-                                                 low_threshold=AP_THRESHOLD)):
+        for item, r, judged in judge_photos(predictor, items, files, bs=bs, workers=workers,
+                                            low_threshold=AP_THRESHOLD):
             advance(1)
-            if r.error:
+            if judged is None:
                 errors.append({"file": item.file, "error": r.error})
                 continue
             item.width, item.height = r.width, r.height
-            truth = torch.tensor([b.as_tuple() for b in item.boxes], dtype=torch.float32).view(-1, 4)
-            iou = best_iou(torch.tensor(r.top_box), truth)
-            results.append(ImageResult(item.has_stamp, r.score, iou))
+            results.append(judged)
             sizes.append(max((max(b.width, b.height) for b in item.boxes), default=0) / min(r.width, r.height))
             detections.append((item, r.detections))
     if not results:

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from compose.composer import ComposeConfig, compose_dataset
+from compose.composer import ComposeConfig, _no_progress, compose_dataset
 from compose.looks import Looks
 from stampcheck.dataset import DatasetError, read_labels
 from train.data import _cut, _window_range, stamp_dataloaders
@@ -22,6 +22,7 @@ from stampcheck.device import cpu_has_bf16
 from train.learner import CPU_CROP, CPU_SIZE, TrainConfig, build_learner, train
 from train.model import build_model
 from train.predict import Predictor
+from train.views import view_sizes
 from tests.conftest import write_exif_rotated
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,7 +185,9 @@ def test_crop_training_predicts_on_the_whole_image(easy_dataset, tmp_path):
     metrics = train(easy_dataset, tmp_path, TrainConfig(arch="resnet18", size=96, crop=64, epochs=1, bs=8,
                                                         pretrained=False, workers=0), log=logs.append)
     assert any("64 px windows of the 96 px image" in line for line in logs)
-    assert Predictor(tmp_path, "cpu").size == 96 and metrics["final"]["images"] > 0
+    # it predicts at the view its valid split preferred, the training size or a little larger
+    assert [v["size"] for v in metrics["views"]] == view_sizes(96) == [96, 112, 128]
+    assert Predictor(tmp_path, "cpu").size in view_sizes(96) and metrics["final"]["images"] > 0
     # the exported learner predicts on a photo: the window is a training transform only
     from fastai.learner import load_learner
     learn = load_learner(tmp_path / "model.pkl")
@@ -196,6 +199,26 @@ def test_crop_training_predicts_on_the_whole_image(easy_dataset, tmp_path):
                         "--out", str(tmp_path / "m")], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert r.returncode == 2 and "must be smaller than --size" in r.stdout + r.stderr
+
+
+def test_the_size_a_model_predicts_at_is_the_best_valid_view_and_evaluate_agrees(easy_dataset, tmp_path):
+    from qa.evaluate import evaluate
+
+    logs = []
+    metrics = train(easy_dataset, tmp_path, TrainConfig(arch="resnet18", size=64, epochs=2, bs=8, pretrained="base",
+                                                        workers=0), log=logs.append)
+    config = json.loads((tmp_path / "config.json").read_text())
+    views = metrics["views"]
+    assert [v["size"] for v in views] == view_sizes(64) == [64, 80] and config["train"]["size"] == 64
+    chosen = next(v for v in views if v["size"] == config["size"])
+    key = lambda v: (v["correct"], v["mean_iou"])  # noqa: E731
+    assert all(key(chosen) >= key(v) for v in views), views
+    assert config["threshold"] == chosen["threshold"] and config["valid"]["accuracy"] == chosen["accuracy"]
+    assert any(f"the model predicts at {config['size']} px (trained at 64)" in line for line in logs), logs
+    # qa's own reading of the valid photos at that size and threshold gives the same figures
+    report = evaluate(tmp_path, easy_dataset, split="valid", progress=_no_progress)["metrics"]
+    assert (report["accuracy"], report["threshold"]) == (chosen["accuracy"], chosen["threshold"])
+    assert report["mean_iou"] == pytest.approx(chosen["mean_iou"], abs=1e-6)
 
 
 def test_cpu_defaults_see_small_stamps_at_full_size_and_train_on_windows(easy_dataset, tmp_path):

@@ -32,9 +32,10 @@ class InferenceGraph(nn.Module):
     ``boxes`` (B, HW, 4), x0, y0, x1, y1 in input pixels, one per cell of the head's grid (row-major).
     Normalising with the model's mean and std happens inside."""
 
-    def __init__(self, model: nn.Module, config: dict):
+    def __init__(self, model: nn.Module, config: dict, size: int | None = None):
         super().__init__()
-        self.model, self.n_classes, self.size = model, len(config["classes"]), int(config["size"])
+        self.model, self.n_classes = model, len(config["classes"])
+        self.size = int(config["size"] if size is None else size)
         self.register_buffer("mean", torch.tensor(config["mean"]).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(config["std"]).view(1, 3, 1, 1) * 255)
 
@@ -46,10 +47,11 @@ class InferenceGraph(nn.Module):
         return logits.sigmoid(), (boxes + 1) * (self.size / 2)
 
 
-def load_graph(model_dir: Path) -> tuple[dict, InferenceGraph]:
+def load_graph(model_dir: Path, size: int | None = None) -> tuple[dict, InferenceGraph]:
+    """The model folder's config and its inference graph, at ``size`` px (None: the config's)."""
     config, model = load_model_dir(model_dir)
     # a graph for inference only: tracing must see weights, not tensors waiting for gradients
-    return config, InferenceGraph(model, config).eval().requires_grad_(False)
+    return config, InferenceGraph(model, config, size).eval().requires_grad_(False)
 
 
 def metadata(model_dir: Path, config: dict) -> str:

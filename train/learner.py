@@ -31,12 +31,13 @@ from fastai.torch_core import rank_distrib
 from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from stampcheck.paths import refuse_overlap
-from train.data import MEAN, STD, stamp_dataloaders
+from train.data import MEAN, STD, ImagePath, stamp_dataloaders
 from train.detect import StampLoss
 from train.distributed import distributed_training, leave_process_group
-from train.metrics import METRIC_KEYS, best_threshold, detection_metrics, image_results, summarise
+from train.metrics import METRIC_KEYS, detection_metrics
 from train.model import ModelError, build_model, load_model_dir
 from train.precision import set_precision
+from train.views import choose_view, view_sizes
 
 # On a CPU the model sees the photo at CPU_SIZE but trains on CPU_CROP windows of it: a step costs
 # CPU_CROP pixels while small stamps keep CPU_SIZE's (how many pixels a stamp gets, not how many
@@ -253,9 +254,10 @@ class TimeBudget(Callback):
             raise CancelTrainException()
 
 
-def plan_epochs(learn: Learner, budget: float, log=print) -> tuple[int, TimeBudget]:
+def plan_epochs(learn: Learner, budget: float, size: int, log=print) -> tuple[int, TimeBudget]:
     """Epochs (or, below one, the share of an epoch) that fit ``budget`` seconds, measured on this
-    machine's first batches, as a one-cycle schedule must know its length before it starts."""
+    machine's first batches, as a one-cycle schedule must know its length before it starts. ``size``:
+    the training size, which the valid passes after training start from."""
     state = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
     t0 = time.time()
     timer = BatchTimer()
@@ -267,7 +269,8 @@ def plan_epochs(learn: Learner, budget: float, log=print) -> tuple[int, TimeBudg
     t_valid = float(np.median(timer.valid_times)) if timer.valid_times else 0.0
     n_train, n_valid = len(learn.dls.train), len(learn.dls.valid)
     valid_s = n_valid * t_valid
-    finish_s = valid_s * 1.5 + 10  # best epoch's valid pass, threshold, export, plots
+    # the best epoch's valid pass at each size it may predict at (as pixels cost), export, plots
+    finish_s = valid_s * (0.5 + sum((v / size) ** 2 for v in view_sizes(size))) + 10
     left = budget - (time.time() - t0) - finish_s
     epoch_s = n_train * t_train + valid_s
     if left <= valid_s + 4 * t_train:
@@ -365,7 +368,7 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print, overwrite: bool
         cbs.append(EpochLog(log))
     epochs = cfg.epochs
     if cfg.minutes:
-        epochs, budget = plan_epochs(learn, cfg.minutes * 60 - (time.time() - started), log)
+        epochs, budget = plan_epochs(learn, cfg.minutes * 60 - (time.time() - started), cfg.size, log)
         cbs.append(budget)
     start = time.time()
     interrupted = False
@@ -383,50 +386,40 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print, overwrite: bool
     if rank_distrib() != 0:
         leave_process_group()
         return {}
-    result = finish(learn, out, classes, dls, device, train_seconds, interrupted, log)
+    result = finish(learn, out, dataset, classes, dls, device, train_seconds, interrupted, log)
     leave_process_group()
     return result
 
 
-def finish(learn: Learner, out: Path, classes: list[str], dls, device, train_seconds: float,
+def finish(learn: Learner, out: Path, dataset: Path, classes: list[str], dls, device, train_seconds: float,
            interrupted: bool, log=print) -> dict:
-    """Reload the best epoch, choose the threshold on valid, export, plot and write metrics."""
+    """Reload the best epoch, choose on valid the size it predicts at and the threshold, export, plot
+    and write metrics."""
     config = json.loads((out / "config.json").read_text())
     model = _unwrap(learn.model)
     model.load_state_dict(torch.load(out / "model.pth", map_location=device, weights_only=True))
-    results = valid_results(model, dls.valid, len(classes), device,
-                            config["train"].get("mixed_precision", True))
-    config["threshold"] = best_threshold(results)
-    final = summarise(results, config["threshold"])
-    config["valid"] = final
+    items = list(dls.valid.items)
+    view = choose_view(out, config["size"], items, [ImagePath(dataset)(i) for i in items], MONITOR, device, log)
+    trained_threshold = view["views"][0]["threshold"]  # the training size is the first view
+    config["size"], config["threshold"], config["valid"] = view["size"], view["threshold"], view["metrics"]
+    final = view["metrics"]
     atomic_write_json(out / "config.json", config)
     history = [dict(zip(learn.recorder.metric_names[1:-1], [_num(v) for v in row]))
                for row in learn.recorder.values]
     metrics = {"final": final, "best_epoch": config.get("best_epoch"), "epochs": history,
                "monitor": MONITOR, "train_seconds": round(train_seconds, 1), "interrupted": interrupted,
-               "device": str(device)}
+               "device": str(device), "views": view["views"]}
     atomic_write_json(out / "metrics.json", metrics)
     plot_curves(history, out / "curves.png")
-    plot_samples(model, dls.valid, len(classes), device, config["threshold"], out / "samples.png")
+    plot_samples(model, dls.valid, len(classes), device, trained_threshold, out / "samples.png")
     learn.model = model
-    learn.loss_func.threshold = config["threshold"]  # what learn.predict decodes with (StampLoss.decodes)
+    # what learn.predict decodes with (StampLoss.decodes); fastai's pipeline squishes to the training size
+    learn.loss_func.threshold = trained_threshold
     with atomic_path(out / "model.pkl") as tmp:
         learn.export(tmp)
     log(f"valid: accuracy {final['accuracy']:.3f}, mean IoU {final['mean_iou']:.3f}, "
-        f"IoU>=0.5 {final['iou50']:.3f} at threshold {config['threshold']:.2f} -> {out}")
+        f"IoU>=0.5 {final['iou50']:.3f} at {config['size']} px, threshold {config['threshold']:.2f} -> {out}")
     return metrics
-
-
-@torch.no_grad()
-def valid_results(model, dl, n_classes: int, device, mixed_precision: bool = True) -> list:
-    model.eval()
-    results = []
-    dtype = autocast_dtype(device, mixed_precision)
-    for xb, boxes, labels in dl:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = model(xb)
-        results += image_results(out.float(), boxes, labels, n_classes)
-    return results
 
 
 def _num(v):

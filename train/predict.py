@@ -15,21 +15,25 @@ from PIL import Image
 
 from stampcheck.device import autocast_dtype, pick_device
 from stampcheck.runtime import JPEG_LIMITS, PHOTO_LIMITS, THUMB, THUMB_MAX, PhotoResult, predict_photos, to_input
-from train.detect import detect
+from train.detect import best_iou, detect
 from train.export import load_graph
+from train.metrics import ImageResult
 
-__all__ = ["Predictor", "PhotoResult", "predict_photos", "PHOTO_LIMITS", "JPEG_LIMITS", "THUMB", "THUMB_MAX"]
+__all__ = ["Predictor", "PhotoResult", "predict_photos", "judge_photos", "PHOTO_LIMITS", "JPEG_LIMITS", "THUMB",
+           "THUMB_MAX"]
 
 
 class Predictor:
     """A trained model folder (config.json + model.pth) ready to score batches.
 
-    ``mixed_precision`` None follows the training run (its valid threshold was chosen that way)."""
+    ``mixed_precision`` None follows the training run (its valid threshold was chosen that way).
+    ``size`` None is the model's own; training tries others (train.views)."""
 
-    def __init__(self, model_dir: Path, device: str | None = None, mixed_precision: bool | None = None):
-        self.config, graph = load_graph(model_dir)
+    def __init__(self, model_dir: Path, device: str | None = None, mixed_precision: bool | None = None,
+                 size: int | None = None):
+        self.config, graph = load_graph(model_dir, size)
         self.classes = self.config["classes"]
-        self.size = int(self.config["size"])
+        self.size = graph.size
         self.threshold = float(self.config["threshold"])
         self.device = pick_device(device)
         self.on_gpu = self.device.type == "cuda"
@@ -65,3 +69,15 @@ class Predictor:
         """uint8 (B, 3, S, S) -> per photo: score, top box, detections (boxes in -1..1)."""
         out = self._forward(lambda x: self.model(self.graph.normalise(x)), batch)
         return detect(out.float(), len(self.classes), self.threshold if threshold is None else threshold)
+
+
+def judge_photos(engine, items: list, files: list[Path], **kwargs):
+    """Yield, per labelled item (stampcheck.dataset.ImageLabels) and its image file, the engine's
+    PhotoResult and how it fares against the labels: an ImageResult, or None when the file could
+    not be read. ``kwargs`` go to :func:`predict_photos`."""
+    for item, r in zip(items, predict_photos(engine, files, **kwargs)):
+        if r.error:
+            yield item, r, None
+            continue
+        truth = torch.tensor([b.as_tuple() for b in item.boxes], dtype=torch.float32).view(-1, 4)
+        yield item, r, ImageResult(item.has_stamp, r.score, best_iou(torch.tensor(r.top_box), truth))
