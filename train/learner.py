@@ -399,7 +399,8 @@ def finish(learn: Learner, out: Path, dataset: Path, classes: list[str], dls, de
     model = _unwrap(learn.model)
     model.load_state_dict(torch.load(out / "model.pth", map_location=device, weights_only=True))
     items = list(dls.valid.items)
-    view = choose_view(out, config["size"], items, [ImagePath(dataset)(i) for i in items], MONITOR, device, log)
+    view = choose_view(out, config["size"], items, [ImagePath(dataset)(i) for i in items], MONITOR, device,
+                       config["train"]["bs"], log)
     trained_threshold = view["views"][0]["threshold"]  # the training size is the first view
     config["size"], config["threshold"], config["valid"] = view["size"], view["threshold"], view["metrics"]
     final = view["metrics"]

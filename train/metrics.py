@@ -98,9 +98,13 @@ def best_threshold(results: list[ImageResult]) -> float:
         return 0.5
     grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
     acc = np.array([summarise(results, float(t))["accuracy"] for t in grid])
-    best = acc.max()
-    se = np.sqrt(best * (1 - best) / len(results))
-    return float(grid[acc >= best - se - 1e-9].max())
+    return float(grid[acc >= within_one_se(acc.max(), len(results))].max())
+
+
+def within_one_se(best: float, n: int) -> float:
+    """The lowest share of ``n`` images that cannot be told from ``best``: one standard error below
+    it (with a hair of slack for float noise). Ties among choices go to the safest or cheapest."""
+    return best - np.sqrt(best * (1 - best) / n) - 1e-9
 
 
 class ValidResults:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from train.metrics import best_threshold, summarise
+from train.metrics import best_threshold, summarise, within_one_se
 from train.model import SIZES
 from train.predict import Predictor, judge_photos
 
@@ -24,23 +24,26 @@ def view_sizes(size: int) -> list[int]:
 
 
 def choose_view(model_dir: Path, train_size: int, items: list, files: list[Path], monitor: str, device=None,
-                log=print) -> dict:
+                bs: int = 32, log=print) -> dict:
     """Score the valid ``items`` (their image ``files``) at each of :func:`view_sizes`, each at the
-    threshold its own results prefer, and return the best view by ``monitor`` then mean IoU (a tie
-    goes to the smaller, cheaper size): ``{"size", "threshold", "metrics", "views"}``.
-    ``views`` lists every size's metrics."""
-    views, best = [], None
+    threshold its own results prefer. Of the sizes whose ``monitor`` is within one standard error of
+    the best (the valid split cannot tell them apart), the one with the strictest threshold wins, as
+    among thresholds (train.metrics.best_threshold): a stamp-free product passing the gate costs more
+    than a stamped one sent to a person; then the smaller size, cheaper for qa. Returns ``{"size",
+    "threshold", "metrics", "views"}``; ``views`` lists every size's metrics."""
+    views = []
     for size in view_sizes(train_size):
         engine = Predictor(model_dir, device, size=size)
-        results = [judged for _, _, judged in judge_photos(engine, items, files) if judged is not None]
-        threshold = best_threshold(results)
-        metrics = summarise(results, threshold)
-        views.append({"size": size, "threshold": threshold, **metrics})
-        key = (metrics[monitor], metrics["mean_iou"])
-        if best is None or key > best[0]:
-            best = (key, {"size": size, "threshold": threshold, "metrics": metrics})
+        results = [judged for _, _, judged in judge_photos(engine, items, files, bs=bs) if judged is not None]
+        views.append({"size": size, **summarise(results, best_threshold(results))})
+    best = max(views, key=lambda v: v[monitor])
+    floor = within_one_se(best[monitor], best.get("images") or 1)
+    near = [v for v in views if v[monitor] >= floor] or views[:1]  # views[:1] when every figure is NaN
+    chosen = max(near, key=lambda v: (v["threshold"], -v["size"]))
     log("predicting at " + " / ".join(f"{v['size']}" for v in views) + " px: valid "
         + monitor + " " + " / ".join(f"{v[monitor]:.3f}" for v in views) + ", mean IoU "
         + " / ".join(f"{v['mean_iou']:.3f}" for v in views)
-        + f"; the model predicts at {best[1]['size']} px (trained at {train_size})")
-    return {**best[1], "views": views}
+        + f"; the model predicts at {chosen['size']} px, threshold {chosen['threshold']:.2f} (trained at "
+        f"{train_size}; of the sizes within one standard error of the best, the strictest threshold)")
+    return {"size": chosen["size"], "threshold": chosen["threshold"],
+            "metrics": {k: v for k, v in chosen.items() if k != "size"}, "views": views}
