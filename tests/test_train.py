@@ -22,7 +22,7 @@ from stampcheck.device import cpu_has_bf16
 from train.learner import CPU_CROP, CPU_SIZE, TrainConfig, build_learner, train
 from train.model import build_model
 from train.predict import Predictor
-from train.views import view_sizes
+from train.views import pick_view, view_sizes
 from tests.conftest import write_exif_rotated
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,10 +212,7 @@ def test_the_size_a_model_predicts_at_is_the_best_valid_view_and_evaluate_agrees
     assert [v["size"] for v in views] == view_sizes(64) == [64, 80] and config["train"]["size"] == 64
     # each view was really scored at its size: 80 px photos make a 5 x 5 grid
     assert Predictor(tmp_path, "cpu", size=80).run(np.zeros((1, 3, 80, 80), np.uint8))[0].shape[1] == 25
-    best = max(v["correct"] for v in views)
-    se = (best * (1 - best) / views[0]["images"]) ** 0.5
-    near = [v for v in views if v["correct"] >= best - se - 1e-9]  # sizes the valid split cannot tell apart
-    chosen = max(near, key=lambda v: (v["threshold"], -v["size"]))  # the strictest, then the cheapest
+    chosen = pick_view(views, "correct")
     assert config["size"] == chosen["size"] and views[0]["images"] == sum(i.split == "valid" for i in read_labels(easy_dataset))
     assert config["threshold"] == chosen["threshold"] and config["valid"]["accuracy"] == chosen["accuracy"]
     assert any(f"the model predicts at {config['size']} px, threshold" in line for line in logs), logs
@@ -223,6 +220,22 @@ def test_the_size_a_model_predicts_at_is_the_best_valid_view_and_evaluate_agrees
     report = evaluate(tmp_path, easy_dataset, split="valid", progress=_no_progress)["metrics"]
     assert (report["accuracy"], report["threshold"]) == (chosen["accuracy"], chosen["threshold"])
     assert report["mean_iou"] == pytest.approx(chosen["mean_iou"], abs=1e-6)
+
+
+def test_pick_view_takes_the_strictest_threshold_among_sizes_valid_cannot_tell_apart():
+    def view(size, correct, threshold, images=1000):
+        return {"size": size, "correct": correct, "threshold": threshold, "images": images}
+
+    se = (0.9 * 0.1 / 1000) ** 0.5  # about 0.0095
+    # a size within one standard error of the best, with a stricter threshold, beats the best figure
+    assert pick_view([view(256, 0.85, 0.9), view(288, 0.9 - se / 2, 0.8), view(320, 0.9, 0.7)], "correct")["size"] == 288
+    # one further below is not among the candidates, however strict
+    assert pick_view([view(256, 0.9 - 2 * se, 0.99), view(320, 0.9, 0.7)], "correct")["size"] == 320
+    # equal thresholds: the smaller, cheaper size; and ties in the figure count as near
+    assert pick_view([view(256, 0.9, 0.8), view(288, 0.9, 0.8), view(320, 0.9, 0.8)], "correct")["size"] == 256
+    assert pick_view([view(32, 0.5, 0.5)], "correct")["size"] == 32
+    nan = float("nan")  # no readable valid image: nothing to compare, the training size stays
+    assert pick_view([view(256, nan, 0.5, 0), view(320, nan, 0.5, 0)], "correct")["size"] == 256
 
 
 def test_cpu_defaults_see_small_stamps_at_full_size_and_train_on_windows(easy_dataset, tmp_path):
