@@ -19,10 +19,10 @@ import numpy as np
 
 from compose.backgrounds import builtin_source, scan_folder
 from compose.composer import ComposeConfig, _init_worker, assign_splits, compose_dataset, plan_backgrounds, render_one
-from compose.composer import _no_progress
 from compose.stamps import load_stamp
 from stampcheck.atomic import atomic_write_bytes
 from stampcheck.images import ImageLimits, jpeg_bytes
+from stampcheck.progress import no_progress
 
 DEFAULT_BACKGROUNDS = Path(__file__).resolve().parents[2] / "shared" / "data" / "product-photos"
 
@@ -35,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = ComposeConfig(count=args.count, seed=0, backgrounds=args.backgrounds)
     limits = ImageLimits()
-    source = scan_folder(args.backgrounds, limits, _no_progress) if args.backgrounds else builtin_source(args.count // 4)
+    source = scan_folder(args.backgrounds, limits, no_progress) if args.backgrounds else builtin_source(args.count // 4)
     plan = plan_backgrounds(source.names, cfg.count, cfg.seed)
     splits = assign_splits(source.names, cfg.seed, cfg.valid_share)
     tmp = Path(tempfile.mkdtemp(prefix="bench-compose-"))

@@ -18,10 +18,10 @@ import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from compose.composer import _no_progress
 from crawler.run import CrawlOptions, run_crawl
 from crawler.store import ImageStore
 from stampcheck.images import ImageLimits, find_images
+from stampcheck.progress import no_progress
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "product-photos"
 
@@ -48,7 +48,7 @@ def main() -> None:
         store = ImageStore(tmp / "out", ImageLimits(min_side=64), max_size=1024)
         start = time.perf_counter()
         stats = run_crawl(tmp / "out", [], [], [], [tmp / "urls.txt"], [], CrawlOptions(max_num=0, threads=args.threads),
-                          store, _no_progress)
+                          store, no_progress)
         wall = time.perf_counter() - start
         row = next(iter(stats.rows.values()))
         busy = store.check_seconds / args.threads  # thread-seconds spread over the threads

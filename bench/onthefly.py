@@ -20,8 +20,9 @@ from fastai.data.core import DataLoaders
 
 from bench.photos import split_photos
 from bench.train import TrainTimer
-from compose.composer import ComposeConfig, _no_progress, compose_dataset
+from compose.composer import ComposeConfig, compose_dataset
 from stampcheck.device import cpu_count, pick_device
+from stampcheck.progress import no_progress
 from train.learner import TrainConfig, build_learner
 from train.synthetic import PRETRAIN_LOOKS, Loader, SyntheticStamps, collate, draw_designs, load_backgrounds
 
@@ -52,7 +53,7 @@ def main() -> None:
         (folder / f.name).symlink_to(f)
     side = int(args.size * 1.25)
     compose_dataset(ComposeConfig(count=int(count / 0.8) + 8, seed=0, backgrounds=folder, max_size=side,
-                                  looks=PRETRAIN_LOOKS), tmp / "ds", workers=max(1, cpu_count()), progress=_no_progress)
+                                  looks=PRETRAIN_LOOKS), tmp / "ds", workers=max(1, cpu_count()), progress=no_progress)
     cfg = TrainConfig(arch="resnet18", size=args.size, crop=args.crop, bs=args.bs, pretrained="none",
                       workers=args.workers, augment=False)
     files, *_ = build_learner(tmp / "ds", tmp / "m1", cfg, log=lambda *a: None)

@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from compose.composer import ComposeConfig, _no_progress, compose_dataset
+from compose.composer import ComposeConfig, compose_dataset
 from qa.batch import run_qa
 from stampcheck.images import find_images, open_checked
+from stampcheck.progress import no_progress
 from stampcheck.runtime import PHOTO_LIMITS, to_input
 from train.export import export
 from train.learner import TrainConfig, train
@@ -50,7 +51,7 @@ def floor(predictor: Predictor, files: list[Path], bs: int) -> float:
 
 def qa_speed(model: Path, folder: Path, out: Path, bs: int, engine: str) -> float:
     start = time.perf_counter()
-    summary = run_qa(model, [str(folder)], out, bs=bs, progress=_no_progress, engine=engine)
+    summary = run_qa(model, [str(folder)], out, bs=bs, progress=no_progress, engine=engine)
     return summary.photos / (time.perf_counter() - start)
 
 

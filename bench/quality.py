@@ -22,9 +22,10 @@ import time
 from functools import partial
 from pathlib import Path
 
-from compose.composer import ComposeConfig, _no_progress, compose_dataset
+from compose.composer import ComposeConfig, compose_dataset
 from compose.looks import Looks
 from stampcheck.device import cpu_count
+from stampcheck.progress import no_progress
 from train.learner import TrainConfig, train
 
 log = partial(print, flush=True)  # epoch lines show up in a redirected log as they come
@@ -58,14 +59,14 @@ def main() -> None:
     if args.warmup_epochs:
         compose_dataset(ComposeConfig(count=args.images // 2, seed=10, backgrounds=args.photos,
                                       max_size=args.max_size, looks=CLEAR), args.out / "clear",
-                        workers=workers, progress=_no_progress)
+                        workers=workers, progress=no_progress)
         warm = train(args.out / "clear", args.out / "model-clear",
                      TrainConfig(epochs=args.warmup_epochs, **common), log=log)
         print("warm-up (clear stamps), valid:", json.dumps(warm["final"]), flush=True)
         init = str(args.out / "model-clear")
         common = {**common, "weights": None}
     compose_dataset(ComposeConfig(count=args.images, seed=0, backgrounds=args.photos, max_size=args.max_size),
-                    args.out / "full", workers=workers, progress=_no_progress)
+                    args.out / "full", workers=workers, progress=no_progress)
     full = train(args.out / "full", args.out / "model", TrainConfig(epochs=args.epochs, init=init, **common), log=log)
     f = full["final"]
     print(f"default looks on {args.photos.name} backgrounds, {args.arch} {args.size} px, {args.epochs} epochs "

@@ -21,10 +21,11 @@ from functools import partial
 from pathlib import Path
 
 from bench.photos import PHOTOS, link_folder, split_photos
-from compose.composer import ComposeConfig, _no_progress, compose_dataset
+from compose.composer import ComposeConfig, compose_dataset
 from qa.evaluate import evaluate
 from stampcheck.atomic import atomic_write_text
 from stampcheck.device import cpu_count
+from stampcheck.progress import no_progress
 from train.learner import TrainConfig, train
 from train.predict import Predictor, predict_photos
 
@@ -43,7 +44,7 @@ def run_stamp(stamp: Path, args, backgrounds: Path, kept_out: list[Path]) -> lis
     root = args.out / stamp.stem
     compose_dataset(ComposeConfig(count=args.images, seed=0, stamps=[stamp], backgrounds=backgrounds,
                                   max_size=args.max_size), root / "dataset",
-                    workers=max(1, min(cpu_count(), 8)), progress=_no_progress)
+                    workers=max(1, min(cpu_count(), 8)), progress=no_progress)
     rows = []
     for start in args.starts:
         model = root / f"model-{start}"
@@ -52,7 +53,7 @@ def run_stamp(stamp: Path, args, backgrounds: Path, kept_out: list[Path]) -> lis
                                                        size=args.size, crop=args.crop, lr=args.lr),
                   log=log, overwrite=True)
         seconds = time.time() - t0
-        ev = evaluate(model, root / "dataset", split="valid", progress=_no_progress)["metrics"]
+        ev = evaluate(model, root / "dataset", split="valid", progress=no_progress)["metrics"]
         row = {"stamp": stamp.stem, "start": start, "seconds": round(seconds), "epochs": len(m["epochs"]),
                **{k: ev[k] for k in ("accuracy", "precision", "recall", "mean_iou", "iou50", "ap50")},
                "by_size": {r["size"]: round(r["recall"], 3) for r in ev["by_stamp_size"]},

@@ -33,6 +33,7 @@ from stampcheck.dataset import (COCO_JSON, DATASET_JSON, IMAGES_DIR, LABELS_CSV,
                                 yolo_folders)
 from stampcheck.images import ImageLimits, ImageRejected, jpeg_bytes
 from stampcheck.paths import refuse_links, refuse_overlap
+from stampcheck.progress import no_progress
 
 PARTS_DIR = ".parts"
 IMAGE_NAME = re.compile(r"\d{6,}\.jpg")  # the names render_one gives; nothing else is ever removed
@@ -141,7 +142,7 @@ def compose_dataset(cfg: ComposeConfig, out: Path, workers: int = 1, overwrite: 
     ``progress(total, description)`` is a context manager yielding ``advance(n)`` (a progress bar).
     """
     out = Path(out)
-    progress = progress or _no_progress
+    progress = progress or no_progress
     refuse_overlap(out, [cfg.backgrounds, *cfg.stamps])
     refuse_links(out / IMAGES_DIR, out / PARTS_DIR, *yolo_folders(out))
     if out.exists() and not out.is_dir():
@@ -274,14 +275,3 @@ def remove_dataset(out: Path) -> None:
     for folder in (out, images, parts, *yolo_folders(out)):
         if folder.is_dir():
             remove_own_partials(folder, ".+")
-
-
-class _no_progress:
-    def __init__(self, total, description):
-        pass
-
-    def __enter__(self):
-        return lambda n=1: None
-
-    def __exit__(self, *exc):
-        return False

@@ -169,6 +169,7 @@ class QASummary:
     missing: int = 0
     unreadable: int = 0
     threshold: float = 0.5
+    size: int = 0  # px the model reads photos at (0: not known)
     results: list[PhotoResult] = field(default_factory=list)
     not_annotated: list[tuple[Path, str]] = field(default_factory=list)
     not_photos: list[Path] = field(default_factory=list)  # skipped: a folder's README, LICENSE, labels.csv
@@ -278,7 +279,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         if annotate:
             refuse_links(out / "annotated")
         remove_stale_partials(out)
-        summary = QASummary(threshold=thr, not_photos=found.not_photos)
+        summary = QASummary(threshold=thr, size=predictor.size, not_photos=found.not_photos)
         facts = run_facts(model_dir, predictor, inputs, thr)
         report = Report(out, thr, {**facts, "not_photos": [printable(str(p)) for p in found.not_photos]})
         unchecked = (PhotoResult(p, error=why) for p, why in sorted(found.problems.items()))

@@ -15,6 +15,7 @@ from stampcheck.atomic import atomic_path, atomic_write_json
 from stampcheck.dataset import coco_dict
 from stampcheck.formats import read_labelled_set
 from stampcheck.paths import OutputLock, check_output, claim_output, refuse_overlap
+from stampcheck.progress import no_progress
 
 AP_THRESHOLD = 0.01  # detections kept for AP: AP integrates over all scores
 
@@ -24,7 +25,7 @@ def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str
              log=None) -> dict:
     """``dataset``: any labelled set :func:`stampcheck.formats.read_labelled_set` reads; ``images``
     the folder a COCO JSON's file names are relative to. ``log`` gets how the set was read."""
-    dataset = Path(dataset)
+    dataset, progress = Path(dataset), progress or no_progress
     labelled = read_labelled_set(dataset, images)
     if out:
         refuse_overlap(out, [dataset, labelled.root, model_dir])

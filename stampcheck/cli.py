@@ -384,7 +384,13 @@ def qa(
         console.print(f"[yellow]skipped[/], not photos by name or content: {len(summary.not_photos)} ({names}{more})")
     for path, why in summary.not_annotated:
         console.print(f"[yellow]not annotated[/] {escape(shown(str(path)))}: {escape(shown(why))}")
-    table = Table(title=f"stampcheck qa ({summary.photos} photos, threshold {summary.threshold:.2f})")
+    unreadable = [r for r in summary.results if r.error]
+    if unreadable and watch is None:  # --watch printed each one as it came
+        names = ", ".join(f"{escape(shown(str(r.path)))}: {escape(shown(r.error))}" for r in unreadable[:3])
+        more = f"; and {len(unreadable) - 3} more (results.csv gives each)" if len(unreadable) > 3 else ""
+        console.print(f"[yellow]unreadable[/] {len(unreadable)} ({names}{more})")
+    at = f" at {summary.size} px" if summary.size else ""
+    table = Table(title=f"stampcheck qa ({summary.photos} photos{at}, threshold {summary.threshold:.2f})")
     for col in ("stamped", "missing", "unreadable"):
         table.add_column(col, justify="right")
     table.add_row(str(summary.stamped), str(summary.missing), str(summary.unreadable))

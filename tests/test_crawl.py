@@ -18,7 +18,6 @@ from requests.adapters import HTTPAdapter
 
 from crawler.run import CrawlOptions, run_crawl
 from crawler.store import NEAR_DISTANCE, ImageStore
-from compose.composer import _no_progress
 from stampcheck import errors
 from stampcheck.images import ImageLimits
 from tests.conftest import huge_header_png, photo
@@ -122,7 +121,7 @@ def crawl(out, session_hook=None, **kw):
     store = ImageStore(out, ImageLimits(min_side=64))
     args = dict(keywords=[], engines=[], sites=[], url_files=[], folders=[])
     args.update(kw)
-    stats = run_crawl(out, opts=opts(), store=store, progress=_no_progress, session_hook=session_hook, **args)
+    stats = run_crawl(out, opts=opts(), store=store, progress=no_progress, session_hook=session_hook, **args)
     return store, stats
 
 
@@ -166,7 +165,7 @@ def test_max_is_exact_with_many_threads(server, tmp_path):
     (tmp_path / "urls.txt").write_text("".join(f"{base}{p}\n" for p in late))
     out = tmp_path / "out"
     run_crawl(out, keywords=[], engines=[], sites=[], url_files=[tmp_path / "urls.txt"], folders=[],
-              opts=opts(max_num=3, threads=6), store=ImageStore(out, ImageLimits(min_side=64)), progress=_no_progress)
+              opts=opts(max_num=3, threads=6), store=ImageStore(out, ImageLimits(min_side=64)), progress=no_progress)
     assert len(manifest(out)) == 3 and len(list((out / "images").iterdir())) == 3
     reasons = [r["reason"] for r in rejected(out)]
     assert len(reasons) == 9 and set(reasons) <= {"over-max", "not-fetched"}, reasons
@@ -256,6 +255,7 @@ import crawler.run as run
 original = run.crawl_engine
 run.crawl_engine = lambda *a, **k: original(*a[:5], session_hook=engine_hook({base!r}))
 from stampcheck.cli import main
+from stampcheck.progress import no_progress
 main()
 """], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == errors.CRAWL_EMPTY, r.stderr  # nothing kept: not a success a script can miss

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from compose.composer import ComposeConfig, _no_progress, compose_dataset
+from compose.composer import ComposeConfig, compose_dataset
 from compose.looks import Looks
 from qa.batch import run_qa
 from stampcheck.dataset import DatasetError, read_labels
 from stampcheck.formats import read_labelled_set
+from stampcheck.progress import no_progress
 from tests.conftest import photo
 from tests.test_train import EASY
 from train.learner import TrainConfig, train
@@ -295,7 +296,7 @@ def test_qa_results_one_jsonl_record_per_photo_and_csv_rows_per_stamp(tiny, tmp_
         shutil.copy(f, photos / f.name)
     (photos / "broken.jpg").write_bytes(b"not a photo")
     summary = run_qa(tiny / "model", [str(photos)], tmp_path / "qa", threshold=0.01, workers=0, device="cpu",
-                     progress=_no_progress)
+                     progress=no_progress)
     assert (summary.stamped, summary.unreadable) == (4, 1)  # every readable photo stamped at 0.01
     records = [json.loads(line) for line in open(tmp_path / "qa" / "results.jsonl")]
     assert [Path(x["file"]).name for x in records] == sorted(p.name for p in photos.iterdir())

@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from compose.composer import _no_progress
 from crawler.run import CrawlOptions, run_crawl
 from crawler.store import ImageStore
 from stampcheck import errors
 from stampcheck.images import ImageLimits
+from stampcheck.progress import no_progress
 from tests.conftest import photo
 from tests.test_crawl import jpeg
 
@@ -297,7 +297,7 @@ def test_site_crawl_stops_at_max_pages_and_can_ignore_robots(hostile, tmp_path):
     Hostile.files.update(shop(hostile))
     store = ImageStore(tmp_path / "out", ImageLimits(min_side=64))
     opts = CrawlOptions(threads=2, timeout=2.0, deadline=4.0, retries=1, max_pages=1, robots=False)
-    stats = run_crawl(tmp_path / "out", [], [], [hostile + "/"], [], [], opts, store, _no_progress)
+    stats = run_crawl(tmp_path / "out", [], [], [hostile + "/"], [], [], opts, store, no_progress)
     got = {urlsplit(u).path: reason for u, reason in accounted(tmp_path / "out").items()}
     assert stats.rows[("site", hostile + "/")]["pages"] == 1
     assert {p for p, reason in got.items() if reason == "kept"} == {"/og.jpg", "/p0.jpg", "/p1-large.jpg", "/p2.jpg",

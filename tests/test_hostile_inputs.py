@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from compose.composer import ComposeConfig, _no_progress, compose_dataset
+from compose.composer import ComposeConfig, compose_dataset
 from compose.looks import Looks, LooksError
 from stampcheck import errors
 from stampcheck.dataset import DatasetError, read_labels
+from stampcheck.progress import no_progress
 from tests.conftest import huge_header_png, photo
 from tests.test_train import square_dataset
 
@@ -240,7 +241,7 @@ def test_evaluate_checks_classes_against_the_model(composed, tmp_path):
         evaluate(two, composed, out=composed / "eval")
     # a one-class model takes any class name as its own
     one = model_folder(tmp_path / "one", ["seal"])
-    report = evaluate(one, composed, out=tmp_path / "eval", device="cpu", workers=0, progress=_no_progress)
+    report = evaluate(one, composed, out=tmp_path / "eval", device="cpu", workers=0, progress=no_progress)
     assert report["metrics"]["images"] == len(read_labels(composed)) and np.isfinite(report["metrics"]["ap50"])
     assert files(composed) == before
 

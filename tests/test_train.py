@@ -13,12 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from compose.composer import ComposeConfig, _no_progress, compose_dataset
+from compose.composer import ComposeConfig, compose_dataset
 from compose.looks import Looks
 from stampcheck.dataset import DatasetError, read_labels
 from train.data import _cut, _window_range, stamp_dataloaders
 from train.detect import StampLoss, assign, plain
 from stampcheck.device import cpu_has_bf16
+from stampcheck.progress import no_progress
 from train.learner import CPU_CROP, CPU_SIZE, TrainConfig, build_learner, train
 from train.model import build_model
 from train.predict import Predictor
@@ -217,7 +218,7 @@ def test_the_size_a_model_predicts_at_is_the_best_valid_view_and_evaluate_agrees
     assert config["threshold"] == chosen["threshold"] and config["valid"]["accuracy"] == chosen["accuracy"]
     assert any(f"the model predicts at {config['size']} px, threshold" in line for line in logs), logs
     # qa's own reading of the valid photos at that size and threshold gives the same figures
-    report = evaluate(tmp_path, easy_dataset, split="valid", progress=_no_progress)["metrics"]
+    report = evaluate(tmp_path, easy_dataset, split="valid")["metrics"]  # no progress given: none shown
     assert (report["accuracy"], report["threshold"]) == (chosen["accuracy"], chosen["threshold"])
     assert report["mean_iou"] == pytest.approx(chosen["mean_iou"], abs=1e-6)
 
