@@ -20,6 +20,7 @@ from crawler.run import CrawlOptions, run_crawl
 from crawler.store import NEAR_DISTANCE, ImageStore
 from stampcheck import errors
 from stampcheck.images import ImageLimits
+from stampcheck.progress import no_progress
 from tests.conftest import huge_header_png, photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,7 +256,6 @@ import crawler.run as run
 original = run.crawl_engine
 run.crawl_engine = lambda *a, **k: original(*a[:5], session_hook=engine_hook({base!r}))
 from stampcheck.cli import main
-from stampcheck.progress import no_progress
 main()
 """], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == errors.CRAWL_EMPTY, r.stderr  # nothing kept: not a success a script can miss

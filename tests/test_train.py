@@ -19,7 +19,6 @@ from stampcheck.dataset import DatasetError, read_labels
 from train.data import _cut, _window_range, stamp_dataloaders
 from train.detect import StampLoss, assign, plain
 from stampcheck.device import cpu_has_bf16
-from stampcheck.progress import no_progress
 from train.learner import CPU_CROP, CPU_SIZE, TrainConfig, build_learner, train
 from train.model import build_model
 from train.predict import Predictor
