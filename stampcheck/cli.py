@@ -207,6 +207,12 @@ def crawl(
              "each refused URL and its reason are in rejected.jsonl)", errors.CRAWL_EMPTY)
 
 
+def first_three(names: list[str], where: str) -> str:
+    """The first three of ``names`` for one console line; the rest counted, with ``where`` they are."""
+    more = f"; and {len(names) - 3} more ({where})" if len(names) > 3 else ""
+    return ", ".join(names[:3]) + more
+
+
 @app.command("train")
 def train_cmd(
     dataset: Path = typer.Argument(..., help="Dataset folder (from `stampcheck compose`, or labelled by hand)."),
@@ -379,16 +385,15 @@ def qa(
         fail(str(e))
 
     if summary.not_photos:
-        names = ", ".join(escape(shown(str(p))) for p in summary.not_photos[:3])
-        more = f" and {len(summary.not_photos) - 3} more (the report lists them)" if len(summary.not_photos) > 3 else ""
-        console.print(f"[yellow]skipped[/], not photos by name or content: {len(summary.not_photos)} ({names}{more})")
+        names = first_three([escape(shown(str(p))) for p in summary.not_photos], "the report lists them")
+        console.print(f"[yellow]skipped[/], not photos by name or content: {len(summary.not_photos)} ({names})")
     for path, why in summary.not_annotated:
         console.print(f"[yellow]not annotated[/] {escape(shown(str(path)))}: {escape(shown(why))}")
     unreadable = [r for r in summary.results if r.error]
     if unreadable and watch is None:  # --watch printed each one as it came
-        names = ", ".join(f"{escape(shown(str(r.path)))}: {escape(shown(r.error))}" for r in unreadable[:3])
-        more = f"; and {len(unreadable) - 3} more (results.csv gives each)" if len(unreadable) > 3 else ""
-        console.print(f"[yellow]unreadable[/] {len(unreadable)} ({names}{more})")
+        names = first_three([f"{escape(shown(str(r.path)))}: {escape(shown(r.error))}" for r in unreadable],
+                            "results.csv gives each")
+        console.print(f"[yellow]unreadable[/] {len(unreadable)} ({names})")
     at = f" at {summary.size} px" if summary.size else ""
     table = Table(title=f"stampcheck qa ({summary.photos} photos{at}, threshold {summary.threshold:.2f})")
     for col in ("stamped", "missing", "unreadable"):
