@@ -26,7 +26,7 @@ from stampcheck import errors
 from stampcheck.atomic import atomic_path, remove_own_partials
 from stampcheck.images import may_be_photo
 from stampcheck.paths import OutputLock, check_output, claim_output, refuse_links, refuse_overlap, under
-from stampcheck.progress import printable
+from stampcheck.progress import shown
 
 if TYPE_CHECKING:
     from stampcheck.runtime import PhotoResult
@@ -236,7 +236,7 @@ def csv_writer(f) -> csv.DictWriter:
 def run_facts(model_dir: Path, engine, inputs: list[str], threshold: float) -> dict:
     """The run's facts the report states: the model (its classes, valid metrics and threshold, from
     the config the engine loaded: a model folder's config.json, or the one an ONNX export carries),
-    the threshold used, when, on what, and the command line."""
+    the threshold used, when, on what, and the command line; text as the console shows it."""
     config = getattr(engine, "config", None) or {}
     valid = config.get("valid")
     metrics = Path(model_dir) / "metrics.json"
@@ -248,12 +248,12 @@ def run_facts(model_dir: Path, engine, inputs: list[str], threshold: float) -> d
     valid = {k: v for k, v in (valid or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     from stampcheck.runtime import OnnxModel
 
-    return {"model": printable(str(model_dir)), "engine": "onnx" if isinstance(engine, OnnxModel) else "torch",
-            "classes": [printable(str(c)) for c in engine.classes], "size": engine.size,
+    return {"model": shown(str(model_dir)), "engine": "onnx" if isinstance(engine, OnnxModel) else "torch",
+            "classes": [shown(str(c)) for c in engine.classes], "size": engine.size,
             "threshold": threshold, "model_threshold": engine.threshold, "valid": valid,
             "date": datetime.now().astimezone().isoformat(timespec="seconds"),
-            "inputs": [printable(str(i)) for i in inputs],
-            "command": printable(shlex.join(["stampcheck", *sys.argv[1:]]))}
+            "inputs": [shown(str(i)) for i in inputs],
+            "command": shown(shlex.join(["stampcheck", *sys.argv[1:]]))}
 
 
 def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | None = None, bs: int = 32,
@@ -281,7 +281,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         remove_stale_partials(out)
         summary = QASummary(threshold=thr, size=predictor.size, not_photos=found.not_photos)
         facts = run_facts(model_dir, predictor, inputs, thr)
-        report = Report(out, thr, {**facts, "not_photos": [printable(str(p)) for p in found.not_photos]})
+        report = Report(out, thr, {**facts, "not_photos": [shown(str(p)) for p in found.not_photos]})
         unchecked = (PhotoResult(p, error=why) for p, why in sorted(found.problems.items()))
         checked = predict_photos(predictor, found.files, bs=bs, workers=workers, threshold=thr, previews=True)
         with atomic_path(out / "results.csv") as csv_tmp, atomic_path(out / "results.jsonl") as jsonl_tmp, \

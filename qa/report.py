@@ -17,7 +17,7 @@ from stampcheck.atomic import atomic_write_bytes, atomic_write_text
 from stampcheck.draw import draw_boxes
 from stampcheck.images import ImageRejected, jpeg_bytes, open_checked
 from stampcheck.paths import refuse_links
-from stampcheck.progress import printable
+from stampcheck.progress import printable, shown
 from stampcheck.runtime import PHOTO_LIMITS
 
 PAGE = (Path(__file__).with_name("page.html")).read_bytes()  # index.html: the same for every run
@@ -118,14 +118,16 @@ class Report:
         atomic_write_text(self.out / DATA / "manifest.js", f"stampcheckManifest({_json(manifest)});\n")
 
     def row(self, r, thumb: bool) -> tuple[dict, str | None]:
-        """The page's row of a photo (short keys: 20,000 of them are read at once) and its heatmap."""
-        row = {"i": self.count, "p": printable(str(r.path)), "f": printable(folder_of(r.path, self.roots)),
+        """The page's row of a photo (short keys: 20,000 of them are read at once) and its heatmap. Text
+        is as the console shows it (:func:`shown`): a right-to-left override or a newline in a name
+        would show it reversed or joined on the page; results.jsonl keeps the raw name."""
+        row = {"i": self.count, "p": shown(str(r.path)), "f": shown(folder_of(r.path, self.roots)),
                "o": original_url(r.path, self.out), "t": int(thumb)}
         if r.error:
-            return {**row, "k": "unreadable", "e": printable(r.error)}, None
+            return {**row, "k": "unreadable", "e": shown(r.error)}, None
         found = r.found(self.threshold)
         row.update(k="stamped" if found else "missing", s=round(r.score, 4), w=r.width, h=r.height,
-                   d=[[round(s, 4), printable(c), *(round(v, 1) for v in b)] for s, c, b in found],
+                   d=[[round(s, 4), shown(c), *(round(v, 1) for v in b)] for s, c, b in found],
                    b=[round(v, 1) for v in r.top_box] if r.top_box else None)
         return row, heat_hex(r.heatmap)
 

@@ -24,6 +24,7 @@ from PIL import Image
 
 from stampcheck.device import cpu_count
 from stampcheck.images import ImageLimits, ImageRejected, fit_within, open_checked
+from stampcheck.modelconfig import config_problem
 
 # Capped as crawl and compose cap theirs: a 169 MP PNG decodes to 2 GB, so anything over 100 MP is
 # refused from its header, unread. JPEGs decode at reduced scale (draft mode), so they may be larger,
@@ -239,14 +240,21 @@ class OnnxModel:
             self.session = ort.InferenceSession(str(path), opts, providers=providers)
             meta = json.loads(self.session.get_modelmeta().custom_metadata_map[META_KEY])
             self.config, made_from = meta["config"], meta["source_sha256"]
-            self.classes = [str(c) for c in self.config["classes"]]
-            self.size, self.threshold = int(self.config["size"]), float(self.config["threshold"])
-            self.input = self.session.get_inputs()[0]
-            if self.input.shape[1:] != [3, self.size, self.size]:
-                raise ValueError(f"its input is {self.input.shape}, its config says {self.size} px")
+            self.input, scores = self.session.get_inputs()[0], self.session.get_outputs()[0]
         except Exception as e:  # a truncated file, another tool's ONNX: onnxruntime's own errors vary
             raise ModelError(f"{path} is not a stampcheck export ({type(e).__name__}: {str(e)[:200]}); "
                              "make one with `stampcheck export MODEL`") from e
+        # the file is anyone's: its config is held to config.json's rules before a photo is read
+        problem = config_problem(self.config)
+        if problem:
+            raise ModelError(f"{path}: the config in its metadata cannot be used: {problem}; "
+                             "make the file again with `stampcheck export MODEL`")
+        self.classes = list(self.config["classes"])
+        self.size, self.threshold = self.config["size"], float(self.config["threshold"])
+        if self.input.shape[1:] != [3, self.size, self.size] or scores.shape[-1:] != [len(self.classes)]:
+            raise ModelError(f"{path}: its graph takes {self.input.shape} and gives scores {scores.shape}, its "
+                             f"config says {self.size} px and {len(self.classes)} classes; make the file again "
+                             "with `stampcheck export MODEL`")
         digest = source_digest(path.parent)
         if digest and digest != made_from:
             raise ModelError(f"{path} was exported from other weights than the model.pth beside it "

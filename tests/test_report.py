@@ -334,3 +334,53 @@ def test_the_page_totals_folders_with_their_sub_folders_and_opens_rows_safely(tm
                       " document.getElementById('showboxes').disabled]")
     print(f"screenshot: {shot}")
     assert opened[0] is None and "a pipe" in opened[1] and opened[2] is False, opened
+
+
+# folders named as what every JavaScript object already has: a lookup by name must find none of it
+PROTO_FOLDERS = ["constructor", "__proto__", "toString", "constructor/__proto__", "toString/hasOwnProperty"]
+# a right-to-left override shows the rest of a name reversed; a newline shows as a space
+SPOOFED = "invoice\u202egpj.exe\nsecond line.jpg"
+
+
+def forced_model(folder: Path) -> Path:
+    """An untrained model folder that qa loads in a second (no training: the page is under test)."""
+    from tests.test_hostile_qa import CONFIG, forced_net
+    from train.learner import save_weights
+
+    folder.mkdir()
+    save_weights(forced_net(), folder, CONFIG)
+    return folder
+
+
+def test_folders_named_as_object_properties_and_spoofing_names_show_in_chromium(tmp_path):
+    if not chromium_path():
+        pytest.skip("chromium not installed: the page itself is not checked")
+    from stampcheck.progress import shown
+
+    photos = tmp_path / "photos"
+    for k, folder in enumerate(PROTO_FOLDERS):
+        (photos / folder).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (96, 72), (40 * k, 90, 160)).save(photos / folder / f"p{k}.jpg")
+    Image.new("RGB", (96, 72), "olive").save(photos / SPOOFED, "JPEG")
+    out = tmp_path / "report"
+    r = run_qa_cli(forced_model(tmp_path / "model"), photos, "--out", out, "--workers", "0")
+    assert r.returncode in (0, 1), r.stdout + r.stderr
+    tree = {"."} | {"/".join(f.split("/")[:j + 1]) for f in PROTO_FOLDERS for j in range(f.count("/") + 1)}
+    with Chromium(tmp_path / "profile") as b:
+        b.navigate((out / "index.html").as_uri())
+        b.wait_for("document.querySelectorAll('#folders tr').length > 0", timeout=20)
+        cards = b.js("Array.from(document.querySelectorAll('.card .name')).map(function(c){return c.textContent})")
+        folders = b.js("Array.from(document.querySelectorAll('#folders tr')).map(function(t){return t.dataset.f})")
+        total = b.js("document.querySelector('#all b').textContent")
+        spoofed = next(row["i"] for row in read_rows(out) if "invoice" in row["p"])
+        b.click(f".card[data-i='{spoofed}']")  # the name in the opened photo's panel is escaped too
+        b.wait_for("document.getElementById('viewer').className === 'open'")
+        side = b.js("document.getElementById('info').textContent")
+    assert total == str(len(PROTO_FOLDERS) + 1) and len(cards) == len(PROTO_FOLDERS) + 1, (total, cards)
+    assert sorted(folders) == sorted(tree), folders
+    escaped = shown(SPOOFED)
+    assert escaped == "invoice\\x202egpj.exe\\x0asecond line.jpg"  # the console's rule
+    assert escaped in cards and not any("\u202e" in c or "\n" in c for c in cards), cards
+    assert escaped in side and "\u202e" not in side and "\n" not in side, side
+    raw = [json.loads(line)["file"] for line in open(out / "results.jsonl")]
+    assert str(photos / SPOOFED) in raw  # results.jsonl keeps the raw name
