@@ -241,3 +241,52 @@ def test_runtime_decoding_is_train_detect():
         for (score, label, box), s1, c1, b1 in zip(r.detections, s, c, bx):
             assert score == pytest.approx(float(s1)) and label == "ab"[int(c1)]
             assert np.allclose(box, to_pixels(b1, 640, 480), atol=1e-3)
+
+
+# A file from elsewhere carries whatever config its maker wrote: each bad value is refused as in a
+# config.json, before a photo is read (a threshold below 0 would pass every photo, a size of 8192
+# take GBs for two photos).
+BAD_METADATA = {
+    "threshold-below-0": ({"threshold": -1}, "threshold must be a number from 0 to 1"),
+    "threshold-nan": ({"threshold": float("nan")}, "threshold must be a number from 0 to 1, not nan"),
+    "threshold-text": ({"threshold": "0.5"}, "threshold must be a number"),
+    "no-classes": ({"classes": []}, "classes must be a non-empty list"),
+    "more-classes-than-the-graph": ({"classes": ["qc-passed", "other"]}, "gives scores .* 2 classes"),
+    "size-8192": ({"size": 8192}, "size must be a whole number of pixels from 32 to 2048, not 8192"),
+    "arch": ({"arch": "vit"}, "arch is 'vit'"),
+    "std-0": ({"std": [0, 1, 1]}, "std must be 3 numbers"),
+}
+
+
+def bad_onnx(tiny, folder: Path, change: dict) -> Path:
+    """The tiny export with ``change`` made to the config in its metadata; a changed size is the
+    graph's input size too, as a file exported at that size would have it."""
+    import onnx
+
+    from stampcheck.runtime import META_KEY
+
+    model = onnx.load(str(tiny / "model" / "model.onnx"))
+    prop = next(p for p in model.metadata_props if p.key == META_KEY)
+    meta = json.loads(prop.value)
+    meta["config"].update(change)
+    prop.value = json.dumps(meta)  # NaN written as JSON's NaN, which json.loads reads back
+    if "size" in change:
+        for dim in model.graph.input[0].type.tensor_type.shape.dim[2:]:
+            dim.dim_value = change["size"]
+    path = folder / "model.onnx"  # alone in its folder: no model.pth beside it to be stale against
+    folder.mkdir()
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_METADATA))
+def test_onnx_metadata_is_checked_as_config_json_is(tiny, tmp_path, case):
+    change, why = BAD_METADATA[case]
+    path = bad_onnx(tiny, tmp_path / "model", change)
+    with pytest.raises(ModelError, match=why):  # the Python API's ONNX engine
+        Detector(path, engine="onnx")
+    r = run_cli("qa", path, tiny / "photos", "--out", tmp_path / "qa", "--engine", "onnx", code=NO_TORCH)
+    out = (r.stdout + r.stderr).strip()
+    assert r.returncode == 2 and out.startswith("error:") and len(out.splitlines()) == 1, out
+    assert "config in its metadata" in out or "gives scores" in out, out
+    assert not (tmp_path / "qa").exists()  # exit 2: nothing written

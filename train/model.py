@@ -16,9 +16,10 @@ from fastai.vision.learner import create_body, num_features_model
 from torch import nn
 from torchvision import models
 
+from stampcheck.modelconfig import ARCH_NAMES, config_problem
 from stampcheck.runtime import ModelError  # the ONNX engine raises it too: one error to catch
 
-ARCHS = {"resnet18": models.resnet18, "resnet34": models.resnet34, "resnet50": models.resnet50}
+ARCHS = {name: getattr(models, name) for name in ARCH_NAMES}
 WEIGHTS = {"resnet18": models.ResNet18_Weights.IMAGENET1K_V1, "resnet34": models.ResNet34_Weights.IMAGENET1K_V1,
            "resnet50": models.ResNet50_Weights.IMAGENET1K_V2}
 SCORE_PRIOR = 0.01  # initial stamp probability of every cell: the first steps are not spent
@@ -60,36 +61,6 @@ class StampNet(nn.Module):
         f4 = self.last(f3)
         p = self.lat3(f3) + F.interpolate(self.lat4(f4), size=f3.shape[-2:], mode="nearest")
         return self.out(self.smooth(p))
-
-
-SIZES = (32, 2048)  # input sizes a config may ask for: past 2048 one photo's activations take many GB
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def config_problem(config) -> str | None:
-    """What makes a model folder's config.json unusable (a hand edit, another tool's file), or None.
-    Checked before any weight is read: a size of 20000 would cost tens of GB per photo."""
-    if not isinstance(config, dict):
-        return "it is not a JSON object"
-    if config.get("arch") not in ARCHS:
-        return f"arch is {config.get('arch')!r}, not one of {', '.join(ARCHS)}"
-    classes = config.get("classes")
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) and c for c in classes)):
-        return f"classes must be a non-empty list of names, not {classes!r}"
-    size = config.get("size")
-    if not (isinstance(size, int) and not isinstance(size, bool) and SIZES[0] <= size <= SIZES[1]):
-        return f"size must be a whole number of pixels from {SIZES[0]} to {SIZES[1]}, not {size!r}"
-    threshold = config.get("threshold")
-    if not (_number(threshold) and 0 <= threshold <= 1):
-        return f"threshold must be a number from 0 to 1, not {threshold!r}"
-    for key in ("mean", "std"):
-        v = config.get(key)
-        if not (isinstance(v, list) and len(v) == 3 and all(map(_number, v))) or (key == "std" and min(v) <= 0):
-            return f"{key} must be 3 numbers (one per colour channel{', above 0' if key == 'std' else ''}), not {v!r}"
-    return None
 
 
 def load_model_dir(model_dir: Path) -> tuple[dict, StampNet]:

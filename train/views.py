@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stampcheck.modelconfig import SIZES
 from train.metrics import best_threshold, summarise, within_one_se
-from train.model import SIZES
 from train.predict import Predictor, judge_photos
 
 SCALES = (1.0, 1.125, 1.25)  # of the training size; the grid's stride (16) rounds them
@@ -43,7 +43,7 @@ def choose_view(model_dir: Path, train_size: int, items: list, files: list[Path]
     "metrics", "views"}``; ``views`` lists every size's metrics."""
     views = []
     for size in view_sizes(train_size):
-        engine = Predictor(model_dir, device, size=size)
+        engine = Predictor(model_dir, device, size=size, verifier=False)
         results = [judged for _, _, judged in judge_photos(engine, items, files, bs=bs) if judged is not None]
         threshold = best_threshold(results)
         views.append({"size": size, **summarise(results, threshold), "threshold": threshold,

@@ -1,0 +1,45 @@
+"""What a model's config says, and when it can be trusted: one check for a model folder's
+config.json (train.model) and for the copy an ONNX export carries in its metadata
+(stampcheck.runtime), which someone else may have written. No torch here: the runtime imports it.
+"""
+
+from __future__ import annotations
+
+import math
+
+ARCH_NAMES = ("resnet18", "resnet34", "resnet50")  # the torchvision ResNets a model's body is made of
+SIZES = (32, 2048)  # input sizes a config may ask for: past 2048 one photo's activations take many GB
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _short(v) -> str:
+    """A value for a one-line message: a file's list of a million names is not printed whole."""
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def config_problem(config) -> str | None:
+    """What makes a model's config unusable (a hand edit, another tool's file), or None. Checked
+    before any weight is read or any photo decoded: a size of 20000 would cost tens of GB per photo,
+    a threshold below 0 would pass every photo."""
+    if not isinstance(config, dict):
+        return "it is not a JSON object"
+    if config.get("arch") not in ARCH_NAMES:
+        return f"arch is {_short(config.get('arch'))}, not one of {', '.join(ARCH_NAMES)}"
+    classes = config.get("classes")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) and c for c in classes)):
+        return f"classes must be a non-empty list of names, not {_short(classes)}"
+    size = config.get("size")
+    if not (isinstance(size, int) and not isinstance(size, bool) and SIZES[0] <= size <= SIZES[1]):
+        return f"size must be a whole number of pixels from {SIZES[0]} to {SIZES[1]}, not {_short(size)}"
+    threshold = config.get("threshold")
+    if not (_number(threshold) and 0 <= threshold <= 1):
+        return f"threshold must be a number from 0 to 1, not {_short(threshold)}"
+    for key in ("mean", "std"):
+        v = config.get(key)
+        if not (isinstance(v, list) and len(v) == 3 and all(map(_number, v))) or (key == "std" and min(v) <= 0):
+            return f"{key} must be 3 numbers (one per colour channel{', above 0' if key == 'std' else ''}), not {_short(v)}"
+    return None
