@@ -23,8 +23,10 @@ import numpy as np
 from PIL import Image
 
 from stampcheck.device import cpu_count
+from stampcheck.files import open_regular
 from stampcheck.images import ImageLimits, ImageRejected, fit_within, open_checked
 from stampcheck.modelconfig import config_problem
+from stampcheck.second_look import LookConfig, crop, detail_view, rescore
 
 # Capped as crawl and compose cap theirs: a 169 MP PNG decodes to 2 GB, so anything over 100 MP is
 # refused from its header, unread. JPEGs decode at reduced scale (draft mode), so they may be larger,
@@ -37,6 +39,7 @@ THUMB = 160  # report thumbnails' display size; small enough that JPEG draft dec
 THUMB_MAX = THUMB * 3 // 2
 NMS_IOU, MAX_DETECTIONS = 0.5, 10  # as train.detect.detect, which chose the valid threshold
 ONNX_NAME, TORCHSCRIPT_NAME = "model.onnx", "model.torchscript"
+VERIFIER_WEIGHTS = "verifier.pth"  # a model folder's second look (train.verifier)
 META_KEY = "stampcheck"  # the exported file's metadata: the model's config.json, and what it was made from
 
 
@@ -58,6 +61,7 @@ class PhotoResult:
     preview: Image.Image | None = None  # the photo at report-thumbnail size, upright, when asked for
     # the best class score of every grid cell, (side, side) rows top to bottom: where the model looked
     heatmap: np.ndarray | None = None
+    detector_score: float | None = None  # the detector's presence, when a verifier gave ``score``
 
     def found(self, threshold: float) -> list[tuple[float, str, list[float]]]:
         """The detections at or above ``threshold``: the stamps this photo is judged to carry."""
@@ -67,7 +71,7 @@ class PhotoResult:
 # ---- photos in ----
 
 def _is_jpeg(path: Path) -> bool:
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         return f.read(3) == b"\xff\xd8\xff"
 
 
@@ -93,19 +97,22 @@ class Photo(NamedTuple):
     source_size: tuple[int, int]     # width, height of the photo as stored, upright
     error: str | None
     preview: Image.Image | None
+    view: Image.Image | None = None  # the photo at the verifier's detail size, to cut crops from
 
 
-def read_photo(path: Path, size: int, previews: bool = False) -> Photo:
-    """Read one photo for the model; a photo that cannot be read is a Photo with an error, never a raise."""
+def read_photo(path: Path, size: int, previews: bool = False, detail: int | None = None) -> Photo:
+    """Read one photo for the model (and, with ``detail``, for a verifier's crops); a photo that
+    cannot be read is a Photo with an error, never a raise."""
     try:
-        img = open_photo(path, size)
+        img = open_photo(path, max(size, detail or 0))
     except ImageRejected as e:
         return Photo(None, (0, 0), str(e), None)
     except Exception as e:  # whatever else a broken file does, it must not stop the batch
         return Photo(None, (0, 0), f"unreadable: {type(e).__name__}: {e}", None)
     # kept as pixels: the report draws the boxes on it and encodes it once
     thumb = fit_within(img, THUMB_MAX) if previews else None
-    return Photo(to_input(img, size), img.info["source_size"], None, thumb)
+    view = detail_view(img, detail) if detail else None
+    return Photo(to_input(img, size), img.info["source_size"], None, thumb, view)
 
 
 def _read_ahead(read, files, workers: int, ahead: int):
@@ -173,13 +180,17 @@ def find_stamps(r: PhotoResult, scores: np.ndarray, boxes: np.ndarray, size: int
 def predict_photos(engine, files: list[Path], bs: int = 32, workers: int | None = None,
                    threshold: float | None = None, previews: bool = False, low_threshold: float | None = None):
     """Yield a PhotoResult per file, in batches, in file order. ``low_threshold`` keeps lower
-    scoring detections too (for AP)."""
+    scoring detections too (for AP). An engine with a verifier (``engine.look``, a LookConfig)
+    proposes candidates at its candidate threshold and lets the verifier judge them (second_look)."""
     if workers is None:
         # On the CPU the forward pass already uses every core; decoding threads only pay off
         # beyond a few cores.
         workers = min(8, cpu_count()) if engine.on_gpu else cpu_count() // 4
     thr = low_threshold or (engine.threshold if threshold is None else threshold)
-    photos = _read_ahead(partial(read_photo, size=engine.size, previews=previews), files, workers, 4 * bs)
+    look = getattr(engine, "look", None)
+    propose = min(look.candidate_threshold, thr) if look else thr
+    read = partial(read_photo, size=engine.size, previews=previews, detail=look.detail if look else None)
+    photos = _read_ahead(read, files, workers, 4 * bs)
     batch = []
     for k, (path, photo) in enumerate(zip(files, photos)):
         batch.append((path, photo))
@@ -187,14 +198,32 @@ def predict_photos(engine, files: list[Path], bs: int = 32, workers: int | None 
             continue
         good = [p.pixels for _, p in batch if p.pixels is not None]
         scores, boxes = engine.run(np.stack(good)) if good else (None, None)
-        j = 0
+        j, results = 0, []
         for path, p in batch:
             r = PhotoResult(path, *p.source_size, error=p.error, preview=p.preview)
             if p.pixels is not None:
-                find_stamps(r, scores[j], boxes[j], engine.size, engine.classes, thr)
+                find_stamps(r, scores[j], boxes[j], engine.size, engine.classes, propose)
                 j += 1
-            yield r
+            results.append(r)
+        if look:
+            second_look(engine, look, results, [p.view for _, p in batch], thr)
+        yield from results
         batch = []
+
+
+def second_look(engine, look, results: list[PhotoResult], views: list, keep: float) -> None:
+    """Let the engine's verifier judge each read photo's best ``look.top_k`` candidates, in one batch."""
+    crops, owners = [], []
+    for n, (r, view) in enumerate(zip(results, views)):
+        if r.error is None:
+            r.detections = (r.detections or [])[:look.top_k]
+            crops += [crop(view, box, (r.width, r.height), look) for _, _, box in r.detections]
+            owners += [n] * len(r.detections)
+    probs = engine.verify(np.stack(crops)) if crops else np.zeros((0, 1 + len(engine.classes)))
+    owners = np.array(owners, dtype=int)
+    for n, r in enumerate(results):
+        if r.error is None:
+            rescore(r, probs[owners == n], engine.classes, keep)
 
 
 # ---- the ONNX engine ----
@@ -204,13 +233,20 @@ def source_digest(model_dir: Path) -> str | None:
     an export whose digest differs from its folder's is stale (the folder was trained again)."""
     h = hashlib.sha256()
     try:
-        for name in ("model.pth", "config.json"):
-            with open(Path(model_dir) / name, "rb") as f:
+        for name in ("model.pth", "config.json", VERIFIER_WEIGHTS):
+            if name == VERIFIER_WEIGHTS and not (Path(model_dir) / name).exists():
+                continue  # a one-stage model
+            with open_regular(Path(model_dir) / name) as f:  # a named pipe there must not block the load
                 while chunk := f.read(1 << 20):
                     h.update(chunk)
     except OSError:
         return None
     return h.hexdigest()
+
+
+def verifier_file(export: Path) -> Path:
+    """Where an export's verifier graph lies: beside it, ``NAME.verifier.SUFFIX``."""
+    return export.with_name(f"{export.stem}.verifier{export.suffix}")
 
 
 class OnnxModel:
@@ -261,6 +297,29 @@ class OnnxModel:
                              f"(trained again since?); run `stampcheck export {path.parent}` again")
         self.path = path
         self.on_gpu = self.session.get_providers()[0] == "CUDAExecutionProvider"
+        self.look, self.verifier = None, None
+        if self.config.get("verifier") is not None:
+            self.look = LookConfig.from_dict(self.config["verifier"])
+            self.threshold = self.look.threshold
+            self.verifier = self._verifier_session(ort, opts, providers)
+
+    def _verifier_session(self, ort, opts, providers):
+        path = verifier_file(self.path)
+        try:
+            session = ort.InferenceSession(str(path), opts, providers=providers)
+            meta = json.loads(session.get_modelmeta().custom_metadata_map[META_KEY])
+        except Exception as e:
+            raise ModelError(f"{self.path} is a two-stage model and its verifier {path.name} cannot be used "
+                             f"({type(e).__name__}: {str(e)[:160]}); run `stampcheck export MODEL` again") from e
+        if meta.get("source_sha256") != json.loads(self.session.get_modelmeta().custom_metadata_map[META_KEY]
+                                                   ).get("source_sha256"):
+            raise ModelError(f"{path} was exported from another model than {self.path.name}; "
+                             "run `stampcheck export MODEL` again")
+        return session
+
+    def verify(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 crops (N, 3, s, s) -> the verifier's class probabilities (N, 1 + C), column 0 "none"."""
+        return self.verifier.run(None, {"crops": np.ascontiguousarray(crops, dtype=np.uint8)})[0]
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (B, 3, S, S) -> scores (B, HW, C) and boxes (B, HW, 4) in input pixels."""

@@ -18,6 +18,7 @@ from stampcheck.runtime import JPEG_LIMITS, PHOTO_LIMITS, THUMB, THUMB_MAX, Phot
 from train.detect import best_iou, detect
 from train.export import load_graph
 from train.metrics import ImageResult
+from train.verifier import load_verifier
 
 __all__ = ["Predictor", "PhotoResult", "predict_photos", "judge_photos", "PHOTO_LIMITS", "JPEG_LIMITS", "THUMB",
            "THUMB_MAX"]
@@ -27,10 +28,12 @@ class Predictor:
     """A trained model folder (config.json + model.pth) ready to score batches.
 
     ``mixed_precision`` None follows the training run (its valid threshold was chosen that way).
-    ``size`` None is the model's own; training tries others (train.views)."""
+    ``size`` None is the model's own; training tries others (train.views). A folder with a verifier
+    (train.verifier) is run in two stages unless ``verifier`` is False; ``look`` then says how, and
+    ``threshold`` is the verifier's."""
 
     def __init__(self, model_dir: Path, device: str | None = None, mixed_precision: bool | None = None,
-                 size: int | None = None):
+                 size: int | None = None, verifier: bool = True):
         self.config, graph = load_graph(model_dir, size)
         self.classes = self.config["classes"]
         self.size = graph.size
@@ -45,6 +48,11 @@ class Predictor:
             graph = graph.to(memory_format=torch.channels_last)
         self.graph, self.model = graph, graph.model
         self.mean, self.std = graph.mean, graph.std
+        self.look, self.verifier = None, None
+        loaded = load_verifier(model_dir, self.config) if verifier else None
+        if loaded:
+            self.look, self.verifier = loaded[0], loaded[1].to(self.device)
+            self.threshold = self.look.threshold
 
     def to_input(self, img: Image.Image) -> torch.Tensor:
         """The model's view of a photo: squished to size x size, as in training; uint8 CHW."""
@@ -63,6 +71,11 @@ class Predictor:
         interface of stampcheck.runtime)."""
         scores, boxes = self._forward(self.graph, torch.from_numpy(np.require(batch, requirements="CW")))
         return scores.float().cpu().numpy(), boxes.float().cpu().numpy()
+
+    @torch.no_grad()
+    def verify(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 crops (N, 3, s, s) -> the verifier's class probabilities (N, 1 + C), column 0 "none"."""
+        return self._forward(self.verifier, torch.from_numpy(np.require(crops, requirements="CW"))).float().cpu().numpy()
 
     @torch.no_grad()
     def predict(self, batch: torch.Tensor, threshold: float | None = None) -> list[dict]:

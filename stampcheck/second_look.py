@@ -1,0 +1,92 @@
+"""The second look, without torch: the close crops a verifier judges and what its answers make of a photo.
+
+The detector proposes a few candidate boxes per photo at a low score; the verifier (a small
+classifier, train/verifier.py) looks again at each one on a crop of the photo itself, where a stamp
+of a sixth of the photo is a hundred pixels wide and shows its lettering, and says which stamp it is
+or that it is none of ours. Crops are cut the same way for training and for checking photos: from
+the photo brought to the ``detail`` size (long side) the training images had, a square around the
+box with ``margin`` of its long side on each side, resized to ``size`` pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from stampcheck.images import fit_within
+
+
+@dataclass(frozen=True)
+class LookConfig:
+    """How crops are cut and judged; stored in config.json's ``verifier`` with the verifier's weights."""
+
+    size: int = 96                      # crop side the verifier sees, pixels
+    margin: float = 0.25                # context around the box, a share of its long side on each side
+    top_k: int = 3                      # candidates judged per photo, best detector scores first
+    detail: int = 512                   # long side the photo is brought to before cropping
+    candidate_threshold: float = 0.05   # detector score a candidate needs (chosen on valid for recall)
+    threshold: float = 0.5              # verifier score that makes a stamp (chosen on valid)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LookConfig":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def config_problem(v) -> str | None:
+    """What makes a stored verifier config unusable, or None (checked before any weight is read)."""
+    if not isinstance(v, dict):
+        return "verifier must be a JSON object"
+    for key, lo, hi in (("size", 16, 512), ("top_k", 1, 20), ("detail", 32, 8192)):
+        x = v.get(key)
+        if not (isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi):
+            return f"verifier {key} must be a whole number from {lo} to {hi}, not {x!r}"
+    for key, lo, hi in (("margin", 0.0, 2.0), ("candidate_threshold", 0.0, 1.0), ("threshold", 0.0, 1.0)):
+        x = v.get(key)
+        if not (isinstance(x, (int, float)) and not isinstance(x, bool) and lo <= x <= hi):
+            return f"verifier {key} must be a number from {lo:g} to {hi:g}, not {x!r}"
+    return None
+
+
+def crop_window(box, margin: float) -> tuple[int, int, int, int]:
+    """The square window, in the box's pixels, centred on ``box`` with ``margin`` of its long side
+    on each side; it may reach past the photo (that part is black)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    side = max(x1 - x0, y1 - y0, 4.0) * (1 + 2 * margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left, top = round(cx - side / 2), round(cy - side / 2)
+    return left, top, left + round(side), top + round(side)
+
+
+def detail_view(img: Image.Image, detail: int) -> Image.Image:
+    """The photo as crops are cut from it: at most ``detail`` pixels on its long side."""
+    return fit_within(img, detail)
+
+
+def crop(view: Image.Image, box, source_size: tuple[int, int], look: LookConfig) -> np.ndarray:
+    """The verifier's input for one candidate: ``box`` in the photo's own pixels (``source_size``),
+    cut from ``view`` (the photo at :func:`detail_view` size); uint8 (3, size, size)."""
+    sx, sy = view.width / source_size[0], view.height / source_size[1]
+    x0, y0, x1, y1 = box
+    window = crop_window((x0 * sx, y0 * sy, x1 * sx, y1 * sy), look.margin)
+    patch = view.crop(window).resize((look.size, look.size), Image.BILINEAR, reducing_gap=2.0)
+    return np.asarray(patch).transpose(2, 0, 1)
+
+
+def rescore(r, probs: np.ndarray, classes: list[str], keep: float) -> None:
+    """Judge a PhotoResult's candidates (its ``detections``, best detector score first) by the
+    verifier's class probabilities ``probs`` (K, 1 + C), column 0 "none of ours": each candidate's
+    score becomes its best stamp class's probability; presence is the best of them; detections keep
+    those scoring at least ``keep``, best first. The detector's own presence stays in ``detector_score``."""
+    r.detector_score = r.score
+    cands = r.detections or []
+    judged = []
+    for (_, _, box), p in zip(cands, probs):
+        c = int(np.argmax(p[1:]))
+        judged.append((float(p[1 + c]), classes[c], box))
+    judged.sort(key=lambda d: -d[0])
+    r.score = judged[0][0] if judged else 0.0
+    if judged:
+        r.top_box = judged[0][2]
+    r.detections = [d for d in judged if d[0] >= keep]

@@ -1,0 +1,78 @@
+"""The verifier's network: a ResNet body and a small head that says, for a close crop of a detector's
+candidate, which stamp it is or that it is none of ours (class 0). Trained by train/verifier_training.py;
+run by the torch engine (train/predict.py) through stampcheck.second_look.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from fastai.layers import AdaptiveConcatPool2d, Flatten
+from fastai.vision.learner import num_features_model
+from torch import nn
+
+from stampcheck.second_look import LookConfig, config_problem
+from train.model import ModelError, build_model
+
+WEIGHTS_NAME = "verifier.pth"
+
+
+class Verifier(nn.Module):
+    """ResNet body (stride 32) -> concat pooling -> ``1 + n_classes`` logits, class 0 "none of ours"."""
+
+    def __init__(self, body: nn.Module, n_classes: int, features: int = 512):
+        super().__init__()
+        self.body = body
+        self.head = nn.Sequential(AdaptiveConcatPool2d(), Flatten(), nn.BatchNorm1d(2 * features),
+                                  nn.Dropout(0.25), nn.Linear(2 * features, 1 + n_classes))
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+class VerifierGraph(nn.Module):
+    """uint8 crops (N, 3, s, s) RGB -> class probabilities (N, 1 + C); normalising inside with the
+    model's mean and std, as the detector's InferenceGraph."""
+
+    def __init__(self, model: Verifier, config: dict):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(config["mean"]).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(config["std"]).view(1, 3, 1, 1) * 255)
+
+    def forward(self, x):
+        return self.model((x.float() - self.mean) / self.std).softmax(-1)
+
+
+def from_detector(detector: nn.Module, n_classes: int) -> Verifier:
+    """A verifier whose body is a copy of the detector's (a StampNet's stem and last stage)."""
+    body = nn.Sequential(copy.deepcopy(detector.stem), copy.deepcopy(detector.last))
+    return Verifier(body, n_classes, features=num_features_model(body))
+
+
+def load_verifier(model_dir: Path, config: dict) -> tuple[LookConfig, VerifierGraph] | None:
+    """The model folder's verifier, or None when it has none (a one-stage model)."""
+    v = config.get("verifier")
+    if v is None:
+        return None
+    problem = config_problem(v)
+    if problem:
+        raise ModelError(f"{Path(model_dir) / 'config.json'} cannot be used: {problem}")
+    path = Path(model_dir) / WEIGHTS_NAME
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # missing, truncated, not a torch file: one line
+        raise ModelError(f"{path} cannot be read ({type(e).__name__}); train the model again, or "
+                         "use it without its verifier (--no-verifier)") from e
+    with torch.device("meta"):
+        detector, _ = build_model(config["arch"], len(config["classes"]), pretrained="none")
+        model = from_detector(detector, len(config["classes"]))
+    try:
+        model.load_state_dict(state, assign=True)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise ModelError(f"{path} does not match its config.json ({str(e).strip().splitlines()[-1][:160]})") from e
+    return LookConfig.from_dict(v), VerifierGraph(model, config).eval().requires_grad_(False)
+
+
