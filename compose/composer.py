@@ -6,7 +6,8 @@ finished image leaves ``.parts/NNNNNN.json`` beside it; the label files are writ
 the end, atomically, so an interrupted run never leaves half-written labels.
 
 ``--out`` is a new or empty folder, or a dataset compose wrote; ``overwrite`` then removes only
-the files that dataset wrote (see :func:`remove_dataset`), never anything else in the folder.
+the files that dataset wrote (see :func:`remove_dataset`), never anything else in the folder. One
+run at a time writes it (stampcheck.paths.lock_output), from its first change to its preview.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ import numpy as np
 
 from compose.backgrounds import BackgroundSource, builtin_source, scan_folder
 from compose.looks import Looks, compose_image
+from compose.preview import write_preview
 from compose.stamps import DEFAULT_STAMP, Stamp, load_stamp
 from stampcheck.atomic import atomic_write_bytes, atomic_write_text, remove_own_partials
 from stampcheck.dataset import (COCO_JSON, DATASET_JSON, IMAGES_DIR, LABELS_CSV, PREVIEW_PNG, Box,
                                 ImageLabels, write_label_files, yolo_dataset_files, yolo_files,
                                 yolo_folders)
 from stampcheck.images import ImageLimits, ImageRejected, jpeg_bytes
-from stampcheck.paths import refuse_links, refuse_overlap
+from stampcheck.paths import holds_files, lock_output, refuse_held, refuse_links, refuse_overlap
 from stampcheck.progress import no_progress
 
 PARTS_DIR = ".parts"
@@ -136,8 +138,9 @@ def fingerprint(cfg: ComposeConfig, stamps: list[Stamp], names: list[str]) -> st
 
 
 def compose_dataset(cfg: ComposeConfig, out: Path, workers: int = 1, overwrite: bool = False,
-                    progress=None) -> dict:
-    """Compose ``cfg.count`` images into ``out``; return the summary written to dataset.json.
+                    progress=None, preview: bool = False) -> dict:
+    """Compose ``cfg.count`` images into ``out`` (and ``preview``: preview.png); return the summary
+    written to dataset.json.
 
     ``progress(total, description)`` is a context manager yielding ``advance(n)`` (a progress bar).
     """
@@ -147,23 +150,32 @@ def compose_dataset(cfg: ComposeConfig, out: Path, workers: int = 1, overwrite: 
     refuse_links(out / IMAGES_DIR, out / PARTS_DIR, *yolo_folders(out))
     if out.exists() and not out.is_dir():
         raise ComposeError(f"--out {out} is a file; give a folder")
-    if out.is_dir() and any(out.iterdir()) and not is_dataset(out):
+    if out.is_dir() and holds_files(out) and not is_dataset(out):
         raise ComposeError(f"--out {out} is not empty and holds no stampcheck dataset (no {DATASET_JSON}); "
                            "compose writes only into a new or empty folder or a dataset it composed: "
                            "choose another --out")
+    refuse_held(out)  # another run writing there: said now, not after the backgrounds are read
     stamps = [load_stamp(p) for p in cfg.stamps]
     if len({s.name for s in stamps}) != len(stamps):
         raise ComposeError("two stamps share a file name; the name is the class, so rename one")
     ctx = multiprocessing.get_context("spawn")
     pool = ctx.Pool(workers) if workers > 1 and _spawn_can_start() else None
     try:
-        return _compose(cfg, stamps, out, pool, overwrite, progress)
+        source = _backgrounds(cfg, pool, progress)
+        fp = fingerprint(cfg, stamps, source.names)
+        _refuse_other_dataset(out, fp, overwrite)  # before the lock makes the folder
+        with lock_output(out, "compose"):
+            _refuse_other_dataset(out, fp, overwrite)  # as it is now that no other run can change it
+            summary = _compose(cfg, stamps, source, fp, out, pool, overwrite, progress)
+            if preview and summary["images"]:
+                write_preview(out)
+            return summary
     finally:
         if pool is not None:
             pool.terminate()
 
 
-def _compose(cfg, stamps, out: Path, pool, overwrite: bool, progress) -> dict:
+def _backgrounds(cfg: ComposeConfig, pool, progress) -> BackgroundSource:
     limits = ImageLimits(min_side=cfg.min_background_side)
     if cfg.backgrounds:
         imap = partial(pool.imap, chunksize=16) if pool else map
@@ -173,16 +185,21 @@ def _compose(cfg, stamps, out: Path, pool, overwrite: bool, progress) -> dict:
     if not source.names:
         raise ComposeError(f"no usable background in {cfg.backgrounds} ({len(source.skipped)} files "
                            "skipped, reasons: " + ", ".join(sorted({s['reason'] for s in source.skipped})) + ")")
+    return source
 
-    fp = fingerprint(cfg, stamps, source.names)
+
+def _refuse_other_dataset(out: Path, fp: str, overwrite: bool) -> None:
+    marker = out / PARTS_DIR / "fingerprint"
+    if is_dataset(out) and not overwrite and not (marker.is_file() and marker.read_text() == fp):
+        raise ComposeError(f"{out} holds a dataset composed with other parameters; "
+                           "choose another --out or pass --overwrite")
+
+
+def _compose(cfg, stamps, source: BackgroundSource, fp: str, out: Path, pool, overwrite: bool, progress) -> dict:
     parts = out / PARTS_DIR
     marker = parts / "fingerprint"
-    if is_dataset(out):
-        if overwrite:
-            remove_dataset(out)
-        elif not marker.is_file() or marker.read_text() != fp:
-            raise ComposeError(f"{out} holds a dataset composed with other parameters; "
-                               "choose another --out or pass --overwrite")
+    if overwrite and is_dataset(out):
+        remove_dataset(out)
     atomic_write_text(marker, fp)  # first, so that a run killed at once leaves a folder known as ours
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     # any name: every file in these folders is compose's; only dead writers' temporaries go

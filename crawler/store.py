@@ -24,6 +24,7 @@ import numpy as np
 
 from stampcheck.atomic import atomic_write_bytes, atomic_write_text, remove_own_partials
 from stampcheck.images import ImageLimits, ImageRejected, fit_within, jpeg_bytes, open_checked
+from stampcheck.paths import lock_output
 
 NEAR_DISTANCE = 6  # of 64 phash bits; re-encodes and resizes land at 0-4, other photos above 20
 # Reasons that may pass on a later try; any other rejection is final and its URL is not fetched again.
@@ -49,7 +50,9 @@ class Verdict:
 
 
 class ImageStore:
-    """Thread-safe: icrawler's downloader threads call :meth:`add` concurrently."""
+    """Thread-safe: icrawler's downloader threads call :meth:`add` concurrently. Holds its folder
+    (stampcheck.paths.lock_output) from its first change there until :meth:`close` or the process
+    ends: two crawls into one folder would each count the other's images as new. A context manager."""
 
     def __init__(self, root: Path, limits: ImageLimits = ImageLimits(min_side=128), max_size: int | None = None,
                  quality: int = 92):
@@ -74,6 +77,9 @@ class ImageStore:
         manifest does not list is someone's (or a file a killed run wrote but never listed, which a
         re-fetch of its URL takes over again): left alone."""
         entries = _read_log(self.root / "manifest.jsonl", MANIFEST_KEYS)
+        rejected = _read_log(self.root / "rejected.jsonl", REJECTED_KEYS)
+        self.hold = lock_output(self.root, "crawl")
+        entries = _read_log(self.root / "manifest.jsonl", MANIFEST_KEYS)  # as the last writer left them
         rejected = _read_log(self.root / "rejected.jsonl", REJECTED_KEYS)
         self.images.mkdir(parents=True, exist_ok=True)
         for folder in (self.root, self.images):
@@ -152,6 +158,15 @@ class ImageStore:
 
     def kept(self) -> int:
         return len(self.phashes)
+
+    def close(self) -> None:
+        self.hold.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:

@@ -35,6 +35,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def _alive(pid: int) -> bool:
+    if os.name == "nt":  # there os.kill(pid, 0) would end the process
+        return _alive_windows(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -42,6 +44,28 @@ def _alive(pid: int) -> bool:
     except (OSError, OverflowError):  # another user's process, or no pid at all: leave its files be
         return True
     return True
+
+
+def _alive_windows(pid: int) -> bool:
+    import ctypes
+    from ctypes import wintypes
+
+    if not 0 <= pid <= 0xFFFFFFFF:  # no Windows pid: leave its files be
+        return True
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+    kernel32.OpenProcess.restype = wintypes.HANDLE
+    kernel32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD))
+    kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
+    query_limited_information, still_active, invalid_parameter = 0x1000, 259, 87
+    handle = kernel32.OpenProcess(query_limited_information, False, pid)
+    if not handle:  # no such process; any other refusal (another user's) leaves its files be
+        return ctypes.get_last_error() != invalid_parameter
+    try:
+        code = wintypes.DWORD()
+        return not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value == still_active
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def remove_own_partials(folder: Path, names: str) -> list[Path]:

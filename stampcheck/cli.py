@@ -77,8 +77,8 @@ def compose(
 ):
     """Superimpose the stamp on backgrounds and write a labelled dataset (images, labels.csv, coco.json, yolo/)."""
     from compose.composer import ComposeConfig, ComposeError, compose_dataset
-    from compose.preview import write_preview
     from compose.stamps import DEFAULT_STAMP, StampError
+    from stampcheck.dataset import PREVIEW_PNG
 
     try:  # Looks checks every range (LooksError, a ValueError) before anything is written
         looks = Looks(scale=scale, rotation=rotation, perspective=perspective, opacity=opacity, fade=fade,
@@ -89,7 +89,8 @@ def compose(
         cfg = ComposeConfig(count=count, seed=seed, stamps=list(stamp or [DEFAULT_STAMP]), backgrounds=backgrounds,
                             builtin_backgrounds=builtin_backgrounds, max_size=max_size, valid_share=valid_share,
                             looks=looks)
-        summary = compose_dataset(cfg, out, workers=workers, overwrite=overwrite, progress=progress_bar)
+        summary = compose_dataset(cfg, out, workers=workers, overwrite=overwrite, progress=progress_bar,
+                                  preview=preview)
     except (ComposeError, StampError, FileNotFoundError, ValueError) as e:
         fail(str(e))
     for s in summary["skipped_backgrounds"]:
@@ -101,7 +102,7 @@ def compose(
                   f"train/valid {summary['splits']['train']}/{summary['splits']['valid']}, "
                   f"{len(summary['skipped_backgrounds'])} backgrounds skipped")
     if preview and summary["images"]:
-        report.print(f"preview: {write_preview(out)}")
+        report.print(f"preview: {out / PREVIEW_PNG}")
 
 
 @app.command("preview")
@@ -177,6 +178,7 @@ def crawl(
         engines = [e.strip() for e in engine.split(",") if e.strip()] if keywords else []
         sites = [site_url(s) for s in site or []]
         check_request(out, keywords, engines, sites, url_files, folders)
+        # holds --out from here to the end of the process (kill -9 included): one crawl at a time writes it
         store = ImageStore(out, ImageLimits(min_side=min_size, max_pixels=max_pixels), max_size or None)
     except (ValueError, OSError) as e:
         fail(str(e))

@@ -4,12 +4,15 @@ Every command that reads folders and writes an output folder calls :func:`refuse
 it touches anything: an output inside an input folder would feed the tool's own outputs back in
 as inputs on the next run (a preview full of stamps labelled "no stamp", a report counted as
 photos), and an input inside the output folder is the user's data under a folder the tool owns.
+
+One run at a time writes a folder: every command that writes one holds an :class:`OutputLock` on
+its ``.stampcheck`` marker from its first change there to its end (:func:`lock_output`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
+import stat
 from pathlib import Path
 
 
@@ -35,7 +38,16 @@ def refuse_overlap(out: Path, inputs: list[Path], out_name: str = "--out") -> No
                                "outside every input folder and hold none of them; choose another folder")
 
 
-MARKER = ".stampcheck"  # in every report folder qa or evaluate made: which command made it
+MARKER = ".stampcheck"  # in every folder a command writes: which command made it, and the lock
+# Windows locks byte ranges and keeps others from reading them: the byte locked lies past any
+# content (a lock past the end of a file is allowed), so the marker stays readable to all.
+_WINDOWS_LOCK_AT = 1 << 20
+
+
+def holds_files(folder: Path) -> bool:
+    """Whether ``folder`` holds anything but the marker: a run killed right after it took its lock
+    leaves a folder that is as good as empty."""
+    return any(p.name != MARKER for p in Path(folder).iterdir())
 
 
 def check_output(out: Path, command: str, out_name: str = "--out") -> None:
@@ -54,8 +66,15 @@ def check_output(out: Path, command: str, out_name: str = "--out") -> None:
         if made_by != command and any(out.iterdir()):
             raise OverlapError(f"{out_name} {out} holds files that `stampcheck {command}` did not write; "
                                "give a new or empty folder")
-        if made_by is not None:  # said now, not after the model has loaded; OutputLock holds it later
-            OutputLock(out, None, out_name).close()
+    refuse_held(out, out_name)
+
+
+def refuse_held(out: Path, out_name: str = "--out") -> None:
+    """OverlapError naming the pid when another run holds ``out``; nothing written. Said at a
+    command's start, before minutes of reading its inputs; the lock it takes later holds it."""
+    marker = Path(out) / MARKER
+    if marker.is_file() and not marker.is_symlink():
+        OutputLock(out, None, out_name).close()
 
 
 def claim_output(out: Path, command: str, out_name: str = "--out") -> Path:
@@ -68,35 +87,105 @@ def claim_output(out: Path, command: str, out_name: str = "--out") -> Path:
     return out
 
 
+def lock_output(out: Path, command: str, out_name: str = "--out") -> "OutputLock":
+    """``out`` made if new and held by this run (an :class:`OutputLock`): called once every input
+    is checked, before the first change there. The marker is made when missing; an existing one
+    keeps the command that made the folder (what qa and evaluate check)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(out / MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _BINARY, 0o644))
+    except FileExistsError:
+        pass
+    return OutputLock(out, command, out_name)
+
+
 def _marker_lines(marker: Path) -> list[str]:
     """The marker's lines: the command that made the folder, then the pid of the run holding it."""
-    return [line.strip() for line in marker.read_text(errors="replace").splitlines()] or [""]
+    try:
+        return [line.strip() for line in marker.read_text(errors="replace").splitlines()] or [""]
+    except OSError:  # unreadable, or gone: it names nothing
+        return [""]
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # POSIX only; Windows has no such flag
+_BINARY = getattr(os, "O_BINARY", 0)      # Windows only: no newline translation
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the lock on ``fd`` without waiting; False when another open file holds it."""
+    if os.name == "nt":
+        import msvcrt
+
+        os.lseek(fd, _WINDOWS_LOCK_AT, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _unlock_and_close(fd: int) -> None:
+    if os.name == "nt":  # closing would drop it too, but Windows says "eventually"
+        import msvcrt
+
+        os.lseek(fd, _WINDOWS_LOCK_AT, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        except OSError:
+            pass
+    os.close(fd)
 
 
 class OutputLock:
-    """``out`` (claimed by :func:`claim_output`) held by this process alone, until :meth:`close` or
-    its end: two runs writing one report folder at once would interleave their records. The lock
-    is on the marker's open file, so the system drops it when the process dies, kill -9 included.
-    A context manager."""
+    """``out`` (claimed by :func:`claim_output` or :func:`lock_output`) held by this process alone,
+    until :meth:`close` or its end: two runs writing one folder at once would mix their files
+    (a model of one run with the config of another, one dataset's labels on another's images). The
+    lock is on the marker's open file (flock on POSIX, msvcrt.locking on Windows), so the system
+    drops it when the process dies, kill -9 included. A context manager."""
 
     def __init__(self, out: Path, command: str | None, out_name: str = "--out"):
         """``command`` None: only try whether another run holds it (nothing written)."""
         self.out, marker = Path(out), Path(out) / MARKER
-        self.fd = os.open(marker, (os.O_RDONLY if command is None else os.O_RDWR) | os.O_NOFOLLOW | os.O_CLOEXEC)
+        flags = (os.O_RDONLY if command is None else os.O_RDWR) | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | _BINARY
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            self.fd = os.open(marker, flags)
+        except OSError as e:  # a link (ELOOP) or something else put in the marker's place
+            raise OverlapError(f"{out_name} {out}: its {MARKER} cannot be opened ({e.strerror or e}); "
+                               "give another folder") from None
+        if not stat.S_ISREG(os.fstat(self.fd).st_mode):
             os.close(self.fd)
+            raise OverlapError(f"{out_name} {out}: its {MARKER} is not a file; give another folder")
+        # a marker removed or replaced between the open and the lock (its maker's run ended with
+        # nothing to keep) is no lock on the folder any more: another run has it, or will
+        if not _try_lock(self.fd) or not _same_file(self.fd, marker):
+            _unlock_and_close(self.fd)
             lines = _marker_lines(marker)
             pid = f" (pid {lines[1][4:]})" if len(lines) > 1 and lines[1].startswith("pid ") else ""
             raise OverlapError(f"another stampcheck run{pid} is writing to {out_name} {out}; wait for it to "
-                               "end, or give another folder") from None
+                               "end, or give another folder")
         if command is None:
             return
-        # through the locked file itself (a new file would not be the one locked), its first line,
+        # through the locked file itself (a new file would not be the one locked); its first line,
         # the command check_output reads, the same at every moment
-        data = f"{command}\npid {os.getpid()}\n".encode()
-        os.pwrite(self.fd, data, 0)
+        data = f"{_marker_lines(marker)[0] or command}\npid {os.getpid()}\n".encode()
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        os.write(self.fd, data)
         os.ftruncate(self.fd, len(data))
 
     def removed(self) -> bool:
@@ -104,7 +193,7 @@ class OutputLock:
         return os.fstat(self.fd).st_nlink == 0 or not os.path.isdir(self.out)
 
     def close(self) -> None:
-        os.close(self.fd)
+        _unlock_and_close(self.fd)
 
     def __enter__(self):
         return self

@@ -119,10 +119,10 @@ def opts(**kw):
 
 
 def crawl(out, session_hook=None, **kw):
-    store = ImageStore(out, ImageLimits(min_side=64))
     args = dict(keywords=[], engines=[], sites=[], url_files=[], folders=[])
     args.update(kw)
-    stats = run_crawl(out, opts=opts(), store=store, progress=no_progress, session_hook=session_hook, **args)
+    with ImageStore(out, ImageLimits(min_side=64)) as store:  # the next crawl into out may start at once
+        stats = run_crawl(out, opts=opts(), store=store, progress=no_progress, session_hook=session_hook, **args)
     return store, stats
 
 

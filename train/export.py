@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from stampcheck.atomic import atomic_path, remove_own_partials
+from stampcheck.paths import lock_output, refuse_held
 from stampcheck.runtime import META_KEY, ONNX_NAME, TORCHSCRIPT_NAME, ModelError, source_digest
 from train.detect import split_output
 from train.model import load_model_dir
@@ -78,8 +79,10 @@ def is_export(path: Path) -> bool:
 
 def export(model_dir: Path, fmt: str = "onnx", out: Path | None = None) -> tuple[Path, tuple | None]:
     """Write the model as ``fmt`` (atomically; an existing file only when an earlier export wrote
-    it). Returns the file and the largest differences between its scores and boxes and torch's on a
-    test batch (None when no onnxruntime is installed to check an ONNX file)."""
+    it), holding the folder it writes into as every command does (stampcheck.paths.lock_output):
+    by default the model folder, which a training into it holds too. Returns the file and the
+    largest differences between its scores and boxes and torch's on a test batch (None when no
+    onnxruntime is installed to check an ONNX file)."""
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     model_dir = Path(model_dir)
@@ -89,27 +92,29 @@ def export(model_dir: Path, fmt: str = "onnx", out: Path | None = None) -> tuple
     if out.exists() and not is_export(out):
         raise ValueError(f"{out} exists and is not an earlier stampcheck export; it is left as it is "
                          "(choose another --out)")
+    refuse_held(out.parent, "the folder")  # a run writing there: said before the model loads
     config, graph = load_graph(model_dir)
     size = int(config["size"])
     # two different photos: a batch of 2 keeps the batch axis a variable, and tells the graph apart
     # from one that ignores its input
     example = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 3, size, size), dtype=np.uint8))
     meta = metadata(model_dir, config)
-    remove_own_partials(out.parent, re.escape(out.name))  # what an export killed mid-write left
-    with atomic_path(out) as tmp:
-        with warnings.catch_warnings():
-            # torch.jit says it is deprecated, and the ONNX exporter used here that a newer one exists
-            warnings.simplefilter("ignore")
-            if fmt == "onnx":
-                tmp.write_bytes(onnx_bytes(graph, example, meta))
-            else:
-                with torch.no_grad():
-                    traced = torch.jit.trace(graph, example)
-                torch.jit.save(traced, str(tmp), _extra_files={f"{META_KEY}.json": meta})
-            difference = check(graph, tmp, fmt, example)
-        if difference and (difference[0] > SCORE_TOLERANCE or difference[1] > BOX_TOLERANCE):
-            raise ModelError(f"the exported graph's outputs differ from torch's (scores by {difference[0]:.2g}, "
-                             f"boxes by {difference[1]:.2g} px); nothing written")
+    with lock_output(out.parent, "export", "the folder"):
+        remove_own_partials(out.parent, re.escape(out.name))  # what an export killed mid-write left
+        with atomic_path(out) as tmp:
+            with warnings.catch_warnings():
+                # torch.jit says it is deprecated, and the ONNX exporter used here that a newer one exists
+                warnings.simplefilter("ignore")
+                if fmt == "onnx":
+                    tmp.write_bytes(onnx_bytes(graph, example, meta))
+                else:
+                    with torch.no_grad():
+                        traced = torch.jit.trace(graph, example)
+                    torch.jit.save(traced, str(tmp), _extra_files={f"{META_KEY}.json": meta})
+                difference = check(graph, tmp, fmt, example)
+            if difference and (difference[0] > SCORE_TOLERANCE or difference[1] > BOX_TOLERANCE):
+                raise ModelError(f"the exported graph's outputs differ from torch's (scores by {difference[0]:.2g}, "
+                                 f"boxes by {difference[1]:.2g} px); nothing written")
     return out, difference
 
 
