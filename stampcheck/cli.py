@@ -107,7 +107,8 @@ def compose(
 
 @app.command("preview")
 def preview_cmd(dataset: Path = typer.Argument(..., help="Dataset folder."),
-                out: Optional[Path] = typer.Option(None, help="PNG to write (default DATASET/preview.png)."),
+                out: Optional[Path] = typer.Option(None, help="PNG to write (default DATASET/preview.png). An existing "
+                                     "file is replaced only when it is a preview stampcheck wrote."),
                 n: int = typer.Option(16, min=1, help="Number of samples.")):
     """Write a PNG grid of dataset samples with their boxes drawn."""
     from compose.preview import write_preview
@@ -119,8 +120,6 @@ def preview_cmd(dataset: Path = typer.Argument(..., help="Dataset folder."),
             if out.suffix.lower() != ".png" or out.is_dir():
                 raise ValueError(f"--out {out}: give the path of a .png file to write")
             refuse_overlap(out, [dataset / IMAGES_DIR])  # a PNG among the images would be taken for one
-            if os.path.lexists(out):  # a picture of the user's, not a preview of ours
-                raise ValueError(f"--out {out} exists; give the path of a new .png file")
         report.print(f"preview: {write_preview(dataset, out, n=n)}")
     except (DatasetError, ValueError) as e:
         fail(str(e))

@@ -2,7 +2,8 @@
 `.stampcheck` from its first change there to its end. Real processes: a first run is caught once it
 has begun writing and frozen there (SIGSTOP), a second one into the same folder must end with exit 2
 and one line naming the first one's pid, and change nothing; the first then finishes as if alone.
-Also: the lock is dropped by kill -9, works without fcntl (Windows)."""
+Also: the lock is dropped by kill -9, works without fcntl (Windows), and preview replaces only its
+own."""
 
 import hashlib
 import json
@@ -14,11 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from compose.composer import ComposeConfig, compose_dataset
 from stampcheck import errors
 from stampcheck.paths import MARKER
 from tests.conftest import photo
+from tests.test_train import square_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -180,3 +183,27 @@ print("imported", remove_own_partials(out, "results\\\\.csv"))
 """
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "imported []", r.stdout + r.stderr
+
+
+def test_preview_replaces_only_a_preview_stampcheck_wrote(tmp_path):
+    ds = square_dataset(tmp_path / "hand", n=4)
+    own = ds / "preview.png"
+    Image.new("RGB", (40, 30), "red").save(own)  # the hand-labelled set's own picture
+    before = own.read_bytes()
+    r = run("preview", ds)
+    assert r.returncode == errors.USAGE and r.output.startswith("error:"), r.output
+    assert "--out" in r.output and str(own) in r.output.replace("\n", "")
+    assert own.read_bytes() == before
+    own.unlink()
+    for _ in range(2):  # written, then its own preview replaced
+        r = run("preview", ds)
+        assert r.returncode == 0, r.output
+    assert Image.open(own).size[0] == 4 * 256
+    elsewhere = tmp_path / "grid.png"
+    for _ in range(2):
+        assert run("preview", ds, "--out", elsewhere).returncode == 0
+    composed = tmp_path / "composed"
+    compose_dataset(ComposeConfig(count=4, seed=1, max_size=64), composed)
+    Image.new("RGB", (40, 30), "red").save(composed / "preview.png")  # compose's file, whatever wrote it
+    assert run("preview", composed).returncode == 0
+    assert Image.open(composed / "preview.png").size[0] == 4 * 256
