@@ -4,7 +4,9 @@ Every path given ends as a row: the photos checked, and as errors those that cou
 files, broken links, folders that cannot be listed); a photo that was not checked never counts as a
 pass. Only a file found in a folder that is neither named nor made as an image (a README) is skipped,
 and named. Results are streamed to ``results.csv`` / ``results.jsonl`` under temporary names and renamed
-at the end, so a report folder never holds a half-written table.
+at the end, so a report folder never holds a half-written table. The earlier run's tables go with
+its page when a run starts, and the new ones come after the new page: whenever a run is killed, the
+tables there and the page describe the same run.
 """
 
 from __future__ import annotations
@@ -281,23 +283,28 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         remove_stale_partials(out)
         summary = QASummary(threshold=thr, size=predictor.size, not_photos=found.not_photos)
         facts = run_facts(model_dir, predictor, inputs, thr)
-        report = Report(out, thr, {**facts, "not_photos": [shown(str(p)) for p in found.not_photos]})
+        total = len(found.files) + len(found.problems)
+        tables = (out / "results.csv", out / "results.jsonl")
+        report = Report(out, thr, {**facts, "not_photos": [shown(str(p)) for p in found.not_photos]},
+                        tables=tables, reserve=total)
         unchecked = (PhotoResult(p, error=why) for p, why in sorted(found.problems.items()))
         checked = predict_photos(predictor, found.files, bs=bs, workers=workers, threshold=thr, previews=True)
-        with atomic_path(out / "results.csv") as csv_tmp, atomic_path(out / "results.jsonl") as jsonl_tmp, \
-                csv_tmp.open("w", newline="") as fcsv, jsonl_tmp.open("w") as fjson, \
-                progress(len(found.files) + len(found.problems), "checking photos") as advance:
-            writer = csv_writer(fcsv)
-            writer.writeheader()
-            for r in heapq.merge(unchecked, checked, key=lambda r: r.path):
-                record = photo_record(r, thr)
-                report.add(r)
-                writer.writerows(map(csv_row, result_rows(record)))
-                fjson.write(json.dumps(record) + "\n")
-                summary.count(record)
-                summary.results.append(r)
-                advance(1)
-        report.write()
+        with atomic_path(tables[0]) as csv_tmp, atomic_path(tables[1]) as jsonl_tmp:
+            with csv_tmp.open("w", newline="") as fcsv, jsonl_tmp.open("w") as fjson, \
+                    progress(total, "checking photos") as advance:
+                writer = csv_writer(fcsv)
+                writer.writeheader()
+                for r in heapq.merge(unchecked, checked, key=lambda r: r.path):
+                    record = photo_record(r, thr)
+                    report.add(r)
+                    writer.writerows(map(csv_row, result_rows(record)))
+                    fjson.write(json.dumps(record) + "\n")
+                    summary.count(record)
+                    summary.results.append(r)
+                    advance(1)
+            # the page before the tables: killed in between, the folder holds a page without its
+            # tables, never a table beside another run's page
+            report.write()
         if annotate:
             summary.not_annotated = write_annotated(summary, out / "annotated")
         return summary

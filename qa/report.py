@@ -73,9 +73,14 @@ class Report:
     ``facts``: the run's facts the page states (:func:`qa.batch.run_facts`). ``add`` takes a checked
     photo, writes its thumbnail and lets go of its preview; ``write`` brings the folder's files up to
     date, atomically, rewriting only the open chunk and the manifest: cheap after every photo.
-    ``resume`` continues the rows an earlier run wrote into ``out``."""
+    ``resume`` continues the rows an earlier run wrote into ``out``; otherwise the earlier run's
+    rows go at once (with ``tables``, the files that list the same photos, first), and the page
+    shows this run's facts and no photo until ``write``. ``reserve``: the rows this run will write
+    at most, named in the manifest from the start, so that the next run removes what this one
+    wrote before it was killed."""
 
-    def __init__(self, out: Path, threshold: float, facts: dict | None = None, resume: bool = False):
+    def __init__(self, out: Path, threshold: float, facts: dict | None = None, resume: bool = False,
+                 tables: tuple[Path, ...] = (), reserve: int = 0):
         self.out, self.threshold, self.facts = Path(out), float(threshold), facts or {}
         refuse_links(self.out / DATA, self.out / THUMBS)
         self.roots = input_roots(self.facts.get("inputs") or [])
@@ -84,10 +89,12 @@ class Report:
         self.heats: list[str] = []
         self.dirty = False
         self.facts_written = False
+        self.reserve = reserve
         if resume:
             self._resume()
         else:
-            self._clear()
+            self._clear(tables)
+            self.write()
 
     def __len__(self) -> int:
         return self.count
@@ -114,7 +121,8 @@ class Report:
             self.facts_written = True
         if self.dirty:
             self._write_chunk()
-        manifest = {"rows": self.count, "chunk": CHUNK, "threshold": self.threshold, "near": NEAR}
+        manifest = {"rows": self.count, "chunk": CHUNK, "threshold": self.threshold, "near": NEAR,
+                    "reserved": max(self.count, self.reserve)}
         atomic_write_text(self.out / DATA / "manifest.js", f"stampcheckManifest({_json(manifest)});\n")
 
     def row(self, r, thumb: bool) -> tuple[dict, str | None]:
@@ -161,18 +169,26 @@ class Report:
         self.rows, self.heats = [_json(r) for r in rows], [_json(h) for h in heats]
         self.count = k * CHUNK + len(rows)
 
-    def _clear(self) -> None:
+    def _clear(self, tables: tuple[Path, ...]) -> None:
         """A new run in a folder an earlier qa run filled: that run's rows and thumbnails go, so that
-        none is shown or resumed as this run's. Only what its manifest says it wrote (a user's
-        ``thumbs/999999.jpg`` stays); with no readable manifest nothing goes, and this run's files
-        replace same-named ones atomically all the same."""
+        none is shown or resumed as this run's. Only what its manifest says it wrote or reserved (a
+        user's ``thumbs/999999.jpg`` stays); with no readable manifest nothing goes, and this run's
+        files replace same-named ones atomically all the same.
+
+        The order keeps table and page of one run whenever a kill -9 comes: the tables go first (a
+        page without its table misleads no one; a table beside another run's page does), then the
+        rows, and the manifest, which names them, last."""
+        for p in tables:
+            if p.is_symlink() or p.is_file():
+                p.unlink()
         try:
             manifest = _read_js(self.out / DATA / "manifest.js", "stampcheckManifest", "{", "}")
-            rows, chunk = manifest["rows"], manifest["chunk"]
-            if not (type(rows) is int and type(chunk) is int and rows >= 0 and chunk > 0):
+            rows, chunk, reserved = manifest["rows"], manifest["chunk"], manifest.get("reserved", 0)
+            if not (all(type(v) is int and v >= 0 for v in (rows, chunk, reserved)) and chunk > 0):
                 return
-        except (OSError, ValueError, TypeError, KeyError):
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
             return
+        rows = max(rows, reserved)
         chunks = -(-rows // chunk)
         data = self.out / DATA
         for p in (data.iterdir() if data.is_dir() else []):

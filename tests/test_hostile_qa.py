@@ -445,3 +445,57 @@ def test_sigterm_while_the_model_loads_is_an_interruption(forced_model, good_pho
         os.close(writer)
     assert proc.returncode == errors.INTERRUPTED, output
     assert output.strip() == "interrupted" and not (tmp_path / "out").exists()
+
+
+def what_the_report_describes(out: Path) -> tuple[list[str], dict[str, list[str]]]:
+    """(the photos the page shows, as its manifest and data files say; the photos of each results
+    table there is), each a sorted list of file names."""
+    text = (out / "data" / "manifest.js").read_text()
+    count = json.loads(text[text.index("(") + 1:text.rindex(")")])["rows"]
+    rows = []
+    for p in sorted((out / "data").glob("rows-*.js")):
+        text = p.read_text()
+        rows += json.loads(text[text.index("["):text.rindex("]") + 1])
+    page = sorted(r["p"] for r in rows[:count])
+    tables = {}
+    if (out / "results.csv").exists():
+        tables["csv"] = sorted({row["file"] for row in csv.DictReader(open(out / "results.csv", newline=""))})
+    if (out / "results.jsonl").exists():
+        tables["jsonl"] = sorted(json.loads(line)["file"] for line in open(out / "results.jsonl"))
+    return page, tables
+
+
+def test_a_rerun_killed_leaves_table_and_page_of_one_run(forced_model, tmp_path):
+    """kill -9 of a qa run into an earlier run's report: results.csv, results.jsonl and the page never
+    describe different runs (both the earlier run, or no table and the page of the new run so far)."""
+    few, many, out = tmp_path / "few", tmp_path / "many", tmp_path / "out"
+    few.mkdir(), many.mkdir()
+    for i in range(3):
+        photo(i, (64, 48)).save(few / f"old{i}.jpg")
+    for i in range(60):  # a few seconds of work: killed after its first rows, long before its end
+        photo(i, (64, 48)).save(many / f"new{i:03d}.jpg")
+    r = qa_cli(forced_model, few, "--out", out, "--workers", "0")
+    old = sorted(str(few / f"old{i}.jpg") for i in range(3))
+    assert r.returncode in (0, 1) and what_the_report_describes(out) == (old, {"csv": old, "jsonl": old}), r.output
+
+    proc = subprocess.Popen([sys.executable, "-m", "stampcheck", "qa", forced_model, many, "--out", out,
+                             "--workers", "0", "--bs", "2"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    first_rows = out / "thumbs" / "000005.jpg"  # the earlier run had 3
+    try:
+        end = time.monotonic() + 120
+        while not first_rows.exists() and proc.poll() is None and time.monotonic() < end:
+            time.sleep(0.005)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and first_rows.exists(), "the run ended before it was killed"
+
+    page, tables = what_the_report_describes(out)
+    new = {str(many / f"new{i:03d}.jpg") for i in range(60)}
+    assert all(table == page for table in tables.values()), (page[:5], {k: v[:5] for k, v in tables.items()})
+    assert page == old and len(tables) == 2 or not tables and set(page) <= new, (page[:5], tables)
+
+    r = qa_cli(forced_model, few, "--out", out, "--workers", "0")  # the next run starts clean
+    assert r.returncode in (0, 1) and what_the_report_describes(out) == (old, {"csv": old, "jsonl": old}), r.output
+    assert not list((out / "thumbs").glob("0000[3-9]*.jpg")) and not list(out.glob(".*.part")), r.output
