@@ -10,7 +10,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urldefrag, urljoin, urlsplit
 
 import requests
 import urllib3
@@ -173,6 +173,11 @@ class DeadlineSession(requests.Session):
         self.mount("http://", WatchedAdapter())
         self.mount("https://", WatchedAdapter())
 
+    def resolve_redirects(self, resp, req, *args, yield_requests=False, **kwargs):
+        if yield_requests:  # only for Response.next, which nothing here reads: making it would read
+            return iter(())  # the redirect's whole body, with no byte cap
+        return super().resolve_redirects(resp, req, *args, **kwargs)
+
     def request(self, *args, **kwargs):
         if kwargs.get("stream") or getattr(_current, "deadline", None) is not None:
             return super().request(*args, **kwargs)
@@ -198,38 +203,60 @@ class Fetched:
     content_type: str = ""
 
 
-def fetch(session: requests.Session, url: str, timeout: float, max_bytes: int, deadline: float) -> Fetched:
-    """GET ``url`` with a byte cap and a deadline from connect to last byte."""
+MAX_REDIRECTS = 30  # as requests allows
+
+
+def fetch(session: requests.Session, url: str, timeout: float, max_bytes: int, deadline: float,
+          check=None) -> Fetched:
+    """GET ``url`` with a byte cap and a deadline from connect to last byte, redirects included.
+    Redirects are followed here, one request at a time, so that ``check(url)``, when given, says
+    before each one whether it may be made: None, or the (reason, detail) that refuses it (robots.txt
+    of the host a redirect leads to). A redirect's own body is never read."""
     if urlsplit(url).scheme not in ("http", "https"):
         return Fetched(None, ("bad-scheme", "only http and https URLs are fetched"), url)
     status, final, kind = 0, url, ""
     with Deadline(deadline) as d:
         try:
-            with session.get(url, timeout=timeout, stream=True) as r:
-                status, final, kind = r.status_code, r.url, r.headers.get("Content-Type", "")
-                if r.status_code != 200:
-                    return Fetched(None, ("http-error", f"status {r.status_code}"), final, status, kind)
-                length = r.headers.get("Content-Length", "")
-                if length.isdigit() and int(length) > max_bytes:
-                    return Fetched(None, ("too-big", f"{length} bytes > {max_bytes}"), final, status, kind)
-                chunks, total = [], 0
-                while chunk := r.raw.read1(65536, decode_content=True):
-                    total += len(chunk)
-                    if total > max_bytes:
-                        return Fetched(None, ("too-big", f"over {max_bytes} bytes"), final, status, kind)
-                    chunks.append(chunk)
-                if d.expired:  # a shut-down socket reads as a body that simply ended
-                    raise TimeoutError
-                return Fetched(b"".join(chunks), None, final, status, kind)
+            for _ in range(MAX_REDIRECTS + 1):
+                with session.get(final, timeout=timeout, stream=True, allow_redirects=False) as r:
+                    status, kind = r.status_code, r.headers.get("Content-Type", "")
+                    target = session.get_redirect_target(r)
+                    if target is None:
+                        return _body(r, final, max_bytes, d)
+                final = urldefrag(urljoin(final, target)).url
+                if urlsplit(final).scheme not in ("http", "https"):
+                    return Fetched(None, ("bad-scheme", f"redirected to {final}: only http and https URLs are "
+                                          "fetched"), final, status, kind)
+                problem = check(final) if check else None
+                if problem:
+                    return Fetched(None, (problem[0], f"redirected to {final}: {problem[1]}"), final, status, kind)
+            return Fetched(None, ("http-error", "redirect loop"), final, status, kind)
         except Exception as e:  # noqa: BLE001 - every failure of one URL becomes its reason
             return Fetched(None, _why(e, d, timeout), final, status, kind)
+
+
+def _body(r, url: str, max_bytes: int, d: Deadline) -> Fetched:
+    """The body of ``r``, the answer (not a redirect) from ``url``, read up to ``max_bytes``."""
+    status, kind = r.status_code, r.headers.get("Content-Type", "")
+    if status != 200:
+        return Fetched(None, ("http-error", f"status {status}"), url, status, kind)
+    length = r.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        return Fetched(None, ("too-big", f"{length} bytes > {max_bytes}"), url, status, kind)
+    chunks, total = [], 0
+    while chunk := r.raw.read1(65536, decode_content=True):
+        total += len(chunk)
+        if total > max_bytes:
+            return Fetched(None, ("too-big", f"over {max_bytes} bytes"), url, status, kind)
+        chunks.append(chunk)
+    if d.expired:  # a shut-down socket reads as a body that simply ended
+        raise TimeoutError
+    return Fetched(b"".join(chunks), None, url, status, kind)
 
 
 def _why(e: Exception, d: Deadline, timeout: float) -> tuple[str, str]:
     if d.expired:
         return "timeout", f"not complete after {d.seconds:g} s"
-    if isinstance(e, requests.exceptions.TooManyRedirects):
-        return "http-error", "redirect loop"
     if isinstance(e, requests.exceptions.Timeout):
         return "timeout", f"no answer within {timeout:g} s"
     if isinstance(e, (requests.RequestException, urllib3.exceptions.HTTPError, OSError)):
@@ -239,12 +266,15 @@ def _why(e: Exception, d: Deadline, timeout: float) -> tuple[str, str]:
 
 class CheckedDownloader(ImageDownloader):
     """Replaces icrawler's download step: fetch strictly, then ImageStore decides (it names the
-    file, checks, de-duplicates and records provenance). Stops the crawl at ``max_kept``."""
+    file, checks, de-duplicates and records provenance). Stops the crawl at ``max_kept``. With
+    ``robots`` (a site crawl's :class:`crawler.site.Robots`), a redirect is followed only where the
+    robots.txt of the host it leads to allows it."""
 
     def __init__(self, thread_num, signal, session, storage, store: ImageStore, stats: CrawlStats,
-                 key: tuple[str, str], max_kept: int, max_bytes: int, deadline: float, delay: float):
+                 key: tuple[str, str], max_kept: int, max_bytes: int, deadline: float, delay: float,
+                 robots=None):
         super().__init__(thread_num, signal, session, storage)
-        self.store, self.stats, self.key = store, stats, key
+        self.store, self.stats, self.key, self.robots = store, stats, key, robots
         self.max_kept, self.max_bytes, self.deadline, self.delay = max_kept, max_bytes, deadline, delay
         self.kept_here = 0
         self.keep_lock = threading.Lock()
@@ -267,7 +297,8 @@ class CheckedDownloader(ImageDownloader):
         start = time.monotonic()
         for _ in range(max(1, max_retry)):  # the deadline is for the URL, all tries together
             left = self.deadline - (time.monotonic() - start)
-            got = fetch(self.session, url, timeout, self.max_bytes, left)
+            got = fetch(self.session, url, timeout, self.max_bytes, left,
+                        self.robots.refusal if self.robots else None)
             if (got.problem is None or got.problem[0] != "connection-error" or self.signal.get("reach_max_num")
                     or left < 1):
                 break

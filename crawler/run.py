@@ -112,16 +112,17 @@ def crawl_engine(store: ImageStore, stats: CrawlStats, engine: str, keyword: str
     if session_hook:
         session.trust_env = False
         session_hook(session)
-    parser_args = {}
+    parser_args, robots = {}, None
     if engine == "flickr":
         apikey = os.environ.get("FLICKR_APIKEY", "")
         feeder_kwargs = dict(apikey=apikey, max_num=opts.max_num * 2, text=keyword)
         parser_kwargs = dict(apikey=apikey)
     elif engine == "site":
         feeder_kwargs, parser_kwargs = dict(url=keyword), {}
+        # one for pages and images: the downloader asks it of every host an image's redirect reaches
+        robots = Robots(session, ROBOTS_AGENT, opts.timeout, opts.deadline) if opts.robots else None
         parser_args = dict(store=store, max_depth=opts.max_depth, max_pages=opts.max_pages, timeout=opts.timeout,
-                           deadline=opts.deadline, max_bytes=opts.max_bytes,
-                           robots=Robots(session, ROBOTS_AGENT, opts.timeout, opts.deadline) if opts.robots else None)
+                           deadline=opts.deadline, max_bytes=opts.max_bytes, robots=robots)
     elif engine == "urls":
         urls = read_list(Path(keyword), "--urls")
         for url in urls:
@@ -134,7 +135,8 @@ def crawl_engine(store: ImageStore, stats: CrawlStats, engine: str, keyword: str
                 downloader_threads=opts.threads, storage={"backend": "FileSystem", "root_dir": str(store.images)},
                 log_level=logging.CRITICAL, extra_parser_args={**parser_args, "stats": stats, "key": key},
                 extra_downloader_args=dict(store=store, stats=stats, key=key, max_kept=opts.max_num,
-                                           max_bytes=opts.max_bytes, deadline=opts.deadline, delay=opts.delay))
+                                           max_bytes=opts.max_bytes, deadline=opts.deadline, delay=opts.delay,
+                                           robots=robots))
     c.session = c.feeder.session = c.parser.session = c.downloader.session = session
     try:
         c.crawl(feeder_kwargs=feeder_kwargs,

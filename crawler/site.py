@@ -4,11 +4,13 @@ reads pages as shops write them and keeps to the site's rules.
 Images: ``<img src>`` (relative too), the largest ``srcset`` candidate, lazy-loading ``data-src``
 and friends, ``<picture><source srcset>``, ``og:image``/``twitter:image`` and links to image files.
 Pages: only links on the given host (or the host it redirects to), at most ``max_depth`` links
-away and ``max_pages`` in all. robots.txt is read once per host and obeyed for pages and images.
+away and ``max_pages`` in all. robots.txt is read once per host and obeyed for pages and images, and
+for every URL a redirect leads to, before it is requested.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from pathlib import PurePosixPath
 from urllib.parse import urldefrag, urljoin, urlsplit
@@ -135,19 +137,32 @@ def _origin(url: str) -> str:
 
 
 class Robots:
-    """robots.txt, fetched once per host through the crawl's session (RFC 9309: 4xx means no rules,
-    401/403, a server error or no answer mean stay out)."""
+    """robots.txt, fetched once per host (scheme, name and port) through the crawl's session
+    (RFC 9309: 4xx means no rules, 401/403, a server error or no answer mean stay out). Asked by the
+    parser and by every downloader thread, for each URL and each URL a redirect leads to."""
 
     def __init__(self, session, agent: str, timeout: float, deadline: float):
         self.session, self.agent, self.timeout, self.deadline = session, agent, timeout, deadline
         self.rules: dict[str, RobotFileParser] = {}
         self.why: dict[str, tuple[str, str]] = {}  # origin -> (reason, detail) when no robots.txt lets us in
+        self.lock = threading.Lock()
+        self.loading: dict[str, threading.Lock] = {}  # one per origin: a slow host holds up only its own URLs
 
     def allowed(self, url: str) -> bool:
         origin = _origin(url)
-        if origin not in self.rules:
-            self.rules[origin] = self._load(origin)
+        with self.lock:
+            loading = self.loading.setdefault(origin, threading.Lock())
+        with loading:
+            if origin not in self.rules:
+                self.rules[origin] = self._load(origin)
         return self.rules[origin].can_fetch(self.agent, url)
+
+    def refusal(self, url: str) -> tuple[str, str] | None:
+        """None when ``url`` may be fetched, else its rejection (reason, detail)."""
+        if self.allowed(url):
+            return None
+        origin = _origin(url)
+        return self.why.get(origin, ("robots", f"disallowed by {origin}/robots.txt"))
 
     def _load(self, origin: str) -> RobotFileParser:
         rules = RobotFileParser(origin + "/robots.txt")
@@ -199,7 +214,8 @@ class SiteParser(CountingParser, GreedyParser):
             url, depth = frontier.popleft()
             if not self._allowed(url):
                 continue
-            page = fetch(self.session, url, self.timeout, self.max_bytes, self.deadline)
+            page = fetch(self.session, url, self.timeout, self.max_bytes, self.deadline,
+                         self.robots.refusal if self.robots else None)
             fetched += 1
             if page.problem:
                 self._reject(url, *page.problem)
@@ -223,11 +239,10 @@ class SiteParser(CountingParser, GreedyParser):
                     frontier.append((item, depth + 1))
 
     def _allowed(self, url: str) -> bool:
-        if self.robots is None or self.robots.allowed(url):
-            return True
-        origin = _origin(url)
-        self._reject(url, *self.robots.why.get(origin, ("robots", f"disallowed by {origin}/robots.txt")))
-        return False
+        refusal = self.robots.refusal(url) if self.robots else None
+        if refusal:
+            self._reject(url, *refusal)
+        return refusal is None
 
     def _reject(self, url: str, reason: str, detail: str) -> None:
         self.stats.reject(self.key, reason)

@@ -304,3 +304,64 @@ def test_site_crawl_stops_at_max_pages_and_can_ignore_robots(hostile, tmp_path):
                                                                     "/p3-2x.jpg", "/private/hidden.jpg"}
     asked = [path for _, path in Hostile.requests]
     assert "/robots.txt" not in asked and "/cat/page1.html" not in asked
+
+
+# -- 6. redirects to another host (here: another port) whose robots.txt says stay out -------------
+
+class Redirecting(Hostile):
+    """Hostile, plus ``redirects``: path -> where a 302 sends it (with a body that never ends when
+    the path starts with /endless: a redirect's body is not worth reading)."""
+    redirects: dict = {}
+
+    def do_GET(self):
+        path = urlsplit(self.path).path
+        if path not in self.redirects:
+            return super().do_GET()
+        self.requests.append((self.headers.get("Host", "").split(":")[0], path))
+        self.send_response(302)
+        self.send_header("Location", self.redirects[path])
+        self.end_headers()
+        try:
+            while path.startswith("/endless"):
+                self.wfile.write(b"x" * 65536)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def two_hosts():
+    """Two servers on 127.0.0.1 (two ports: two origins), each with its own files and access log."""
+    servers, handlers = [], []
+    for name in ("Shop", "Other"):
+        handler = type(name, (Redirecting,), {"files": {}, "requests": [], "redirects": {}})
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        httpd.daemon_threads = True
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        handlers.append(handler)
+    yield [(f"http://127.0.0.1:{s.server_address[1]}", h) for s, h in zip(servers, handlers)]
+    for s in servers:
+        s.shutdown()
+
+
+def test_site_crawl_asks_robots_of_every_host_a_redirect_reaches_before_going(two_hosts, tmp_path):
+    (shop_url, shop_host), (other_url, other_host) = two_hosts
+    other_host.files.update({"/robots.txt": b"User-agent: *\nDisallow: /\n", "/img.jpg": jpeg(photo(301)),
+                             "/page.html": f'<html><body><img src="{other_url}/secret.jpg"></body></html>'.encode(),
+                             "/secret.jpg": jpeg(photo(302))})
+    shop_host.files.update({"/": b'<html><body><img src="/own.jpg"><img src="/away.jpg"><img src="/endless.jpg">'
+                                 b'<a href="/go.html">elsewhere</a></body></html>', "/own.jpg": jpeg(photo(303)),
+                            "/here.jpg": jpeg(photo(304))})
+    shop_host.redirects.update({"/away.jpg": f"{other_url}/img.jpg", "/go.html": f"{other_url}/page.html",
+                                "/endless.jpg": "/here.jpg"})
+    r, _ = cli("--site", shop_url + "/", "--out", tmp_path / "out", "--min-size", "64", "--timeout", "2",
+               "--deadline", "4", timeout=90)
+    text = clean(r)
+    assert r.returncode == errors.OK, text
+    got = accounted(tmp_path / "out")
+    # the other host was asked for its robots.txt, and for nothing else
+    assert [path for _, path in other_host.requests] == ["/robots.txt"], other_host.requests
+    assert got[f"{shop_url}/away.jpg"] == "robots" and got[f"{shop_url}/go.html"] == "robots", got
+    details = {x["url"]: x["detail"] for x in lines(tmp_path / "out" / "rejected.jsonl")}
+    assert f"{other_url}/img.jpg" in details[f"{shop_url}/away.jpg"], details
+    assert got[f"{shop_url}/own.jpg"] == "kept" and got[f"{shop_url}/endless.jpg"] == "kept", got
