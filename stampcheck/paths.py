@@ -12,6 +12,7 @@ its ``.stampcheck`` marker from its first change there to its end (:func:`lock_o
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def claim_output(out: Path, command: str, out_name: str = "--out") -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / MARKER).is_file():  # an existing marker may name the run writing here now (OutputLock)
-        (out / MARKER).write_text(command + "\n")
+        (out / MARKER).write_bytes(f"{command}\n".encode())
     return out
 
 
@@ -103,9 +104,21 @@ def lock_output(out: Path, command: str, out_name: str = "--out") -> "OutputLock
 def _marker_lines(marker: Path) -> list[str]:
     """The marker's lines: the command that made the folder, then the pid of the run holding it."""
     try:
-        return [line.strip() for line in marker.read_text(errors="replace").splitlines()] or [""]
+        with open(marker, "rb") as f:
+            return _lines(f.read(_MARKER_BYTES))
     except OSError:  # unreadable, or gone: it names nothing
         return [""]
+
+
+_MARKER_BYTES = 256  # the most of a marker ever read: ours are a few bytes, anyone's file may be huge
+
+
+def _lines(data: bytes) -> list[str]:
+    return [line.strip() for line in data.decode(errors="replace").splitlines()] or [""]
+
+
+# what a marker holds: nothing yet (made, not yet written), or a command and the pid holding it
+_OURS = re.compile(rb"(?:[a-z][a-z -]{0,40}\r?\n(?:pid \d{1,10}\r?\n)?)?")  # \r: a line end a Windows tool wrote
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # POSIX only; Windows has no such flag
@@ -174,16 +187,24 @@ class OutputLock:
         # a marker removed or replaced between the open and the lock (its maker's run ended with
         # nothing to keep) is no lock on the folder any more: another run has it, or will
         if not _try_lock(self.fd) or not _same_file(self.fd, marker):
+            os.lseek(self.fd, 0, os.SEEK_SET)
+            lines = _lines(os.read(self.fd, _MARKER_BYTES))
             _unlock_and_close(self.fd)
-            lines = _marker_lines(marker)
-            pid = f" (pid {lines[1][4:]})" if len(lines) > 1 and lines[1].startswith("pid ") else ""
+            holder = lines[1].removeprefix("pid ") if len(lines) > 1 else ""
+            pid = f" (pid {holder})" if holder.isascii() and holder.isdigit() else ""
             raise OverlapError(f"another stampcheck run{pid} is writing to {out_name} {out}; wait for it to "
                                "end, or give another folder")
         if command is None:
             return
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        held = os.read(self.fd, _MARKER_BYTES)
+        if not _OURS.fullmatch(held):  # a file of someone else's by that name: never written over
+            _unlock_and_close(self.fd)
+            raise OverlapError(f"{out_name} {out} holds a {MARKER} that stampcheck did not write; it is left "
+                               "as it is: give another folder")
         # through the locked file itself (a new file would not be the one locked); its first line,
         # the command check_output reads, the same at every moment
-        data = f"{_marker_lines(marker)[0] or command}\npid {os.getpid()}\n".encode()
+        data = f"{_lines(held)[0] or command}\npid {os.getpid()}\n".encode()
         os.lseek(self.fd, 0, os.SEEK_SET)
         os.write(self.fd, data)
         os.ftruncate(self.fd, len(data))

@@ -70,9 +70,15 @@ def finished(proc: subprocess.Popen) -> str:
 
 
 def state(folder: Path) -> dict:
-    """Every entry under ``folder``, hidden ones included: the hash of a file's bytes, or 'dir'."""
-    return {str(p.relative_to(folder)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*"))}
+    """Every entry under ``folder``, hidden ones included: the hash of a file's bytes, a link's
+    target, or what else it is."""
+    def what(p: Path) -> str:
+        if p.is_symlink():
+            return f"link to {os.readlink(p)}"
+        if p.is_dir() or p.is_fifo():
+            return "dir" if p.is_dir() else "pipe"
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+    return {str(p.relative_to(folder)): what(p) for p in sorted(folder.rglob("*"))}
 
 
 def refused_for(r, holder: subprocess.Popen, folder: Path) -> None:
@@ -130,6 +136,26 @@ def test_a_dataset_folder_holding_only_the_marker_is_composed_into(tmp_path):
     (ds / MARKER).write_text("compose\npid 1\n")
     compose_dataset(ComposeConfig(count=4, seed=1, max_size=64), ds)
     assert json.loads((ds / "dataset.json").read_text())["images"] == 4
+
+
+@pytest.mark.parametrize("kind", ["a file of someone else's", "a link", "a named pipe"])
+def test_a_marker_stampcheck_did_not_write_is_never_written_through(tmp_path, kind):
+    photos, out, elsewhere = tmp_path / "photos", tmp_path / "out", tmp_path / "settings.txt"
+    photos.mkdir()
+    photo(1).save(photos / "a.jpg", quality=90)
+    out.mkdir()
+    elsewhere.write_text("theme=dark\n")
+    if kind == "a link":
+        (out / MARKER).symlink_to(elsewhere)
+    elif kind == "a named pipe":
+        os.mkfifo(out / MARKER)
+    else:
+        (out / MARKER).write_text("theme=dark\n")
+    before = state(tmp_path)
+    r = run("crawl", "--from-dir", photos, "--out", out, "--min-size", 64, timeout=60)
+    assert r.returncode == errors.USAGE and r.output.startswith("error:"), r.output
+    assert len(r.output.strip().splitlines()) == 1 and MARKER in r.output, r.output
+    assert state(tmp_path) == before
 
 
 def test_a_second_crawl_into_one_folder_is_refused(tmp_path, cleanup):
