@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from stampcheck.files import NotAFile, read_bytes
 from stampcheck.images import ImageLimits
 
 DEFAULT_STAMP = Path(__file__).resolve().parents[1] / "data" / "stamps" / "qc-passed.png"
@@ -32,10 +33,13 @@ def load_stamp(path: Path) -> Stamp:
     colour (the median of the border pixels) is keyed out: alpha grows with the distance from it."""
     path = Path(path)
     max_pixels = ImageLimits().max_pixels
-    if not path.is_file():  # a FIFO would block the read forever, a folder fail obscurely
-        raise StampError(f"stamp {path} is not a regular file")
     try:
-        data = path.read_bytes()
+        data = read_bytes(path)  # a FIFO would block the read forever, a folder fail obscurely: refused
+    except NotAFile as e:
+        raise StampError(f"stamp {e}") from e
+    except OSError as e:
+        raise StampError(f"stamp {path} cannot be read: {e.strerror or e}") from e
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,6 +24,7 @@ from crawler.download import (CheckedDownloader, CountingBaiduParser, CountingBi
                               CountingGoogleParser, CrawlStats, DeadlineSession, ListFeeder, ListParser)
 from crawler.site import Robots, SiteFeeder, SiteParser
 from crawler.store import ImageStore
+from stampcheck.files import NotAFile, open_regular, read_bytes
 from stampcheck.images import IMAGE_SUFFIXES
 from stampcheck.paths import refuse_overlap
 
@@ -57,11 +57,13 @@ def read_list(path: Path, option: str) -> list[str]:
     """The non-blank lines of a UTF-8 text file; ValueError with a one-line reason otherwise."""
     path = Path(path)
     try:
-        if not path.is_file():  # a FIFO or a device would block or never end
-            raise ValueError(f"{option} {path}: " + ("not a regular file" if path.exists() else "no such file"))
-        text = path.read_bytes().decode("utf-8-sig")
+        if not path.exists():
+            raise ValueError(f"{option} {path}: no such file")
+        text = read_bytes(path).decode("utf-8-sig")  # a FIFO or a device would block or never end: refused
     except UnicodeDecodeError as e:
         raise ValueError(f"{option} {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except NotAFile as e:
+        raise ValueError(f"{option} {path}: not a regular file ({e.kind})") from None
     except OSError as e:
         raise ValueError(f"{option} {path} cannot be read: {e.strerror or e}") from None
     items = [line.strip() for line in text.splitlines() if line.strip()]
@@ -184,19 +186,18 @@ def import_folder(store: ImageStore, stats: CrawlStats, folder: Path, progress, 
 
 
 def read_regular_file(path: Path, max_bytes: int) -> tuple[bytes | None, tuple[str, str] | None]:
-    """(bytes, None) or (None, (reason, detail)). Opened without blocking and checked once open, so
-    a FIFO (whose open or read would wait forever) or a folder named x.jpg is refused, never read."""
+    """(bytes, None) or (None, (reason, detail)). A FIFO (whose open or read would wait forever) or a
+    folder named x.jpg is refused, never read (stampcheck.files)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        fh = open_regular(path)
+    except NotAFile as e:
+        return None, ("not-a-file", e.kind)
     except OSError as e:
         return None, ("unreadable", f"{e.strerror or e}" + (" (a broken link)" if path.is_symlink() else ""))
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_size > max_bytes:
-        os.close(fd)
-        if stat.S_ISREG(st.st_mode):
-            return None, ("too-big", f"{st.st_size} bytes > {max_bytes}")
-        return None, ("not-a-file", "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO, socket or device")
-    with os.fdopen(fd, "rb") as fh:
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > max_bytes:
+            return None, ("too-big", f"{size} bytes > {max_bytes}")
         try:
             return fh.read(), None
         except OSError as e:

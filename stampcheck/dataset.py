@@ -35,6 +35,7 @@ from pathlib import Path
 from PIL import Image
 
 from stampcheck.atomic import atomic_path, atomic_write_text
+from stampcheck.files import open_regular, read_text
 
 IMAGES_DIR = "images"
 LABELS_CSV = "labels.csv"
@@ -126,9 +127,11 @@ def read_labels(dataset: Path, default_class: str = "stamp") -> list[ImageLabels
     errors: list[str] = []
     sizes: dict[str, tuple[int, int] | None] = {}
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets start the file with a BOM
+        text = read_text(path, encoding="utf-8-sig")  # -sig: spreadsheets start the file with a BOM
     except UnicodeDecodeError as e:
         raise DatasetError(f"{path} is not UTF-8 text (byte {e.start}); save it as CSV UTF-8") from e
+    except OSError as e:
+        raise DatasetError(f"{path} cannot be read: {e.strerror or e}") from e
     with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
@@ -203,7 +206,7 @@ def upright_size(path: Path) -> tuple[int, int] | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with open_regular(path) as f, Image.open(f) as img:
                 w, h = img.size
                 turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
     except Exception:  # unreadable headers raise anything (OSError, SyntaxError, DecompressionBombError...)

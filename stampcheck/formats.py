@@ -25,6 +25,7 @@ from pathlib import Path
 
 from stampcheck.dataset import (IMAGES_DIR, LABELS_CSV, Box, DatasetError, ImageLabels, box_problem, read_labels,
                                 upright_size, yolo_pixels)
+from stampcheck.files import read_text
 from stampcheck.images import find_images
 
 NAMED = 20  # problems named one per line; more are counted
@@ -97,7 +98,7 @@ def _snap(box, item: ImageLabels, slack: float = 1.0) -> tuple:
 
 def read_coco(path: Path, images: Path | None = None) -> LabelledSet:
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+        data = json.loads(read_text(path, encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise DatasetError(f"{path}: not a readable JSON file ({e})") from e
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or \
@@ -118,9 +119,10 @@ def read_coco(path: Path, images: Path | None = None) -> LabelledSet:
     problems, items = [], {}
     for im in entries.values():
         name = str(im["file_name"])
-        size = upright_size(root / name)
+        size = upright_size(root / name)  # None for what is no regular file, which is never opened
         if not (root / name).is_file():
-            problems.append(f"image {name}: not found in {root}")
+            problems.append(f"image {name}: " + (f"not a regular file in {root}" if (root / name).exists()
+                                                 else f"not found in {root}"))
         elif size and im.get("width") and im.get("height") and (im["width"], im["height"]) != size:
             problems.append(f"image {name}: the JSON says {im.get('width')}x{im.get('height')}, the photo is "
                             f"{size[0]}x{size[1]} upright: labelled turned or scaled")
@@ -179,7 +181,7 @@ def read_yolo(path: Path) -> LabelledSet:
     if yaml_file is None:  # Label Studio's export: images/, labels/, classes.txt
         root = path
         names_file = path / "classes.txt"
-        names = dict(enumerate(n.strip() for n in names_file.read_text().splitlines() if n.strip())) \
+        names = dict(enumerate(n.strip() for n in read_text(names_file).splitlines() if n.strip())) \
             if names_file.is_file() else None
         images = {str(f): "" for f in find_images([path / IMAGES_DIR])}
     else:
@@ -197,9 +199,12 @@ def read_yolo(path: Path) -> LabelledSet:
             problems.append(f"{file}: listed in {yaml_file} but not found")
             continue
         if not os.path.isfile(label):
-            without += 1
+            if os.path.exists(label):  # a folder or a named pipe named like one: never read
+                problems.append(f"{os.path.relpath(label, root)}: not a regular file")
+            else:
+                without += 1
             continue
-        for lineno, line in enumerate(Path(label).read_text(errors="replace").splitlines(), start=1):
+        for lineno, line in enumerate(read_text(label, errors="replace").splitlines(), start=1):
             problem = _yolo_line(line, item, names)
             if problem:
                 problems.append(f"{os.path.relpath(label, root)} line {lineno}: {problem}")
@@ -213,7 +218,7 @@ def _yolo_yaml(yaml_file: Path) -> tuple[Path, dict[int, str] | None, dict[str, 
     import yaml
 
     try:
-        data = yaml.safe_load(yaml_file.read_text(encoding="utf-8-sig"))
+        data = yaml.safe_load(read_text(yaml_file, encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise DatasetError(f"{yaml_file}: not a readable YAML file ({e})") from e
     if not isinstance(data, dict) or not any(data.get(k) for k in YOLO_SPLIT_NAMES):
@@ -242,7 +247,7 @@ def _split_images(root: Path, entry: str, yaml_file: Path) -> list[str]:
     if p.is_dir():
         return [str(f) for f in find_images([p])]
     if p.is_file() and p.suffix.lower() == ".txt":
-        lines = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+        lines = [line.strip() for line in read_text(p).splitlines() if line.strip()]
         return [str(p.parent / line) for line in lines]
     raise DatasetError(f"{yaml_file}: {entry} not found (relative to {root})")
 

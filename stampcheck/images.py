@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from stampcheck.files import NotAFile, open_regular
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -38,12 +39,9 @@ def may_be_photo(path: Path) -> bool:
     if path.suffix.lower() in PHOTO_SUFFIXES:
         return True
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a pipe put in its place must not block
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return True
+        with open_regular(path) as f:  # a pipe put in its place must not block
             head = f.read(_SNIFF_BYTES)
-    except OSError:
+    except OSError:  # NotAFile too
         return True
     if not head or head.startswith(_CAMERA_SIGNATURES) or head[4:8] == b"ftyp":
         return True
@@ -98,11 +96,14 @@ def open_checked(source: Path | bytes, limits: ImageLimits = ImageLimits(),
     if isinstance(source, (str, Path)):
         path = Path(source)
         try:
-            if path.stat().st_size == 0:
-                raise ImageRejected("empty", "0 bytes")
-            fp = path.open("rb")
+            fp = open_regular(path)
+        except NotAFile as e:
+            raise ImageRejected("not-a-file", f"not a regular file ({e.kind})") from e
         except OSError as e:
             raise ImageRejected("unreadable", str(e)) from e
+        if os.fstat(fp.fileno()).st_size == 0:
+            fp.close()
+            raise ImageRejected("empty", "0 bytes")
     else:
         if not source:
             raise ImageRejected("empty", "0 bytes")

@@ -14,6 +14,7 @@ from fastai.vision.data import BBoxBlock, BBoxLblBlock, ImageBlock, clip_remove_
 from PIL import Image, ImageOps
 
 from stampcheck.dataset import IMAGES_DIR, DatasetError, ImageLabels, class_names, read_labels
+from stampcheck.files import open_regular
 from stampcheck.images import ImageRejected, open_checked
 from train.detect import plain, to_pixels
 from train.predict import PHOTO_LIMITS
@@ -39,7 +40,7 @@ class UprightImage(PILImage):
     @classmethod
     def create(cls, fn, **kwargs):
         if isinstance(fn, (str, Path)):
-            with Image.open(fn) as img:
+            with open_regular(fn) as f, Image.open(f) as img:  # a named pipe swapped in must not block a loader
                 fn = ImageOps.exif_transpose(img).convert("RGB")
         return super().create(fn, **kwargs)
 

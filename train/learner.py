@@ -30,6 +30,7 @@ from fastai.torch_core import rank_distrib
 
 from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
+from stampcheck.files import read_text
 from stampcheck.paths import refuse_overlap
 from train.data import MEAN, STD, ImagePath, stamp_dataloaders
 from train.detect import StampLoss
@@ -320,7 +321,7 @@ def earlier_model(dataset: Path, out: Path, cfg: TrainConfig, overwrite: bool) -
         raise ValueError(f"--out {out} already holds a model ({names}); pass --overwrite to replace it, "
                          "or choose another --out")
     try:
-        config = json.loads((out / "config.json").read_text())
+        config = json.loads(read_text(out / "config.json"))  # a named pipe there: not ours, never blocking
         ours = isinstance(config, dict) and {"arch", "classes"} <= set(config)
     except (OSError, ValueError):
         ours = False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import socket
 import warnings
 from pathlib import Path
@@ -16,6 +15,7 @@ from fastai.vision.learner import create_body, num_features_model
 from torch import nn
 from torchvision import models
 
+from stampcheck.files import NotAFile, open_regular, read_text
 from stampcheck.modelconfig import ARCH_NAMES, config_problem
 from stampcheck.runtime import ModelError  # the ONNX engine raises it too: one error to catch
 
@@ -67,18 +67,14 @@ def load_model_dir(model_dir: Path) -> tuple[dict, StampNet]:
     """config.json and the network holding model.pth's weights, from a `stampcheck train` folder."""
     model_dir = Path(model_dir)
     try:
-        config = json.loads((model_dir / "config.json").read_text())
+        config = json.loads(read_text(model_dir / "config.json"))
     except (OSError, ValueError) as e:
         raise ModelError(f"{model_dir} is not a stampcheck model folder ({e}); "
                          "make one with `stampcheck train`") from e
     problem = config_problem(config)
     if problem:
         raise ModelError(f"{model_dir / 'config.json'} cannot be used: {problem}")
-    try:
-        state = torch.load(model_dir / "model.pth", map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
-        raise ModelError(f"{model_dir / 'model.pth'} cannot be read ({e}); "
-                         "make a model folder with `stampcheck train`") from e
+    state = read_weights(model_dir / "model.pth", "make a model folder with `stampcheck train`")
     arch, n_classes = config["arch"], len(config["classes"])
     with torch.device("meta"):  # skip the random initialisation of weights about to be replaced
         model, _ = build_model(arch, n_classes, pretrained="none")
@@ -88,6 +84,24 @@ def load_model_dir(model_dir: Path) -> tuple[dict, StampNet]:
         first = str(e).strip().splitlines()[-1].strip()  # torch lists every mismatched layer on its own line
         raise ModelError(f"{model_dir}/model.pth does not match its config.json ({first})") from e
     return config, model
+
+
+def read_weights(path: Path, hint: str, kind: str = "torch weights") -> dict:
+    """The dict of tensors a torch file holds, read as data only (no code in a file runs), from a
+    regular file only (a named pipe would block the read); ModelError in one line ending in
+    ``hint`` otherwise, whatever else the file holds (text, a truncated file, other objects)."""
+    try:
+        with open_regular(path) as f:
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except NotAFile as e:
+        raise ModelError(f"{e}; {hint}") from e
+    except OSError as e:
+        raise ModelError(f"{path} cannot be read ({e.strerror or e}); {hint}") from e
+    except Exception as e:  # torch's errors for what is no torch file vary, and its advice is not ours to give
+        raise ModelError(f"{path} is not a {kind} file ({type(e).__name__}); {hint}") from e
+    if not isinstance(state, dict):
+        raise ModelError(f"{path} holds a {type(state).__name__}, not a dict of weights; {hint}")
+    return state
 
 
 BASE_DIR = Path(__file__).resolve().parents[1] / "data" / "weights"
@@ -115,8 +129,12 @@ def build_model(arch: str, n_classes: int, pretrained: str | bool = "base", weig
     source = "random initialisation (from scratch, --pretrained none)"
     base = None
     if weights:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        missing, unexpected = resnet.load_state_dict(state.get("state_dict", state), strict=False)
+        state = read_weights(weights, "--weights takes a .pth of torchvision ResNet weights")
+        try:
+            missing, unexpected = resnet.load_state_dict(state.get("state_dict", state), strict=False)
+        except (RuntimeError, TypeError, AttributeError) as e:  # same names, other shapes: another arch
+            raise ModelError(f"{weights} does not hold {arch} weights "
+                             f"({str(e).strip().splitlines()[-1].strip()[:160]})") from e
         if len(missing) > 10:
             raise ValueError(f"{weights} does not hold {arch} weights ({len(missing)} layers missing)")
         source = f"weights from {weights}"
@@ -145,10 +163,11 @@ def build_model(arch: str, n_classes: int, pretrained: str | bool = "base", weig
 
 def load_base(model: StampNet, path: Path) -> None:
     """Every weight of the one-class base; each of the model's classes starts from its score."""
+    state = read_weights(path, "make one with `stampcheck pretrain`", kind="base detector")
     try:
-        state = {k: v.float() for k, v in torch.load(path, map_location="cpu", weights_only=True).items()}
-    except Exception as e:  # not a torch file, truncated, or not a state dict: whatever it is, named in one line
-        raise ModelError(f"{path} is not a base detector file ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from e
+        state = {k: v.float() for k, v in state.items()}
+    except AttributeError as e:  # not tensors: whatever it is, named in one line
+        raise ModelError(f"{path} is not a base detector file (it holds no tensors)") from e
     broken = [k for k, v in state.items() if not torch.isfinite(v).all()]
     if broken:  # an inf running variance would silence its channel in every model trained from it
         raise ModelError(f"{path} holds values that are not finite ({', '.join(broken[:3])}); "

@@ -31,6 +31,7 @@ from fastai.torch_core import set_seed
 
 from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_text, remove_own_partials
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
+from stampcheck.files import read_bytes
 from train.detect import StampLoss
 from train.learner import EpochLog, StopOnInterrupt
 from train.metrics import detection_metrics
@@ -166,7 +167,7 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
     model, _ = build_model(cfg.arch, 1, pretrained="none")
     if cfg.init and not resume:  # checked before the backgrounds are read (minutes for thousands of photos)
         load_base(model, Path(cfg.init))
-        cfg.init_sha256 = hashlib.sha256(Path(cfg.init).read_bytes()).hexdigest()
+        cfg.init_sha256 = hashlib.sha256(read_bytes(cfg.init)).hexdigest()
     device = pick_device(cfg.device)
     workers = cfg.workers if cfg.workers is not None else (min(16, cpu_count()) if device.type == "cuda"
                                                            else max(1, cpu_count() - 1))
