@@ -172,6 +172,7 @@ class QASummary:
     unreadable: int = 0
     threshold: float = 0.5
     size: int = 0  # px the model reads photos at (0: not known)
+    second_look: bool = False  # the model's verifier judged the detector's candidates
     results: list[PhotoResult] = field(default_factory=list)
     not_annotated: list[tuple[Path, str]] = field(default_factory=list)
     not_photos: list[Path] = field(default_factory=list)  # skipped: a folder's README, LICENSE, labels.csv
@@ -281,7 +282,8 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         if annotate:
             refuse_links(out / "annotated")
         remove_stale_partials(out)
-        summary = QASummary(threshold=thr, size=predictor.size, not_photos=found.not_photos)
+        summary = QASummary(threshold=thr, size=predictor.size, second_look=predictor.look is not None,
+                             not_photos=found.not_photos)
         facts = run_facts(model_dir, predictor, inputs, thr)
         total = len(found.files) + len(found.problems)
         tables = (out / "results.csv", out / "results.jsonl")

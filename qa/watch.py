@@ -276,7 +276,7 @@ def run_watch(model_dir: Path, folder: Path, out: Path, threshold: float | None 
     with OutputLock(out, COMMAND) as lock:  # before anything is read or written there
         remove_stale_partials(out)
         records, done = read_results(out, prefix)
-        summary = QASummary(threshold=thr, size=predictor.size)
+        summary = QASummary(threshold=thr, size=predictor.size, second_look=predictor.look is not None)
         for record in records:
             summary.count(record)
         try:

@@ -250,8 +250,12 @@ def train_cmd(
                                  "flips). Composed data already varies its looks; augmenting also slows early learning."),
     mixed_precision: bool = typer.Option(True, help="Autocast to bf16 (fp16 on GPUs without bf16) where the "
                                          "hardware runs it natively: CUDA GPUs and CPUs with AVX512-BF16 or AMX."),
+    verifier: bool = typer.Option(True, help="Train the second look: a classifier that judges a close crop of "
+                                  "each candidate the detector proposes (which stamp, or none of ours); with "
+                                  "--minutes it gets 30% of them. --no-verifier keeps the one-stage detector."),
     overwrite: bool = typer.Option(False, help="Replace the model already in --out (only the files train writes; "
-                                   "anything else there stays)."),
+                                   "anything else there stays), once the new run's first epoch is there to take "
+                                   "its place: a refused or interrupted run leaves it as it was."),
 ):
     """Train one ResNet detector for stamp presence and location; keeps the best epoch by the share of
     valid images judged right (presence, and IoU >= 0.5 for stamped ones)."""
@@ -262,11 +266,15 @@ def train_cmd(
                       pretrained="none" if no_pretrained else pretrained,
                       weights=str(weights) if weights else None, init=str(init) if init else None, workers=workers, device=device,
                       patience=patience, seed=seed, augment=augment,
-                      mixed_precision=mixed_precision)
+                      mixed_precision=mixed_precision, verifier=verifier)
     try:
-        train(dataset, out, cfg, log=report.print, overwrite=overwrite)
+        metrics = train(dataset, out, cfg, log=report.print, overwrite=overwrite)
     except (DatasetError, ValueError, FileNotFoundError) as e:
         fail(str(e))
+    except KeyboardInterrupt:  # raised by train (stopped before its first epoch), not by a signal handler of
+        raise typer.Abort() from None  # main's, which Typer would turn into a silent 130; main says "interrupted"
+    if metrics.get("interrupted"):  # the best epoch is kept, but a script must not take it for a finished run
+        raise typer.Exit(errors.INTERRUPTED)
 
 
 @app.command()
@@ -318,7 +326,11 @@ def pretrain(
         result = run_pretrain(out, cfg, resume=resume, epochs_changed=epochs if resume else None, log=report.print)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
+    except KeyboardInterrupt:  # as in train: said by main as "interrupted"
+        raise typer.Abort() from None
     report.print(f"base: {out / 'base.pth'} (sha256 {result['sha256'][:16]}...), card: {out / 'card.md'}")
+    if result.get("interrupted"):
+        raise typer.Exit(errors.INTERRUPTED)
 
 
 @app.command()
@@ -396,7 +408,11 @@ def qa(
                             "results.csv gives each")
         console.print(f"[yellow]unreadable[/] {len(unreadable)} ({names})")
     at = f" at {summary.size} px" if summary.size else ""
-    table = Table(title=f"stampcheck qa ({summary.photos} photos{at}, threshold {summary.threshold:.2f})")
+    stages = "second look" if summary.second_look else "one stage"
+    if not summary.second_look:
+        console.print("this model has no verifier: the detector's scores decide alone "
+                      "(`stampcheck train` without --no-verifier adds the second look)")
+    table = Table(title=f"stampcheck qa ({summary.photos} photos{at}, {stages}, threshold {summary.threshold:.2f})")
     for col in ("stamped", "missing", "unreadable"):
         table.add_column(col, justify="right")
     table.add_row(str(summary.stamped), str(summary.missing), str(summary.unreadable))

@@ -42,4 +42,23 @@ def config_problem(config) -> str | None:
         v = config.get(key)
         if not (isinstance(v, list) and len(v) == 3 and all(map(_number, v))) or (key == "std" and min(v) <= 0):
             return f"{key} must be 3 numbers (one per colour channel{', above 0' if key == 'std' else ''}), not {_short(v)}"
+    if config.get("verifier") is not None:
+        return verifier_problem(config["verifier"])
     return None
+
+
+def verifier_problem(v) -> str | None:
+    """What makes a stored verifier config (config.json's ``verifier``: stampcheck.second_look.LookConfig)
+    unusable, or None."""
+    if not isinstance(v, dict):
+        return "verifier must be a JSON object"
+    for key, lo, hi in (("size", 16, 512), ("top_k", 1, 20), ("detail", 32, 8192)):
+        x = v.get(key)
+        if not (isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi):
+            return f"verifier {key} must be a whole number from {lo} to {hi}, not {x!r}"
+    for key, lo, hi in (("margin", 0.0, 2.0), ("candidate_threshold", 0.0, 1.0), ("threshold", 0.0, 1.0)):
+        x = v.get(key)
+        if not (_number(x) and lo <= x <= hi):
+            return f"verifier {key} must be a number from {lo:g} to {hi:g}, not {x!r}"
+    return None
+

@@ -30,9 +30,10 @@ from stampcheck.second_look import LookConfig, crop, detail_view, rescore
 
 # Capped as crawl and compose cap theirs: a 169 MP PNG decodes to 2 GB, so anything over 100 MP is
 # refused from its header, unread. JPEGs decode at reduced scale (draft mode), so they may be larger,
-# up to Pillow's own bomb limit (179 MP): 108 MP phone photos stay checkable.
+# up to Pillow's own bomb limit (179 MP): 108 MP phone photos stay checkable. Either way what is
+# decoded may take no more than an 8-bit RGB photo of 100 MP does (300 MB): a 100 MP float TIFF is refused.
 PHOTO_LIMITS = ImageLimits(min_side=16, max_pixels=100_000_000, max_aspect=20.0)
-JPEG_LIMITS = replace(PHOTO_LIMITS, max_pixels=2 * Image.MAX_IMAGE_PIXELS)
+JPEG_LIMITS = replace(PHOTO_LIMITS, max_pixels=2 * Image.MAX_IMAGE_PIXELS, max_bytes=PHOTO_LIMITS.byte_limit)
 THUMB = 160  # report thumbnails' display size; small enough that JPEG draft decoding still applies
 # Draft decoding lands between 1x and 2x of that; up to 1.5x the photo is kept as decoded and the
 # page scales it: shrinking 174 px to 160 px cost qa about a tenth of its speed on shop photos.
@@ -287,7 +288,9 @@ class OnnxModel:
                              "make the file again with `stampcheck export MODEL`")
         self.classes = list(self.config["classes"])
         self.size, self.threshold = self.config["size"], float(self.config["threshold"])
-        if self.input.shape[1:] != [3, self.size, self.size] or scores.shape[-1:] != [len(self.classes)]:
+        # torch's exporter may leave the class axis symbolic (a name): then only the input is held to the config
+        classes_axis = scores.shape[-1] if scores.shape and isinstance(scores.shape[-1], int) else len(self.classes)
+        if self.input.shape[1:] != [3, self.size, self.size] or classes_axis != len(self.classes):
             raise ModelError(f"{path}: its graph takes {self.input.shape} and gives scores {scores.shape}, its "
                              f"config says {self.size} px and {len(self.classes)} classes; make the file again "
                              "with `stampcheck export MODEL`")

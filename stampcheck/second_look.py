@@ -34,21 +34,6 @@ class LookConfig:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
-def config_problem(v) -> str | None:
-    """What makes a stored verifier config unusable, or None (checked before any weight is read)."""
-    if not isinstance(v, dict):
-        return "verifier must be a JSON object"
-    for key, lo, hi in (("size", 16, 512), ("top_k", 1, 20), ("detail", 32, 8192)):
-        x = v.get(key)
-        if not (isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi):
-            return f"verifier {key} must be a whole number from {lo} to {hi}, not {x!r}"
-    for key, lo, hi in (("margin", 0.0, 2.0), ("candidate_threshold", 0.0, 1.0), ("threshold", 0.0, 1.0)):
-        x = v.get(key)
-        if not (isinstance(x, (int, float)) and not isinstance(x, bool) and lo <= x <= hi):
-            return f"verifier {key} must be a number from {lo:g} to {hi:g}, not {x!r}"
-    return None
-
-
 def crop_window(box, margin: float) -> tuple[int, int, int, int]:
     """The square window, in the box's pixels, centred on ``box`` with ``margin`` of its long side
     on each side; it may reach past the photo (that part is black)."""

@@ -8,7 +8,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from stampcheck.runtime import PhotoResult
-from stampcheck.second_look import LookConfig, config_problem, crop, crop_window, detail_view, rescore
+from stampcheck.modelconfig import verifier_problem
+from stampcheck.second_look import LookConfig, crop, crop_window, detail_view, rescore
 
 RED = (220, 20, 20)
 
@@ -75,8 +76,8 @@ def test_no_candidate_is_a_photo_without_stamp():
 
 def test_a_stored_verifier_config_is_checked():
     good = {"size": 96, "margin": 0.25, "top_k": 3, "detail": 512, "candidate_threshold": 0.05, "threshold": 0.6}
-    assert config_problem(good) is None
+    assert verifier_problem(good) is None
     for key, bad in (("size", 100000), ("top_k", 0), ("threshold", float("nan")), ("threshold", -1),
                      ("margin", "wide"), ("detail", True), ("candidate_threshold", None)):
-        assert key in config_problem({**good, key: bad})
-    assert config_problem([1]) is not None
+        assert key in verifier_problem({**good, key: bad})
+    assert verifier_problem([1]) is not None

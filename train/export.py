@@ -19,9 +19,10 @@ from torch import nn
 
 from stampcheck.atomic import atomic_path, remove_own_partials
 from stampcheck.paths import lock_output, refuse_held
-from stampcheck.runtime import META_KEY, ONNX_NAME, TORCHSCRIPT_NAME, ModelError, source_digest
+from stampcheck.runtime import META_KEY, ONNX_NAME, TORCHSCRIPT_NAME, ModelError, source_digest, verifier_file
 from train.detect import split_output
 from train.model import load_model_dir
+from train.verifier import load_verifier
 
 FORMATS = {"onnx": ONNX_NAME, "torchscript": TORCHSCRIPT_NAME}
 OPSET = 17  # onnxruntime 1.14 and later, OpenCV 4.8, TensorRT 8.6 read it
@@ -99,26 +100,45 @@ def export(model_dir: Path, fmt: str = "onnx", out: Path | None = None) -> tuple
     # from one that ignores its input
     example = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 3, size, size), dtype=np.uint8))
     meta = metadata(model_dir, config)
+    verifier = load_verifier(model_dir, config)
     with lock_output(out.parent, "export", "the folder"):
         remove_own_partials(out.parent, re.escape(out.name))  # what an export killed mid-write left
-        with atomic_path(out) as tmp:
-            with warnings.catch_warnings():
-                # torch.jit says it is deprecated, and the ONNX exporter used here that a newer one exists
-                warnings.simplefilter("ignore")
-                if fmt == "onnx":
-                    tmp.write_bytes(onnx_bytes(graph, example, meta))
-                else:
-                    with torch.no_grad():
-                        traced = torch.jit.trace(graph, example)
-                    torch.jit.save(traced, str(tmp), _extra_files={f"{META_KEY}.json": meta})
-                difference = check(graph, tmp, fmt, example)
-            if difference and (difference[0] > SCORE_TOLERANCE or difference[1] > BOX_TOLERANCE):
-                raise ModelError(f"the exported graph's outputs differ from torch's (scores by {difference[0]:.2g}, "
-                                 f"boxes by {difference[1]:.2g} px); nothing written")
+        difference = write_graph(graph, example, out, fmt, meta, "image", ["scores", "boxes"])
+        if verifier is not None:  # the second look: a graph of its own beside the detector's
+            look, vgraph = verifier
+            crops = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 3, look.size, look.size),
+                                                                       dtype=np.uint8))
+            second = verifier_file(out)
+            remove_own_partials(out.parent, re.escape(second.name))
+            vdiff = write_graph(vgraph, crops, second, fmt, meta, "crops", ["probs"])
+            if difference and vdiff:
+                difference = (max(difference[0], vdiff[0]), difference[1])
     return out, difference
 
 
-def onnx_bytes(graph: InferenceGraph, example: torch.Tensor, meta: str) -> bytes:
+def write_graph(graph: nn.Module, example: torch.Tensor, out: Path, fmt: str, meta: str, input_name: str,
+                output_names: list[str]) -> tuple[float, float] | None:
+    """Write one graph as ``fmt``, atomically, and check it on ``example`` (see :func:`check`); a file
+    whose outputs differ from torch's beyond the tolerances is not written."""
+    with atomic_path(out) as tmp:
+        with warnings.catch_warnings():
+            # torch.jit says it is deprecated, and the ONNX exporter used here that a newer one exists
+            warnings.simplefilter("ignore")
+            if fmt == "onnx":
+                tmp.write_bytes(onnx_bytes(graph, example, meta, input_name, output_names))
+            else:
+                with torch.no_grad():
+                    traced = torch.jit.trace(graph, example)
+                torch.jit.save(traced, str(tmp), _extra_files={f"{META_KEY}.json": meta})
+            difference = check(graph, tmp, fmt, example, input_name)
+        if difference and (difference[0] > SCORE_TOLERANCE or difference[1] > BOX_TOLERANCE):
+            raise ModelError(f"the exported graph {out.name}'s outputs differ from torch's (scores by "
+                             f"{difference[0]:.2g}, boxes by {difference[1]:.2g} px); nothing written")
+    return difference
+
+
+def onnx_bytes(graph: nn.Module, example: torch.Tensor, meta: str, input_name: str = "image",
+               output_names: tuple = ("scores", "boxes")) -> bytes:
     """The graph as ONNX with a variable batch size and the model's config in its metadata.
 
     torch's TorchScript-based exporter (``dynamo=False``): it needs no onnxscript, works offline and
@@ -130,9 +150,9 @@ def onnx_bytes(graph: InferenceGraph, example: torch.Tensor, meta: str) -> bytes
         raise ModelError("ONNX export needs the onnx package: pip install onnx") from e
     buf = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(graph, (example,), buf, dynamo=False, opset_version=OPSET, input_names=["image"],
-                          output_names=["scores", "boxes"],
-                          dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}, "boxes": {0: "batch"}})
+        torch.onnx.export(graph, (example,), buf, dynamo=False, opset_version=OPSET, input_names=[input_name],
+                          output_names=list(output_names),
+                          dynamic_axes={name: {0: "batch"} for name in (input_name, *output_names)})
     model = onnx.load_from_string(buf.getvalue())
     model.doc_string = "stampcheck stamp detector; metadata 'stampcheck' holds its config"
     onnx.helper.set_model_props(model, {META_KEY: meta})
@@ -140,10 +160,13 @@ def onnx_bytes(graph: InferenceGraph, example: torch.Tensor, meta: str) -> bytes
     return model.SerializeToString()
 
 
-def check(graph: InferenceGraph, path: Path, fmt: str, example: torch.Tensor) -> tuple[float, float] | None:
-    """Run the written file on ``example``: the largest differences of its scores and boxes from torch's."""
+def check(graph: nn.Module, path: Path, fmt: str, example: torch.Tensor,
+          input_name: str = "image") -> tuple[float, float] | None:
+    """Run the written file on ``example``: the largest differences of its scores (or a verifier's
+    probabilities) and boxes (0 for a verifier) from torch's."""
     with torch.no_grad():
         expected = graph(example)
+        expected = expected if isinstance(expected, tuple) else (expected, torch.zeros(1))
         if fmt == "torchscript":
             got = torch.jit.load(str(path))(example)
         else:
@@ -152,5 +175,8 @@ def check(graph: InferenceGraph, path: Path, fmt: str, example: torch.Tensor) ->
             except ImportError:
                 return None
             session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            got = [torch.from_numpy(a) for a in session.run(None, {"image": example.numpy()})]
+            got = [torch.from_numpy(a) for a in session.run(None, {input_name: example.numpy()})]
+    got = got if isinstance(got, (tuple, list)) else (got,)
+    if len(got) == 1:
+        got = (got[0], torch.zeros(1))
     return tuple(float((a - b).abs().max()) for a, b in zip(expected, got))

@@ -3,7 +3,8 @@
 MODEL_DIR gets: ``model.pth`` + ``config.json`` (the best epoch so far, written as soon as it is
 reached, so an interrupted run leaves a usable model), and at the end ``model.pkl`` (fastai
 export), ``metrics.json``, ``curves.png``, ``samples.png`` and, with --lr-find, ``lr_find.png``.
-Those files only: a folder that already holds them is replaced only when asked (``overwrite``).
+Those files only: a folder that already holds them is replaced only when asked (``overwrite``),
+and only once the new run's first epoch is there to take their place.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -31,7 +33,7 @@ from fastai.torch_core import rank_distrib
 from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_json
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from stampcheck.files import read_text
-from stampcheck.paths import refuse_overlap
+from stampcheck.paths import MARKER, lock_output, refuse_held, refuse_overlap
 from train.data import MEAN, STD, ImagePath, stamp_dataloaders
 from train.detect import StampLoss
 from train.distributed import distributed_training, leave_process_group
@@ -40,11 +42,14 @@ from train.model import ModelError, build_model, load_model_dir
 from train.precision import set_precision
 from train.views import choose_view, view_sizes
 
+VERIFIER_SHARE = 0.3  # of --minutes: mining crops for the verifier, training and judging it
+
 # On a CPU the model sees the photo at CPU_SIZE but trains on CPU_CROP windows of it: a step costs
 # CPU_CROP pixels while small stamps keep CPU_SIZE's (how many pixels a stamp gets, not how many
 # steps, bounds a 15-minute training; see BENCHMARKS.md). On a GPU more pixels cost little.
 CPU_SIZE, CPU_CROP, GPU_SIZE = 256, 160, 256
-OUTPUTS = ("model.pth", "config.json", "model.pkl", "metrics.json", "curves.png", "samples.png", "lr_find.png")
+OUTPUTS = ("model.pth", "config.json", "model.pkl", "metrics.json", "curves.png", "samples.png", "lr_find.png",
+           "verifier.pth")
 MONITOR = "correct"  # see train.metrics: share of valid images judged right, presence and box;
 # ties (common once it reaches 1.0 on small sets) go to the epoch with the better mean IoU
 
@@ -69,26 +74,40 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True
     mixed_precision: bool = True   # bf16/fp16 autocast where the hardware runs it natively
+    verifier: bool = True          # a second look at each candidate (train.verifier_training)
 
 
 class KeepBest(Callback):
     """After each epoch, if MONITOR improved (ties broken by mean IoU), write model.pth and
-    config.json (atomically)."""
+    config.json (atomically). The first time, the earlier model's files (``replaces``) go, and this
+    run's ``first_files`` (name: bytes, made before training) are written: until then the folder
+    holds the earlier model as it was, whatever ends the run."""
 
     order = 70  # after the Recorder has the epoch's metrics
 
-    def __init__(self, out: Path, config: dict):
+    def __init__(self, out: Path, config: dict, replaces: list[Path] = (), first_files: dict | None = None):
         self.out, self.config, self.best, self.best_epoch = Path(out), config, (-math.inf, -math.inf), -1
+        self.replaces, self.first_files = list(replaces), dict(first_files or {})
 
     def after_epoch(self):
         row = dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1]))
         value = (float(row[MONITOR]), float(row["mean_iou"]))
         if rank_distrib() != 0 or math.isnan(value[0]) or not value > self.best:
             return
+        first = self.best_epoch < 0
+        if first:
+            # model.pth is replaced by the rename below; the rest goes first, config.json among it,
+            # so that at no moment does the folder pair one run's weights with the other's config
+            for f in self.replaces:
+                if f.name != "model.pth":
+                    f.unlink(missing_ok=True)
         self.best, self.best_epoch = value, self.epoch
         # the threshold it was judged at: a run killed before finish() leaves a model that calls as chosen
         save_weights(self.learn.model, self.out, {**self.config, "best_epoch": self.epoch, MONITOR: value[0],
                                                   "threshold": float(row["threshold"])})
+        if first:
+            for name, data in self.first_files.items():
+                atomic_write_bytes(self.out / name, data)
 
 
 class StopOnInterrupt(Callback):
@@ -120,6 +139,30 @@ class StopOnInterrupt(Callback):
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
             self.previous = None
+
+
+def make_folder(out: Path) -> list[Path]:
+    """``out`` made with its missing parents; the folders this made, ``out`` first, for
+    :func:`remove_made`."""
+    made, folder = [], Path(out)
+    while not os.path.lexists(folder):
+        made.append(folder)
+        folder = folder.parent
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def remove_made(made: list[Path], *own: Path) -> None:
+    """Undo :func:`make_folder` for a run that ends with nothing to keep: its ``own`` files, then
+    each folder it made, while empty (what anyone else put there stays, and so does its folder)."""
+    for f in own:
+        if f.is_file() and not f.is_symlink():
+            f.unlink()
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 class EpochLog(Callback):
@@ -225,8 +268,13 @@ class TimeBudget(Callback):
 
     order = 55  # before ParamScheduler (60) reads pct_train, after the Recorder (50) hears of a cancel
 
-    def __init__(self, seconds: float, clock=time.time):
-        self.seconds, self.clock, self.over = seconds, clock, False
+    def __init__(self, seconds: float, clock=time.time, reserved: float = 0.0):
+        """``reserved``: seconds the plan set aside for work between it and the fit (lr_find)."""
+        self.seconds, self.clock, self.over, self.reserved = seconds, clock, False, reserved
+
+    def spent_before_fit(self, seconds: float) -> None:
+        """That work took ``seconds``: the fit gets what the reserve left, or pays what it lacked."""
+        self.seconds -= seconds - self.reserved
 
     def before_fit(self):
         self.start, self.over = self.clock(), False
@@ -255,10 +303,11 @@ class TimeBudget(Callback):
             raise CancelTrainException()
 
 
-def plan_epochs(learn: Learner, budget: float, size: int, log=print) -> tuple[int, TimeBudget]:
+def plan_epochs(learn: Learner, budget: float, size: int, log=print, before_fit: int = 0) -> tuple[int, TimeBudget]:
     """Epochs (or, below one, the share of an epoch) that fit ``budget`` seconds, measured on this
     machine's first batches, as a one-cycle schedule must know its length before it starts. ``size``:
-    the training size, which the valid passes after training start from."""
+    the training size, which the valid passes after training start from; ``before_fit``: training
+    batches run between the plan and the fit (lr_find's), whose time the plan sets aside."""
     state = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
     t0 = time.time()
     timer = BatchTimer()
@@ -272,7 +321,8 @@ def plan_epochs(learn: Learner, budget: float, size: int, log=print) -> tuple[in
     valid_s = n_valid * t_valid
     # the best epoch's valid pass at each size it may predict at (as pixels cost), export, plots
     finish_s = valid_s * (0.5 + sum((v / size) ** 2 for v in view_sizes(size))) + 10
-    left = budget - (time.time() - t0) - finish_s
+    reserved = before_fit * t_train
+    left = budget - (time.time() - t0) - finish_s - reserved
     epoch_s = n_train * t_train + valid_s
     if left <= valid_s + 4 * t_train:
         raise ValueError(f"--minutes leaves {max(0.0, budget):.0f} s after setting up, too little to train: one valid "
@@ -290,7 +340,7 @@ def plan_epochs(learn: Learner, budget: float, size: int, log=print) -> tuple[in
             f"(about {(batches * t_train + valid_s) / 60:.1f} min), then ~{finish_s:.0f} s to finish")
     # The clock ends training, not the epoch count: room for 4x the estimate, as the first batches
     # time a machine that may speed up (a loader warming up, a neighbour's job ending) or slow down.
-    return 4 * epochs + 1, TimeBudget(left - valid_s + 0.03 * budget)
+    return 4 * epochs + 1, TimeBudget(left - valid_s + 0.03 * budget, reserved=reserved)
 
 
 def model_from_folder(model_dir: Path, arch: str, classes: list[str]):
@@ -313,6 +363,7 @@ def earlier_model(dataset: Path, out: Path, cfg: TrainConfig, overwrite: bool) -
     refuse_overlap(out, [dataset, cfg.init, cfg.weights])
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder")
+    refuse_held(out)  # a run writing there now: said at once, not after the dataset has loaded
     earlier = [out / name for name in OUTPUTS if (out / name).exists()]
     if not earlier:
         return []
@@ -334,15 +385,15 @@ def earlier_model(dataset: Path, out: Path, cfg: TrainConfig, overwrite: bool) -
 def train(dataset: Path, out: Path, cfg: TrainConfig, log=print, overwrite: bool = False) -> dict:
     """Train on ``dataset`` (the dataset contract) and fill ``out``; return metrics.json's content.
 
-    An earlier model in ``out`` is replaced only with ``overwrite``: its files (OUTPUTS) are removed
-    once the dataset has been read, so the folder never mixes two runs; nothing else there is touched."""
+    Every input (dataset, --init, --weights, --minutes) is checked before ``out`` is touched. An
+    earlier model there is replaced only with ``overwrite``, and only once this run's first epoch is
+    written in its place (KeepBest), so the folder never mixes two runs; nothing else there is
+    touched. A run that ends before its first epoch leaves the folder as it found it (interrupted:
+    KeyboardInterrupt); one interrupted later returns, its ``interrupted`` true."""
     started = time.time()
     out = Path(out).resolve()  # fastai joins learn.path with relative names; keep every path absolute
     earlier = earlier_model(dataset, out, cfg, overwrite) if rank_distrib() == 0 else []
     learn, dls, classes, device, weights_source = build_learner(dataset, out, cfg, log)
-    for f in earlier:
-        f.unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
     dtype = autocast_dtype(device, cfg.mixed_precision)
     precision = f"{str(dtype).removeprefix('torch.')} autocast" if dtype else "fp32"
     log(f"{cfg.arch} at {cfg.size} px on {device} ({precision}), starting from {weights_source}; "
@@ -351,25 +402,69 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print, overwrite: bool
     config = {"arch": cfg.arch, "size": cfg.size, "classes": classes, "mean": list(MEAN), "std": list(STD),
               "threshold": 0.5, "weights_source": weights_source, "train": asdict(cfg),
               "dataset": str(Path(dataset).resolve())}
+    epochs, budget = cfg.epochs, None
+    # with a verifier, the detector gets (1 - SHARE) of the minutes and the verifier the rest
+    detector_share = 1 - VERIFIER_SHARE if cfg.verifier else 1.0
+    if cfg.minutes:
+        epochs, budget = plan_epochs(learn, cfg.minutes * 60 * detector_share - (time.time() - started),
+                                     cfg.size, log, before_fit=LR_FIND_BATCHES if cfg.lr_find else 0)
+    # Every input is checked: the claim point, from where on this run writes into out (lr_find's
+    # temporary weights first), held by it alone to the end (the lock: one process, the first,
+    # holds it for a distributed run); until its first epoch, what it made goes again however it ends.
+    made = make_folder(out)
+    marked = rank_distrib() == 0 and not os.path.lexists(out / MARKER)
+    with lock_output(out, "train") if rank_distrib() == 0 else nullcontext() as hold:
+        keep = KeepBest(out, config, replaces=earlier)
+        try:
+            interrupted, train_seconds = _fit(learn, cfg, keep, budget, epochs, device, log)
+        except BaseException:
+            if keep.best_epoch < 0:
+                if marked:
+                    hold.remove()  # the marker, and the lock with it (in the order each system allows)
+                remove_made(made)
+            raise
+        if rank_distrib() != 0:
+            leave_process_group()
+            return {}
+        result = finish(learn, out, dataset, classes, dls, device, train_seconds, interrupted, log)
+        leave_process_group()
+        if cfg.verifier and not interrupted:
+            seconds = cfg.minutes * 60 - (time.time() - started) if cfg.minutes else None
+            result = add_verifier(out, dataset, dls, classes, device, seconds, cfg, log)
+        return result
+
+
+LR_FIND_BATCHES = 100  # fastai's lr_find: its steps at most
+
+
+def _fit(learn: Learner, cfg: TrainConfig, keep: KeepBest, budget: TimeBudget | None, epochs: int, device,
+         log) -> tuple[bool, float]:
+    """lr_find when asked, then the epochs; whether Ctrl-C (or SIGTERM) ended them, and their
+    seconds. KeyboardInterrupt when it came before the first epoch was kept."""
     lr = cfg.lr
     piped = not sys.stdout.isatty()
     quiet_bar = learn.no_bar if piped else nullcontext
+    stop = StopOnInterrupt()
     if cfg.lr_find:
-        with quiet_bar():
-            suggestion = learn.lr_find(show_plot=True)
-        _save_current_figure(out / "lr_find.png")
+        began = time.time()
+        with quiet_bar(), learn.added_cbs(stop):  # Ctrl-C ends it as a fit: weights restored, its files gone
+            suggestion = learn.lr_find(show_plot=True, num_it=LR_FIND_BATCHES)
+        # written with the first epoch: until then the folder is the earlier model's
+        keep.first_files["lr_find.png"] = _current_figure_png()
+        if stop.requested:
+            raise KeyboardInterrupt
         lr = float(suggestion.valley)
         log(f"lr_find suggests {lr:.2e}")
+        if budget is not None:
+            budget.spent_before_fit(time.time() - began)
     lr = lr or 3e-3
-    stop = StopOnInterrupt()
-    cbs = [KeepBest(out, {**config, "lr": lr}), stop]
+    keep.config = {**keep.config, "lr": lr}
+    cbs = [keep, stop]
     if cfg.patience:
         cbs.append(EarlyStoppingCallback(monitor=MONITOR, comp=np.greater, patience=cfg.patience))
     if piped:
         cbs.append(EpochLog(log))
-    epochs = cfg.epochs
-    if cfg.minutes:
-        epochs, budget = plan_epochs(learn, cfg.minutes * 60 - (time.time() - started), cfg.size, log)
+    if budget is not None:
         cbs.append(budget)
     start = time.time()
     interrupted = False
@@ -377,19 +472,35 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print, overwrite: bool
         with distributed_training(learn, device), quiet_bar():
             learn.fit_one_cycle(epochs, lr, cbs=cbs)
         interrupted = stop.requested
-    except KeyboardInterrupt:  # a second Ctrl-C, or one before training began
+    except KeyboardInterrupt:  # a second Ctrl-C
         interrupted = True
+    if rank_distrib() == 0 and keep.best_epoch < 0:
+        if interrupted:
+            raise KeyboardInterrupt  # train() leaves the folder as it found it
+        raise RuntimeError("training ended without an epoch to keep (no valid score); no model was saved")
     if interrupted:
         log("interrupted: keeping the best epoch saved so far")
-    train_seconds = time.time() - start
-    if not (out / "model.pth").exists():
-        raise RuntimeError("training stopped before the first epoch ended; no model was saved")
-    if rank_distrib() != 0:
-        leave_process_group()
-        return {}
-    result = finish(learn, out, dataset, classes, dls, device, train_seconds, interrupted, log)
-    leave_process_group()
-    return result
+    return interrupted, time.time() - start
+
+
+def add_verifier(out: Path, dataset: Path, dls, classes: list[str], device, seconds: float | None,
+                 cfg: TrainConfig, log=print) -> dict:
+    """Train the second look on the finished detector in ``out`` and record it in config.json (how
+    photos are judged: train.predict reads it) and metrics.json (both stages' valid figures)."""
+    from train.verifier_training import train_verifier
+
+    figures = train_verifier(out, dataset, list(dls.train.items), list(dls.valid.items), classes, device, seconds,
+                             cfg.mixed_precision, cfg.seed, log)
+    config = json.loads((out / "config.json").read_text())
+    config["verifier"] = {**figures["look"], "one_stage_valid": config.get("valid")}
+    config["valid"] = figures["valid"]
+    atomic_write_json(out / "config.json", config)
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["verifier"] = figures
+    metrics["one_stage"] = metrics["final"]
+    metrics["final"] = figures["valid"]
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
 
 
 def finish(learn: Learner, out: Path, dataset: Path, classes: list[str], dls, device, train_seconds: float,
@@ -429,12 +540,13 @@ def _num(v):
     return None if math.isnan(v) else v
 
 
-def _save_current_figure(path: Path) -> None:
+def _current_figure_png() -> bytes:
     import matplotlib.pyplot as plt
 
-    with atomic_path(path) as tmp:
-        plt.gcf().savefig(tmp, format="png", dpi=100)
+    buf = io.BytesIO()
+    plt.gcf().savefig(buf, format="png", dpi=100)
     plt.close("all")
+    return buf.getvalue()
 
 
 def plot_curves(history: list[dict], path: Path) -> None:

@@ -51,7 +51,7 @@ from train.verifier import WEIGHTS_NAME, VerifierGraph, from_detector
 EPOCHS = 10          # without --minutes
 LR = 2e-3
 BS = 64
-MINE_TRAIN = 1500    # training images the detector proposes on (every valid image is used)
+MINE_TRAIN = 1000    # training images the detector proposes on (every valid image is used)
 MINE_THRESHOLD = 0.01  # the lowest detector score mined: every candidate the detector might propose
 POSITIVE_IOU, NEGATIVE_IOU = 0.4, 0.1  # a candidate is the stamp at or above, none of ours below
 JITTERS = 2          # jittered copies of every true box
@@ -142,9 +142,11 @@ def crop_dataloaders(train, valid, bs: int, device, augment: bool = True) -> Dat
     aug = aug_transforms(do_flip=False, max_rotate=12.0, max_zoom=1.1, max_lighting=0.35, max_warp=0.1,
                          pad_mode="zeros") if augment else []
     norm = Normalize.from_stats(MEAN, STD)
-    dl = TfmdDL(Crops(*train), bs=bs, shuffle=True, drop_last=len(train[1]) > bs, device=device,
+    # the crops are in memory: loader processes would only copy them
+    dl = TfmdDL(Crops(*train), bs=bs, shuffle=True, drop_last=len(train[1]) > bs, device=device, num_workers=0,
                 after_batch=[IntToFloatTensor(), *aug, norm])
-    vdl = TfmdDL(Crops(*valid), bs=2 * bs, shuffle=False, device=device, after_batch=[IntToFloatTensor(), norm])
+    vdl = TfmdDL(Crops(*valid), bs=2 * bs, shuffle=False, device=device, num_workers=0,
+                 after_batch=[IntToFloatTensor(), norm])
     return DataLoaders(dl, vdl, device=device)
 
 
