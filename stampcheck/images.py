@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageMode, UnidentifiedImageError
 
 from stampcheck.files import NotAFile, open_regular
 
@@ -82,6 +82,13 @@ class ImageLimits:
     # Far above any camera, far below what a crafted header can claim (decompression bombs).
     max_pixels: int = 80_000_000
     max_aspect: float = 6.0
+    # What the decoded pixels may take, each at its mode's bytes (16-bit: 2, float: 4); None: an
+    # 8-bit RGB photo at max_pixels. A float TIFF of a few hundred KB can hold 100 MP.
+    max_bytes: int | None = None
+
+    @property
+    def byte_limit(self) -> int:
+        return self.max_bytes if self.max_bytes is not None else 3 * self.max_pixels
 
 
 def open_checked(source: Path | bytes, limits: ImageLimits = ImageLimits(),
@@ -89,9 +96,10 @@ def open_checked(source: Path | bytes, limits: ImageLimits = ImageLimits(),
     """Fully decode ``source`` and return it upright, in RGB; raise ImageRejected otherwise.
 
     ``draft_size`` lets JPEG decode at a reduced scale (a power of two that keeps the short side at
-    least that long), much faster when only a few hundred pixels are needed. Sizes are checked on
-    the original dimensions, before any draft; ``img.info["source_size"]`` keeps them (upright),
-    so results can be given in the photo's own pixels.
+    least that long), much faster when only a few hundred pixels are needed; a 16-bit or float
+    photo is reduced as far once at 8 bits. Sizes are checked on the original dimensions, before
+    any draft, and the bytes they decode to after it; ``img.info["source_size"]`` keeps them
+    (upright), so results can be given in the photo's own pixels.
     """
     if isinstance(source, (str, Path)):
         path = Path(source)
@@ -125,17 +133,48 @@ def open_checked(source: Path | bytes, limits: ImageLimits = ImageLimits(),
                 if draft_size and img.format == "JPEG" and min(w, h) > draft_size:
                     k = min(w, h) / draft_size
                     img.draft("RGB", (int(w / k), int(h / k)))
+            except Exception as e:
+                raise ImageRejected("truncated", f"cannot decode: {e}") from e
+            _check_bytes(img, w, h, limits)
+            try:
                 img.load()
             except Exception as e:
                 raise ImageRejected("truncated", f"cannot decode: {e}") from e
             try:
-                turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-                img = ImageOps.exif_transpose(img)
+                orientation = img.getexif().get(0x0112, 1)
             except Exception:  # a broken EXIF block should not cost the photo
-                turned = False
-    rgb = to_rgb8(img)
-    rgb.info["source_size"] = (h, w) if turned else (w, h)
+                orientation = 1
+            orientation = orientation if isinstance(orientation, int) else 1
+    if img.mode in HIGH_BIT_MODES:  # 8 bits first, then smaller: the decoded image is the only full copy
+        img = _grey8(img)
+        if draft_size and min(img.size) >= 2 * draft_size:
+            img = img.reduce(min(img.size) // draft_size)
+    turn = _EXIF_TURNS.get(orientation)
+    rgb = to_rgb8(img.transpose(turn) if turn is not None else img)
+    rgb.info["source_size"] = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
     return rgb
+
+
+# EXIF orientation -> the turn that shows the photo upright (as ImageOps.exif_transpose)
+_EXIF_TURNS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+               8: Image.Transpose.ROTATE_90}
+
+
+def mode_bytes(mode: str) -> int:
+    """Bytes a pixel of Pillow ``mode`` holds: RGB 3, 16-bit grey 2, float 4."""
+    try:
+        m = ImageMode.getmode(mode)
+    except KeyError:
+        return 4
+    return len(m.bands) * int(m.typestr[-1])
+
+
+def _check_bytes(img: Image.Image, w: int, h: int, limits: ImageLimits) -> None:
+    need = img.width * img.height * mode_bytes(img.mode)
+    if need > limits.byte_limit:
+        raise ImageRejected("too-large", f"{w}x{h} {img.mode} decodes to {need / 1e6:.3g} MB, over the "
+                                         f"{limits.byte_limit / 1e6:.3g} MB a photo may take")
 
 
 def _check_size(w: int, h: int, limits: ImageLimits) -> None:
@@ -148,19 +187,38 @@ def _check_size(w: int, h: int, limits: ImageLimits) -> None:
 
 
 def to_rgb8(img: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB: CMYK, palette, grey, 16-bit grey, with alpha flattened on white."""
+    """Any Pillow mode to 8-bit RGB: CMYK, palette, grey, 16-bit or float grey, with alpha flattened on white."""
     if img.mode == "RGB":
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img).astype(np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode in HIGH_BIT_MODES:
+        return _grey8(img).convert("RGB")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
     return img.convert("RGB")
+
+
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_BLOCK_PIXELS = 1 << 20  # converted to 8 bits this many pixels at a time: a few MB, whatever the photo
+
+
+def _grey8(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float grey image at 8 bits, a block of rows at a time: no copy of
+    the whole image at more bits than it has (float64 copies made a 100 MP 16-bit PNG cost 3.4 GB).
+    16-bit spans 0..65535; any other, 0..255 when no value is above 255, else 0..65535."""
+    w, h = img.size
+    top = 65535 if img.mode.startswith("I;16") or (img.getextrema()[1] or 0) > 255 else 255
+    out = np.empty((h, w), np.uint8)
+    rows = max(1, _BLOCK_PIXELS // max(1, w))
+    for y in range(0, h, rows):
+        block = np.asarray(img.crop((0, y, w, min(h, y + rows))))
+        if img.mode.startswith("I;16"):  # whole numbers: round(v * 255 / 65535) exactly
+            out[y:y + rows] = (block.astype(np.uint32) * 255 + 32767) // 65535
+        else:
+            scaled = np.clip(block.astype(np.float64) / top * 255.0 + 0.5, 0, 255)
+            out[y:y + rows] = np.nan_to_num(scaled, nan=0.0)
+    return Image.fromarray(out, "L")
 
 
 def fit_within(img: Image.Image, max_size: int | None) -> Image.Image:
