@@ -85,10 +85,14 @@ def _entries(top: Path, problems: dict, depth: int | None = None, out: str | Non
     while stack:
         folder, rel, real = stack.pop()
         if out is not None:
+            linked = real is None and bool(rel)  # reached through a folder link
             real = real or os.path.realpath(folder)
-            if rel and under(real, out):  # the given folders are refuse_overlap's
+            if rel and under(real, out) and linked:  # the given folders are refuse_overlap's
                 raise UsageError(f"{folder} leads into --out {out} (a folder link): the report's own files would "
                                  "be read as photos; remove the link, or give another --out")
+            if rel and under(real, out):  # no link: the folder given holds --out, or lies inside it
+                raise UsageError(f"--out {out} and the input {top} overlap: an output folder must be outside every "
+                                 "input folder and hold none of them; choose another folder")
         try:
             st = os.stat(folder)
             if (st.st_dev, st.st_ino) in seen:

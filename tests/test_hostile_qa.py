@@ -410,6 +410,24 @@ def test_a_folder_link_into_the_report_is_refused_before_anything_is_read(forced
     assert tree_state(tmp_path) == before  # nothing written
 
 
+@pytest.mark.parametrize("out", ["/", "photos/old-report"])
+@pytest.mark.parametrize("given", ["folder", "glob"])
+def test_a_report_folder_holding_the_photos_or_inside_them_is_named_as_such(tmp_path, out, given):
+    """No link on the way: --out / holds every photo folder, an earlier report may lie among the
+    photos. Refused as the overlap it is, before the model is even looked for."""
+    photos = tmp_path / "photos"
+    (photos / "line3").mkdir(parents=True)
+    (photos / "old-report").mkdir()
+    photo(1).save(photos / "line3" / "a.jpg", quality=90)
+    out = Path(out) if out == "/" else tmp_path / out
+    before = tree_state(tmp_path)
+    r = qa_cli(tmp_path / "no-model", photos if given == "folder" else f"{photos}/*/*.jpg", "--out", out)
+    assert r.returncode == errors.USAGE, r.output
+    assert r.output.startswith("error:") and len(r.output.strip().splitlines()) == 1, r.output
+    assert f"--out {out} and the input" in r.output and "overlap" in r.output and "link" not in r.output, r.output
+    assert tree_state(tmp_path) == before
+
+
 def test_a_report_folder_another_run_is_writing_is_refused(forced_model, good_photos, tmp_path):
     from stampcheck.paths import OutputLock, claim_output
 
