@@ -172,7 +172,8 @@ def _row_problem(row: dict, dataset: Path, sizes: dict) -> str | None:
     if os.path.isabs(name) or os.path.normpath(name).split(os.sep)[0] == os.pardir:
         return f"file must be a path inside {IMAGES_DIR}/"
     if not name or not (dataset / IMAGES_DIR / name).is_file():
-        return f"image {IMAGES_DIR}/{name} is missing"
+        there = name and (dataset / IMAGES_DIR / name).exists()  # a named pipe, a folder: never opened
+        return f"image {IMAGES_DIR}/{name} is " + ("not a regular file" if there else "missing")
     if row.get("has_stamp") not in ("0", "1"):
         return f"has_stamp must be 0 or 1, got {row.get('has_stamp')!r}"
     if name not in sizes:

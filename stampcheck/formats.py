@@ -196,7 +196,8 @@ def read_yolo(path: Path) -> LabelledSet:
         item = ImageLabels(file, split, "", width=size[0] if size else 0, height=size[1] if size else 0)
         items.append(item)
         if not os.path.isfile(img):
-            problems.append(f"{file}: listed in {yaml_file} but not found")
+            problems.append(f"{file}: listed in {yaml_file} but " + ("not a regular file" if os.path.exists(img)
+                                                                    else "not found"))
             continue
         if not os.path.isfile(label):
             if os.path.exists(label):  # a folder or a named pipe named like one: never read

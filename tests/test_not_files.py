@@ -79,10 +79,15 @@ def test_evaluate_refuses_pipes_named_as_images_or_label_files(tmp_path):
     os.mkfifo(yolo / "images" / "d.jpg")
     (yolo / "val.txt").write_text("images/c.jpg\nimages/d.jpg\n")
     (yolo / "data.yaml").write_text("val: val.txt\nnames: [stamp]\n")
-    refused(cli("evaluate", tmp_path / "model", yolo / "data.yaml"), "d.jpg")
+    refused(cli("evaluate", tmp_path / "model", yolo / "data.yaml"), "d.jpg", "not a regular file")
     (yolo / "val.txt").write_text("images/c.jpg\n")
     os.mkfifo(yolo / "labels" / "c.txt")
     refused(cli("evaluate", tmp_path / "model", yolo / "data.yaml"), "c.txt", "not a regular file")
+    # labels.csv naming one
+    ds = square_dataset(tmp_path / "ds", n=2)
+    (ds / "images" / "1.png").unlink()
+    os.mkfifo(ds / "images" / "1.png")
+    refused(cli("evaluate", tmp_path / "model", ds), "images/1.png is not a regular file")
 
 
 @pytest.fixture(scope="module")
