@@ -214,7 +214,25 @@ class OutputLock:
         return os.fstat(self.fd).st_nlink == 0 or not os.path.isdir(self.out)
 
     def close(self) -> None:
-        _unlock_and_close(self.fd)
+        if self.fd is not None:
+            _unlock_and_close(self.fd)
+            self.fd = None
+
+    def remove(self) -> None:
+        """Remove the marker and let go, for a run that leaves the folder as it found it. On POSIX
+        it goes while held: a run that opened it meanwhile finds it gone once it has the lock
+        (:func:`_same_file`) and is refused."""
+        marker = self.out / MARKER
+        if os.name == "nt":  # Windows removes no file that is open, this one included
+            self.close()
+            try:
+                marker.unlink()
+            except OSError:  # another run has it open now: it is that run's
+                pass
+            return
+        if self.fd is not None and _same_file(self.fd, marker):
+            marker.unlink()
+        self.close()
 
     def __enter__(self):
         return self

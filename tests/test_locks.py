@@ -190,6 +190,24 @@ def test_a_second_export_into_one_folder_is_refused(tmp_path, cleanup):
     assert (model / "model.onnx").is_file() and not (model / "model.torchscript").exists()
 
 
+def test_a_second_train_into_one_folder_is_refused_and_so_is_an_export_there(tmp_path, cleanup):
+    first_ds, second_ds = square_dataset(tmp_path / "a", n=8), square_dataset(tmp_path / "b", n=8)
+    model = tmp_path / "model"
+    args = ["--out", model, "--epochs", 2, "--size", 64, "--bs", 4, "--workers", 0, "--no-pretrained",
+            "--no-verifier", "--no-mixed-precision"]
+    first = start("train", first_ds, *args)
+    cleanup.append(first)
+    frozen_writing(first, model, "model.pth")  # its first epoch is written
+    before = state(model)
+    refused_for(run("train", second_ds, *args, "--overwrite"), first, model)
+    refused_for(run("export", model), first, model)  # a model half trained is no model to export
+    assert state(model) == before
+    finished(first)
+    config = json.loads((model / "config.json").read_text())
+    assert config["dataset"] == str(first_ds.resolve()) and config["best_epoch"] >= 0
+    assert (model / "metrics.json").is_file() and not (model / "model.onnx").exists()
+
+
 def test_the_lock_needs_no_fcntl(tmp_path):
     """Windows has no fcntl: the runtime install's modules import without it, and the checks that
     only look (a folder nobody holds) work."""
