@@ -162,6 +162,10 @@ def _unlock_and_close(fd: int) -> None:
             msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
         except OSError:
             pass
+    else:  # a forked child (a data-loader worker) shares the open file: closing ours alone keeps it held
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
 
 

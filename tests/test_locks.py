@@ -208,6 +208,23 @@ def test_a_second_train_into_one_folder_is_refused_and_so_is_an_export_there(tmp
     assert (model / "metrics.json").is_file() and not (model / "model.onnx").exists()
 
 
+def test_a_run_lets_go_of_its_folder_even_while_a_forked_worker_lives_on(tmp_path):
+    """train's data-loader workers are forked and share the locked file: the run's end lets go of
+    the folder all the same, for the next run of the same program (the Python API)."""
+    from stampcheck.paths import lock_output, refuse_held
+
+    hold = lock_output(tmp_path / "model", "train")
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], pass_fds=[hold.fd])
+    try:
+        hold.close()
+        refuse_held(tmp_path / "model")  # no OverlapError: nobody holds it
+        with lock_output(tmp_path / "model", "train"):
+            pass
+    finally:
+        worker.kill()
+        worker.wait()
+
+
 def test_the_lock_needs_no_fcntl(tmp_path):
     """Windows has no fcntl: the runtime install's modules import without it, and the checks that
     only look (a folder nobody holds) work."""
