@@ -122,7 +122,8 @@ def read_labels(dataset: Path, default_class: str = "stamp") -> list[ImageLabels
     dataset = Path(dataset)
     path = dataset / LABELS_CSV
     if not path.is_file():
-        raise DatasetError(f"{path} not found: not a stampcheck dataset (see `stampcheck compose`)")
+        raise DatasetError(f"{path} {'is not a regular file' if path.exists() else 'not found'}: not a stampcheck "
+                           "dataset (see `stampcheck compose`)")
     items: dict[str, ImageLabels] = {}
     errors: list[str] = []
     sizes: dict[str, tuple[int, int] | None] = {}

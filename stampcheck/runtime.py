@@ -264,8 +264,9 @@ class OnnxModel:
         path = Path(path)
         if path.is_dir():
             path = path / ONNX_NAME
-        if not path.is_file():
-            raise ModelError(f"{path} not found; make it with `stampcheck export MODEL`")
+        if not path.is_file():  # onnxruntime opens it itself: a named pipe would block it
+            raise ModelError(f"{path} {'is not a regular file' if path.exists() else 'not found'}; "
+                             "make it with `stampcheck export MODEL`")
         available = ort.get_available_providers()
         gpu = "CUDAExecutionProvider" in available and (device in (None, "", "auto") or str(device).startswith("cuda"))
         if device not in (None, "", "auto", "cpu") and not gpu:

@@ -290,3 +290,13 @@ def test_onnx_metadata_is_checked_as_config_json_is(tiny, tmp_path, case):
     assert r.returncode == 2 and out.startswith("error:") and len(out.splitlines()) == 1, out
     assert "config in its metadata" in out or "gives scores" in out, out
     assert not (tmp_path / "qa").exists()  # exit 2: nothing written
+
+
+def test_a_named_pipe_beside_an_export_never_blocks_its_load(tiny, tmp_path):
+    """The weights an export is compared with (to tell a stale one) are read only from a regular file."""
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in ("config.json", "model.onnx"):
+        shutil.copy(tiny / "model" / name, model / name)
+    os.mkfifo(model / "model.pth")
+    assert OnnxModel(model).classes == json.loads((model / "config.json").read_text())["classes"]

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from stampcheck import errors
-from stampcheck.dataset import upright_size
+from stampcheck.dataset import DatasetError, read_labels, upright_size
 from stampcheck.files import NotAFile, open_regular, read_bytes, read_text
 from stampcheck.images import ImageRejected, open_checked
+from stampcheck.runtime import ModelError, OnnxModel
 from tests.conftest import photo
 from tests.test_train import square_dataset
 
@@ -51,6 +52,14 @@ def test_only_regular_files_are_opened(tmp_path):
         read_bytes(tmp_path / "gone")
     # a photo's header and a photo
     assert upright_size(tmp_path / "pipe") is None
+    # a dataset's labels.csv, an ONNX model (onnxruntime would open it itself)
+    (tmp_path / "ds").mkdir()
+    os.mkfifo(tmp_path / "ds" / "labels.csv")
+    with pytest.raises(DatasetError, match="labels.csv is not a regular file"):
+        read_labels(tmp_path / "ds")
+    os.mkfifo(tmp_path / "model.onnx")
+    with pytest.raises(ModelError, match="model.onnx is not a regular file"):
+        OnnxModel(tmp_path)
     with pytest.raises(ImageRejected) as e:
         open_checked(tmp_path / "pipe")
     assert e.value.reason == "not-a-file"
