@@ -194,8 +194,10 @@ def preview(folder: Path, path: Path, count: int = 18, cols: int = 6, side: int 
 
 # ---- scoring ----
 
-def score_field(model: Path, folder: Path, engine: str = "torch", device: str | None = None, bs: int = 32) -> dict:
-    """The model's figures on a field set (see the module docstring)."""
+def score_field(model: Path, folder: Path, engine: str = "torch", device: str | None = None, bs: int = 32,
+                one_stage: bool = False) -> dict:
+    """The model's figures on a field set (see the module docstring); ``one_stage``: the torch
+    engine without the model's verifier (the detector alone, from the same training run)."""
     from qa.engines import load_engine
     from qa.evaluate import match_classes
     from train.metrics import by_stamp_size, summarise
@@ -203,7 +205,12 @@ def score_field(model: Path, folder: Path, engine: str = "torch", device: str | 
 
     groups = {e["file"]: e["group"] for e in json.loads((folder / FIELD_JSON).read_text(encoding="utf-8"))["photos"]}
     items = read_labels(folder)
-    runner = load_engine(model, engine, device)
+    if one_stage:
+        from train.predict import Predictor
+
+        runner = Predictor(model, device, verifier=False)
+    else:
+        runner = load_engine(model, engine, device)
     match_classes(items, list(runner.classes), folder)
     files = [folder / IMAGES_DIR / i.file for i in items]
     rows = []
@@ -224,6 +231,7 @@ def score_field(model: Path, folder: Path, engine: str = "torch", device: str | 
     free = [f for f, r in zip(flagged, rows) if r["group"] == "kept-out" and not r["has_stamp"]]
     return {
         "stamp": folder.name, "model": str(model), "engine": engine, "threshold": thr, "size": runner.size,
+        "stages": 1 if getattr(runner, "look", None) is None else 2,
         **{k: m[k] for k in ("accuracy", "precision", "recall", "f1", "mean_iou", "iou50", "images", "stamped")},
         "by_size": by_stamp_size(results, [r["size"] for r in rows], thr, SIZE_EDGES),
         "round_things": {"photos": len(rounds), "flagged": sum(rounds)},
@@ -233,9 +241,9 @@ def score_field(model: Path, folder: Path, engine: str = "torch", device: str | 
     }
 
 
-TABLE_HEAD = ("| stamp | model | engine | accuracy | precision | recall | mean IoU | recall <0.2 / 0.2-0.3 / >=0.3 | "
+TABLE_HEAD = ("| stamp | model | stages | engine | accuracy | precision | recall | mean IoU | recall <0.2 / 0.2-0.3 / >=0.3 | "
               "round things flagged | stamp-free flagged | photos/s |\n"
-              "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
+              "|---|---|---:|---|---:|---:|---:|---:|---|---:|---:|---:|")
 
 
 def table_row(s: dict) -> str:
@@ -244,7 +252,7 @@ def table_row(s: dict) -> str:
              for lo, hi in zip(SIZE_EDGES, SIZE_EDGES[1:])]
     recall = " / ".join(f"{bands[n]:.2f}" if n in bands else "-" for n in names)
     rt, free = s["round_things"], s["stamp_free_kept_out"]
-    return (f"| {s['stamp']} | {Path(s['model']).name} | {s['engine']} | {s['accuracy']:.3f} | {s['precision']:.3f} | "
+    return (f"| {s['stamp']} | {Path(s['model']).name} | {s['stages']} | {s['engine']} | {s['accuracy']:.3f} | {s['precision']:.3f} | "
             f"{s['recall']:.3f} | {s['mean_iou']:.3f} | {recall} | {rt['flagged']} of {rt['photos']} | "
             f"{free['share']:.3f} ({free['flagged']} of {free['photos']}) | {s['photos_per_second']:.1f} |")
 
@@ -255,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, help="a model folder to score (without: build the set and its preview)")
     ap.add_argument("--engine", choices=("torch", "onnx"), default="torch")
     ap.add_argument("--device", help="the torch engine's device (default: as qa chooses)")
+    ap.add_argument("--one-stage", action="store_true", help="the torch engine without the model's verifier")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("data/bench/field"))
     ap.add_argument("--json", type=Path, help="where the scores go (default OUT/STAMP/score-MODEL-ENGINE.json)")
@@ -266,14 +275,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"field set: {folder} (preview {sheet})", file=sys.stderr)
         if args.model is None:
             return errors.OK
-        scores = score_field(args.model, folder, args.engine, args.device)
+        scores = score_field(args.model, folder, args.engine, args.device, one_stage=args.one_stage)
     except ValueError as e:  # FieldError, DatasetError, ModelError, classes the model lacks: all bad input
         print(f"error: {e}", file=sys.stderr)
         return errors.USAGE
     except KeyboardInterrupt:
         print("interrupted (a field set is written whole or not at all)", file=sys.stderr)
         return errors.INTERRUPTED
-    path = args.json or folder / f"score-{args.model.resolve().name}-{args.engine}.json"
+    stages = "-one-stage" if args.one_stage else ""
+    path = args.json or folder / f"score-{args.model.resolve().name}-{args.engine}{stages}.json"
     atomic_write_json(path, scores)
     print(TABLE_HEAD)
     print(table_row(scores))

@@ -206,10 +206,11 @@ def photo_record(r: PhotoResult, threshold: float) -> dict:
     base = {"file": str(r.path), "status": "error" if r.error else "ok"}
     if r.error:
         return {**base, "has_stamp": None, "score": None, "width": None, "height": None, "detections": None,
-                "error": r.error}
+                "detector_score": None, "error": r.error}
     dets = [{"score": round(s, 4), "class": c, "box": [round(v) for v in b]} for s, c, b in r.found(threshold)]
+    detector = None if r.detector_score is None else round(r.detector_score, 4)
     return {**base, "has_stamp": bool(dets), "score": round(r.score, 4), "width": r.width, "height": r.height,
-            "detections": dets, "error": None}
+            "detections": dets, "detector_score": detector, "error": None}
 
 
 def result_rows(record: dict) -> list[dict]:

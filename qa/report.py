@@ -137,6 +137,8 @@ class Report:
         row.update(k="stamped" if found else "missing", s=round(r.score, 4), w=r.width, h=r.height,
                    d=[[round(s, 4), shown(c), *(round(v, 1) for v in b)] for s, c, b in found],
                    b=[round(v, 1) for v in r.top_box] if r.top_box else None)
+        if r.detector_score is not None:  # the second look: what the verifier saw, and the detector's score
+            row.update(v=round(r.detector_score, 4), c=r.look_window)
         return row, heat_hex(r.heatmap)
 
     def _write_chunk(self) -> None:

@@ -14,7 +14,8 @@ from PIL import Image
 
 from qa.engines import load_engine
 from stampcheck.images import to_rgb8
-from stampcheck.runtime import PhotoResult, find_stamps, open_photo, to_input
+from stampcheck.runtime import Photo, judge_batch, open_photo, to_input
+from stampcheck.second_look import detail_view
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,13 @@ class Detector:
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise ValueError(f"an array must be H x W x 3 uint8 RGB, not {image.shape} {image.dtype}")
             image = Image.fromarray(image)
+        look = self.engine.look  # the second look, when the model has a verifier
         if isinstance(image, Image.Image):
             img, (w, h) = to_rgb8(image), image.size
         else:
-            img = open_photo(Path(image), self.engine.size)
+            img = open_photo(Path(image), max(self.engine.size, look.detail if look else 0))
             w, h = img.info["source_size"]
-        scores, boxes = self.engine.run(to_input(img, self.engine.size)[None])
-        r = PhotoResult(Path(), w, h)
-        find_stamps(r, scores[0], boxes[0], self.engine.size, self.classes,
-                    self.threshold if threshold is None else threshold)
+        view = detail_view(img, look.detail) if look else None
+        photo = Photo(to_input(img, self.engine.size), (w, h), None, None, view)
+        r = judge_batch(self.engine, [Path()], [photo], self.threshold if threshold is None else threshold)[0]
         return [Detection(s, c, tuple(b)) for s, c, b in r.detections]

@@ -26,7 +26,7 @@ from stampcheck.device import cpu_count
 from stampcheck.files import open_regular
 from stampcheck.images import ImageLimits, ImageRejected, fit_within, open_checked
 from stampcheck.modelconfig import config_problem
-from stampcheck.second_look import LookConfig, crop, detail_view, rescore
+from stampcheck.second_look import LookConfig, crop, crop_window, detail_view, rescore
 
 # Capped as crawl and compose cap theirs: a 169 MP PNG decodes to 2 GB, so anything over 100 MP is
 # refused from its header, unread. JPEGs decode at reduced scale (draft mode), so they may be larger,
@@ -63,6 +63,7 @@ class PhotoResult:
     # the best class score of every grid cell, (side, side) rows top to bottom: where the model looked
     heatmap: np.ndarray | None = None
     detector_score: float | None = None  # the detector's presence, when a verifier gave ``score``
+    look_window: list[int] | None = None  # the square the verifier saw around ``top_box``, photo pixels
 
     def found(self, threshold: float) -> list[tuple[float, str, list[float]]]:
         """The detections at or above ``threshold``: the stamps this photo is judged to carry."""
@@ -189,7 +190,6 @@ def predict_photos(engine, files: list[Path], bs: int = 32, workers: int | None 
         workers = min(8, cpu_count()) if engine.on_gpu else cpu_count() // 4
     thr = low_threshold or (engine.threshold if threshold is None else threshold)
     look = getattr(engine, "look", None)
-    propose = min(look.candidate_threshold, thr) if look else thr
     read = partial(read_photo, size=engine.size, previews=previews, detail=look.detail if look else None)
     photos = _read_ahead(read, files, workers, 4 * bs)
     batch = []
@@ -197,19 +197,28 @@ def predict_photos(engine, files: list[Path], bs: int = 32, workers: int | None 
         batch.append((path, photo))
         if len(batch) < bs and k + 1 < len(files):
             continue
-        good = [p.pixels for _, p in batch if p.pixels is not None]
-        scores, boxes = engine.run(np.stack(good)) if good else (None, None)
-        j, results = 0, []
-        for path, p in batch:
-            r = PhotoResult(path, *p.source_size, error=p.error, preview=p.preview)
-            if p.pixels is not None:
-                find_stamps(r, scores[j], boxes[j], engine.size, engine.classes, propose)
-                j += 1
-            results.append(r)
-        if look:
-            second_look(engine, look, results, [p.view for _, p in batch], thr)
-        yield from results
+        yield from judge_batch(engine, [p for p, _ in batch], [ph for _, ph in batch], thr)
         batch = []
+
+
+def judge_batch(engine, paths: list[Path], photos: list[Photo], threshold: float) -> list[PhotoResult]:
+    """The engine's verdict on a batch of read photos: detections at or above ``threshold`` (a
+    two-stage engine's detector proposes below it, down to its candidate threshold, and its
+    verifier decides)."""
+    look = getattr(engine, "look", None)
+    good = [p.pixels for p in photos if p.pixels is not None]
+    scores, boxes = engine.run(np.stack(good)) if good else (None, None)
+    propose = min(look.candidate_threshold, threshold) if look else threshold
+    j, results = 0, []
+    for path, p in zip(paths, photos):
+        r = PhotoResult(path, *p.source_size, error=p.error, preview=p.preview)
+        if p.pixels is not None:
+            find_stamps(r, scores[j], boxes[j], engine.size, engine.classes, propose)
+            j += 1
+        results.append(r)
+    if look:
+        second_look(engine, look, results, [p.view for p in photos], threshold)
+    return results
 
 
 def second_look(engine, look, results: list[PhotoResult], views: list, keep: float) -> None:
@@ -225,6 +234,8 @@ def second_look(engine, look, results: list[PhotoResult], views: list, keep: flo
     for n, r in enumerate(results):
         if r.error is None:
             rescore(r, probs[owners == n], engine.classes, keep)
+            if (owners == n).any():
+                r.look_window = list(crop_window(r.top_box, look.margin))
 
 
 # ---- the ONNX engine ----

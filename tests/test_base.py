@@ -226,8 +226,8 @@ def small_set(tmp_path_factory):
 
 def test_training_from_the_base_beats_the_same_steps_from_scratch(small_set, tmp_path):
     cfg = dict(arch="resnet18", size=128, epochs=2, bs=16, lr=2e-3, workers=0, augment=False)
-    base = train(small_set, tmp_path / "base", TrainConfig(pretrained="base", **cfg), log=lambda *a: None)
-    scratch = train(small_set, tmp_path / "scratch", TrainConfig(pretrained="none", **cfg), log=lambda *a: None)
+    base = train(small_set, tmp_path / "base", TrainConfig(verifier=False, pretrained="base", **cfg), log=lambda *a: None)
+    scratch = train(small_set, tmp_path / "scratch", TrainConfig(verifier=False, pretrained="none", **cfg), log=lambda *a: None)
     b, s = base["final"], scratch["final"]
     assert b["mean_iou"] > s["mean_iou"] + 0.1 and b["correct"] >= s["correct"], (b, s)
 
@@ -236,7 +236,7 @@ def test_minutes_schedule_follows_the_clock_when_the_machine_slows(small_set, tm
     """A run planned for far more batches than the time allows (the machine slowed after the plan)
     still ends its one-cycle: the last training batch runs at the bottom of the schedule, and the
     cut epoch is validated with its metrics in their columns. The clock: 0.5 s per batch."""
-    learn, *_ = build_learner(small_set, tmp_path, TrainConfig(arch="resnet18", size=64, bs=16, workers=0,
+    learn, *_ = build_learner(small_set, tmp_path, TrainConfig(verifier=False, arch="resnet18", size=64, bs=16, workers=0,
                                                                pretrained="none", augment=False), log=lambda *a: None)
     lrs, ticks = [], iter(range(10_000))
 
@@ -259,7 +259,7 @@ def test_minutes_schedule_follows_the_clock_when_the_machine_slows(small_set, tm
 def test_minutes_stops_within_its_budget(small_set, tmp_path):
     logs = []
     start = time.time()
-    metrics = train(small_set, tmp_path, TrainConfig(arch="resnet18", size=64, minutes=0.5, bs=16, workers=0,
+    metrics = train(small_set, tmp_path, TrainConfig(verifier=False, arch="resnet18", size=64, minutes=0.5, bs=16, workers=0,
                                                      pretrained="none"), log=logs.append)
     took = time.time() - start
     assert any(line.startswith("--minutes:") for line in logs), logs

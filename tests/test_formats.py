@@ -74,7 +74,7 @@ def two_class_dataset(module_dir):
 def tiny(module_dir):
     """A one-class model trained for one epoch on 24 composed images, and that dataset."""
     compose_dataset(ComposeConfig(count=24, seed=2, max_size=96, looks=EASY), module_dir / "ds", workers=1)
-    train(module_dir / "ds", module_dir / "model", TrainConfig(arch="resnet18", size=64, epochs=1, bs=8,
+    train(module_dir / "ds", module_dir / "model", TrainConfig(verifier=False, arch="resnet18", size=64, epochs=1, bs=8,
                                                                 pretrained="none", workers=0))
     return module_dir
 

@@ -202,7 +202,7 @@ def test_train_refuses_overlapping_folders(composed, tmp_path):
     from train.learner import TrainConfig, train
 
     model_folder(tmp_path / "a", ["qc-passed"])
-    cfg = dict(arch="resnet18", size=64, epochs=1, bs=8, pretrained=False, workers=0)
+    cfg = dict(arch="resnet18", size=64, epochs=1, bs=8, pretrained=False, workers=0, verifier=False)
     before = files(composed, tmp_path)
     for out, extra in [(composed / "model", {}), (tmp_path / "a", {"init": str(tmp_path / "a")})]:
         with pytest.raises(ValueError, match="overlap"):
@@ -221,7 +221,7 @@ def test_train_skips_a_truncated_image_and_replaces_only_its_own_files(composed,
     (out / "notes.txt").write_text("keep me")
     data_before, notes = files(ds), files(out / "notes.txt")
     r = cli("train", ds, "--out", out, "--overwrite", "--arch", "resnet18", "--size", 64, "--epochs", 1, "--bs", 8,
-            "--no-pretrained", "--workers", 0)
+            "--no-pretrained", "--workers", 0, "--no-verifier")
     assert r.returncode == 0 and "Traceback" not in r.output, r.output[-3000:]
     assert f"skipped unreadable image images/{broken.name}" in r.output
     assert files(ds) == data_before and files(out / "notes.txt") == notes

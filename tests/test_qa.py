@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("qa")
     compose_dataset(ComposeConfig(count=24, seed=2, max_size=96, looks=EASY), root / "ds")
-    train(root / "ds", root / "model", TrainConfig(arch="resnet18", size=64, epochs=1, bs=8, pretrained=False,
+    train(root / "ds", root / "model", TrainConfig(verifier=False, arch="resnet18", size=64, epochs=1, bs=8, pretrained=False,
                                                    workers=0))
     return root
 

@@ -106,7 +106,7 @@ def model(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report")
     looks = Looks(**{**EASY.to_dict(), "scale": (0.2, 0.3)})
     compose_dataset(ComposeConfig(count=24, seed=2, max_size=128, looks=looks), root / "ds")
-    train(root / "ds", root / "model", TrainConfig(arch="resnet18", size=96, epochs=2, bs=8, pretrained="base",
+    train(root / "ds", root / "model", TrainConfig(verifier=False, arch="resnet18", size=96, epochs=2, bs=8, pretrained="base",
                                                    workers=0), log=lambda *a: None)
     return root
 

@@ -491,6 +491,8 @@ def add_verifier(out: Path, dataset: Path, dls, classes: list[str], device, seco
 
     figures = train_verifier(out, dataset, list(dls.train.items), list(dls.valid.items), classes, device, seconds,
                              cfg.mixed_precision, cfg.seed, log)
+    if figures is None:
+        return json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "config.json").read_text())
     config["verifier"] = {**figures["look"], "one_stage_valid": config.get("valid")}
     config["valid"] = figures["valid"]

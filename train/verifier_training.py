@@ -197,10 +197,11 @@ def two_stage_results(photos: list[dict], probs: np.ndarray, look: LookConfig) -
 
 def train_verifier(model_dir: Path, dataset: Path, train_items: list, valid_items: list, classes: list[str],
                    device, seconds: float | None, mixed_precision: bool = True, seed: int = 0,
-                   log=print) -> dict:
+                   log=print) -> dict | None:
     """Mine crops with the finished detector in ``model_dir``, train the verifier (for ``seconds``,
     or EPOCHS), choose its candidate threshold and its threshold on valid, and write verifier.pth.
-    Returns its figures (``valid``: the two stages together, as qa judges photos)."""
+    Returns its figures (``valid``: the two stages together, as qa judges photos), or None when
+    ``seconds`` leave no time to train it."""
     from train.learner import BatchTimer, TimeBudget  # the detector's loop's parts
     from train.precision import set_precision
 
@@ -227,8 +228,9 @@ def train_verifier(model_dir: Path, dataset: Path, train_items: list, valid_item
         epoch_s = _epoch_seconds(learn, BatchTimer)
         judge_s = epoch_s * len(dls.valid) / max(1, len(dls.train)) + 5
         if left < judge_s + epoch_s / 4:
-            raise ValueError("--minutes leaves too little time for the verifier; give more minutes, "
-                             "or train with --no-verifier")
+            log(f"verifier: {max(0.0, left):.0f} s of --minutes left, less than a quarter of its epoch "
+                f"({epoch_s:.0f} s); the model stays one-stage (give more minutes for the second look)")
+            return None
         epochs = max(1, int((left - judge_s) // epoch_s))
         cbs.append(TimeBudget(left - judge_s))
     with learn.no_bar(), learn.no_logging():
