@@ -344,6 +344,7 @@ def test_interrupt_keeps_the_best_model(easy_dataset, tmp_path):
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert "interrupted" in output
+    assert proc.returncode == 130, output[-3000:]  # the files of a finished run, but not a finished run
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["interrupted"] and len(metrics["epochs"]) < 200
     Predictor(out, "cpu")  # the kept model loads

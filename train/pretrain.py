@@ -5,7 +5,11 @@ has to learn which one is theirs.
 PRETRAIN_DIR gets ``checkpoint.pth`` (weights and optimiser, after every epoch: ``--resume``
 continues from the last finished epoch, schedule position included), ``state.json``,
 ``base.pth`` (the best epoch: fp16 weights, fp32 BatchNorm statistics; the file that ships in data/weights/) and
-``card.md`` (the model card: command, data, time, hardware, metrics, sha256).
+``card.md`` (the model card: command, data, time, hardware, metrics, sha256). PRETRAIN_DIR is new,
+empty or an earlier pretrain's (its ``.stampcheck`` marker): a folder of anyone else's is refused.
+
+``checkpoint.pth`` holds tensors and plain values only, and is read as such (``weights_only``): a
+file that needs anything else to load is refused, never run.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import io
 import json
 import multiprocessing
+import pickle
 import platform
 import re
 import sys
@@ -32,14 +37,16 @@ from fastai.torch_core import set_seed
 from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_text, remove_own_partials
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from stampcheck.files import read_bytes
+from stampcheck.paths import MARKER, OutputLock, check_output, claim_output
 from train.detect import StampLoss
-from train.learner import EpochLog, StopOnInterrupt
+from train.learner import EpochLog, StopOnInterrupt, make_folder, remove_made
 from train.metrics import detection_metrics
 from train.model import base_path, build_model, load_base
 from train.precision import set_precision
 from train.data import check_crop
 from train.synthetic import DESIGNS, Loader, SyntheticStamps, collate, draw_designs, load_backgrounds
 
+COMMAND = "pretrain"  # the marker's name for a pretraining folder
 OWN_FILES = ("checkpoint.pth", "state.json", "base.pth", "card.md")
 VALID_OFFSET = 10 ** 9  # valid images are indices no training epoch reaches
 
@@ -101,7 +108,7 @@ class Checkpoint(Callback):
             save_base(self.learn.model, self.out / "base.pth")
         with atomic_path(self.out / "checkpoint.pth") as tmp:
             buf = io.BytesIO()
-            torch.save({"model": self.learn.model.state_dict(), "opt": self.learn.opt.state_dict()}, buf)
+            torch.save({"model": self.learn.model.state_dict(), "opt": plain_opt_state(self.learn.opt)}, buf)
             tmp.write_bytes(buf.getvalue())
         best_row = max(judged, key=lambda r: r["correct"])
         write_state(self.out, {**state, "config": asdict(self.cfg), "epochs_done": self.epoch + 1, "best": best_row["correct"],
@@ -109,9 +116,83 @@ class Checkpoint(Callback):
                                "history": history})
 
 
+def _plain(value):
+    """``value`` as torch.load(weights_only=True) reads it back: tensors, and Python's own numbers,
+    strings, lists and dicts (fastai keeps hyper-parameters as numpy floats in an L)."""
+    if isinstance(value, torch.Tensor) or value is None:
+        return value
+    for kind in (bool, int, float, str):  # numpy's float64 is a float, but pickles as numpy's
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item"):  # a numpy scalar
+        return value.item()
+    if hasattr(value, "__iter__"):  # fastcore's L
+        return [_plain(v) for v in value]
+    raise TypeError(f"optimiser state of type {type(value).__name__} has no plain form")
+
+
+def plain_opt_state(opt) -> dict:
+    """fastai's optimiser state (per parameter: averages, step count; per group: hyper-parameters)
+    as tensors and plain values."""
+    sd = opt.state_dict()
+    return {"state": _plain(list(sd["state"])), "hypers": _plain(list(sd["hypers"]))}
+
+
+def read_checkpoint(path: Path, device) -> dict:
+    """checkpoint.pth's weights and optimiser state, read as tensors and plain values only: a file
+    that needs any other object to load (which unpickling would construct, running its code) is
+    refused, as is one that is not a checkpoint of this tool (ValueError naming the file)."""
+    if not path.is_file():  # a FIFO would never end a read; a folder is no checkpoint
+        raise ValueError(f"--resume: {path} is missing or not a file; the run cannot be continued")
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = next((line.split("WeightsUnpickler error:", 1)[1].split(" was not an allowed")[0].split(". ")[0].strip()
+                    for line in str(e).splitlines() if "WeightsUnpickler error:" in line), "")
+        if why:  # an object beyond tensors and plain values: loading it would construct it, running its code
+            raise ValueError(f"--resume: {path} holds more than weights and plain values ({why[:200]}); "
+                             "it is not loaded, as loading could run code from it") from None
+        raise ValueError(f"--resume: {path} cannot be read as a checkpoint ({str(e).splitlines()[0][:200]})") from None
+    except Exception as e:  # noqa: BLE001 - truncated, not a torch file: one line naming it
+        raise ValueError(f"--resume: {path} cannot be read as a checkpoint ({type(e).__name__}: "
+                         f"{str(e)[:200]})") from None
+    opt = ck.get("opt") if isinstance(ck, dict) else None
+    if not (isinstance(ck.get("model") if isinstance(ck, dict) else None, dict) and isinstance(opt, dict)
+            and isinstance(opt.get("state"), list) and isinstance(opt.get("hypers"), list)):
+        raise ValueError(f"--resume: {path} is not a stampcheck pretrain checkpoint (model and opt)")
+    return ck
+
+
+def load_checkpoint(learn: Learner, ck: dict, path: Path) -> None:
+    """Weights and optimiser state of ``ck`` into ``learn``; ValueError when they do not fit it."""
+    from fastcore.foundation import L
+
+    try:
+        learn.model.load_state_dict(ck["model"])
+        learn.create_opt()
+        params = sum(len(group) for group in learn.opt.param_lists)
+        if len(ck["opt"]["hypers"]) != len(learn.opt.param_lists) or len(ck["opt"]["state"]) != params:
+            raise RuntimeError("the optimiser state has another number of parameters")
+        learn.opt.load_state_dict({"state": ck["opt"]["state"], "hypers": L(ck["opt"]["hypers"])})
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise ValueError(f"--resume: {path} does not fit the run's network ({str(e).splitlines()[0][:200]})") from None
+
+
 def read_state(out: Path) -> dict:
     path = out / "state.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} cannot be read as a pretraining run's state ({e})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a pretraining run's state")
+    return state
 
 
 def write_state(out: Path, state: dict) -> None:
@@ -134,7 +215,10 @@ def save_base(model, path: Path) -> None:
 def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_changed: int | None = None,
              log=print) -> dict:
     """Train (or go on training) the class-agnostic base detector into ``out``; ``epochs_changed``
-    gives a resumed run another length."""
+    gives a resumed run another length. The result's ``interrupted``: Ctrl-C (or SIGTERM) ended it
+    after an epoch, whose files are written; before the first, KeyboardInterrupt, and what this run
+    made is removed again."""
+    check_output(Path(out), COMMAND)  # before anything there is read or replaced; a link as given is refused
     out = Path(out).resolve()
     state = read_state(out)
     if state and not resume:
@@ -143,7 +227,11 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
     if resume:
         if not state:
             raise ValueError(f"--resume: {out} holds no pretraining run (no state.json)")
-        saved = PretrainConfig(**state["config"])
+        try:  # a state.json edited by hand: one line, not a traceback
+            saved = PretrainConfig(**state["config"])
+            state["epochs_done"] = int(state["epochs_done"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"--resume: {out / 'state.json'} is not a pretraining run's state ({e!r})") from None
         # other windows or another start would make it another run than its card describes
         if (cfg.crop and cfg.crop != saved.crop) or (cfg.init and cfg.init != saved.init):
             raise ValueError(f"--resume keeps the run's own settings (--crop {saved.crop}, --init {saved.init}); "
@@ -157,7 +245,7 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
             state.setdefault("planned", saved.epochs)
             state["lengthened"] = state.get("lengthened", []) + [{"at_epoch": state["epochs_done"], "to": epochs_changed}]
             saved.epochs = epochs_changed
-            write_state(out, {**state, "config": asdict(saved)})
+            state = {**state, "config": asdict(saved)}  # written once the checkpoint has been read
         log(f"resuming {out} with its own settings (arch {saved.arch}, size {saved.size}"
             + (f" on {saved.crop} px windows" if saved.crop else "") + (f", started from {saved.init}" if saved.init else "")
             + f", {saved.epochs} epochs of {saved.epoch_images} images)")
@@ -169,6 +257,7 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
         load_base(model, Path(cfg.init))
         cfg.init_sha256 = hashlib.sha256(read_bytes(cfg.init)).hexdigest()
     device = pick_device(cfg.device)
+    ck = read_checkpoint(out / "checkpoint.pth", device) if resume else None
     workers = cfg.workers if cfg.workers is not None else (min(16, cpu_count()) if device.type == "cuda"
                                                            else max(1, cpu_count() - 1))
     backgrounds = load_backgrounds([Path(b) for b in cfg.backgrounds], int(cfg.size * 1.6))
@@ -184,22 +273,38 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
               persistent_workers=False)
     # Not shuffled: the indices are random images already, and EpochOffset moves them each epoch.
     dls = DataLoaders(Loader(train_ds, shuffle=False, drop_last=True, **kw), Loader(valid_ds, **kw), device=device)
-    # made only now: a bad --init or --backgrounds leaves no folder behind
-    out.mkdir(parents=True, exist_ok=True)
-    remove_own_partials(out, "|".join(map(re.escape, OWN_FILES)))  # what a killed run left mid-write
     learn = Learner(dls, model, loss_func=StampLoss(1), opt_func=Adam, metrics=detection_metrics(1),
                     path=out, model_dir=".")
     set_precision(learn, device, cfg.mixed_precision)
     start_epoch = 0
     if resume:
-        ck = torch.load(out / "checkpoint.pth", map_location=device, weights_only=False)
-        learn.model.load_state_dict(ck["model"])
-        learn.create_opt()
-        learn.opt.load_state_dict(ck["opt"])
+        load_checkpoint(learn, ck, out / "checkpoint.pth")
         start_epoch = state["epochs_done"]
-        if start_epoch >= cfg.epochs:
-            log(f"{out}: all {cfg.epochs} epochs are done; writing the card")
-            return write_card(out, cfg, device, backgrounds)
+    # every input is checked: the claim point, where this run begins to write into out (made only
+    # now: a bad --init, --backgrounds or checkpoint leaves no folder behind)
+    made, marked = make_folder(out), not (out / MARKER).exists()
+    claim_output(out, COMMAND)
+    with OutputLock(out, COMMAND) as hold:  # held by this run alone to its end; by the system if it is killed
+        try:
+            return _run(learn, out, cfg, state if resume else {}, start_epoch, train_ds, device, backgrounds, workers,
+                        log)
+        except BaseException:
+            if not read_state(out):  # no epoch ended: nothing of this run's to keep
+                if marked:
+                    hold.remove()  # the marker, and the lock with it (in the order each system allows)
+                remove_made(made)
+            raise
+
+
+def _run(learn: Learner, out: Path, cfg: PretrainConfig, state: dict, start_epoch: int, train_ds, device,
+         backgrounds: list, workers: int, log) -> dict:
+    """pretrain() from the claim point on: the epochs, then the card."""
+    remove_own_partials(out, "|".join(map(re.escape, OWN_FILES)))  # what a killed run left mid-write
+    if state:
+        write_state(out, state)  # a resumed run's, with its new length
+    if start_epoch >= cfg.epochs:
+        log(f"{out}: all {cfg.epochs} epochs are done; writing the card")
+        return {**write_card(out, cfg, device, backgrounds), "interrupted": False}
     dtype = autocast_dtype(device, cfg.mixed_precision)
     windows = f" on {cfg.crop} px windows" if cfg.crop else ""
     start = f", starting from {cfg.init}" if cfg.init else ""
@@ -213,14 +318,18 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
         began = time.time()
         draw_designs()
         log(f"drew the {DESIGNS} seal designs once, for every loader worker ({time.time() - began:.0f} s)")
-    cbs = [EpochOffset(train_ds), Checkpoint(out, cfg, start_epoch, time.time()),
-           StopOnInterrupt()]
+    stop = StopOnInterrupt()
+    cbs = [EpochOffset(train_ds), Checkpoint(out, cfg, start_epoch, time.time()), stop]
     piped = not sys.stdout.isatty()
     if piped:
         cbs.append(EpochLog(log, start_epoch))
     with (learn.no_bar() if piped else _nothing()):
         learn.fit_one_cycle(cfg.epochs, cfg.lr, cbs=cbs, start_epoch=start_epoch)
-    return write_card(out, cfg, device, backgrounds)
+    if stop.requested and not read_state(out):
+        raise KeyboardInterrupt  # Ctrl-C before the first epoch ended: pretrain() removes what it made
+    if stop.requested:
+        log(f"interrupted after epoch {read_state(out)['epochs_done']}; --resume continues the run")
+    return {**write_card(out, cfg, device, backgrounds), "interrupted": stop.requested}
 
 
 class _nothing:

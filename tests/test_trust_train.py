@@ -1,0 +1,192 @@
+"""train and pretrain as an attacker and a careless user find them (issue 31): no code runs from a
+checkpoint, a refused or interrupted run leaves an earlier model byte for byte as it was, a folder
+of someone else's is never written into, and an interrupted run says so with exit 130."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from compose.composer import ComposeConfig, compose_dataset
+from stampcheck import errors
+from stampcheck.paths import MARKER
+from tests.test_hostile_inputs import cli, files, refused
+from tests.test_train import EASY
+from train.learner import TrainConfig, save_weights, train
+from train.model import build_model
+from train.pretrain import PretrainConfig, pretrain
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class WritesAFile:
+    """Unpickling it opens (so creates) ``path``: code that a checkpoint runs when loaded."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def pretrain_folder(out: Path, checkpoint) -> Path:
+    """A pretrain run folder after 1 of 2 epochs, as pretrain marks and fills it, with ``checkpoint``."""
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("pretrain\n")
+    cfg = PretrainConfig(size=64, epochs=2, epoch_images=16, valid_images=8, bs=8, workers=0)
+    row = {"epoch": 1, "correct": 0.5, "threshold": 0.5}
+    (out / "state.json").write_text(json.dumps({"config": asdict(cfg), "epochs_done": 1, "best": 0.5, "best_epoch": 1,
+                                                "best_metrics": row, "seconds": 1.0, "history": [row]}))
+    torch.save(checkpoint, out / "checkpoint.pth")
+    return out
+
+
+def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path):
+    ran = tmp_path / "code-ran"
+    model, _ = build_model("resnet18", 1, pretrained="none")
+    out = pretrain_folder(tmp_path / "run", {"model": model.state_dict(), "opt": WritesAFile(ran)})
+    before = files(out)
+    line = refused(cli("pretrain", "--out", out, "--resume"), "checkpoint.pth", "could run code")
+    assert str(out / "checkpoint.pth") in line and not ran.exists(), "loading the checkpoint ran its code"
+    assert files(out) == before
+    with pytest.raises(ValueError, match="could run code"):  # a lengthening rewrites state.json only once it may
+        pretrain(out, PretrainConfig(), resume=True, epochs_changed=3, log=lambda *a: None)
+    assert files(out) == before and not ran.exists()
+    # plain values, but not a checkpoint of this network; not a checkpoint at all: one line each
+    torch.save({"model": {"w": torch.zeros(2)}, "opt": {"state": [], "hypers": []}}, out / "checkpoint.pth")
+    with pytest.raises(ValueError, match="does not fit the run's network"):
+        pretrain(out, PretrainConfig(), resume=True, log=lambda *a: None)
+    for junk in (b"PK\x03\x04 cut short", b"not a checkpoint"):
+        (out / "checkpoint.pth").write_bytes(junk)
+        with pytest.raises(ValueError, match="checkpoint.pth cannot be read as a checkpoint"):
+            pretrain(out, PretrainConfig(), resume=True, log=lambda *a: None)
+
+
+def test_pretrain_writes_only_into_a_folder_of_its_own(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("card.md", "base.pth", "checkpoint.pth"):  # the user's own files, by chance of these names
+        (mine / name).write_text(f"my {name}")
+    before = files(mine)
+    refused(cli("pretrain", "--out", mine, "--size", 64, "--epochs", 1, "--workers", 0), "did not write")
+    cfg = PretrainConfig(size=64, epochs=1, epoch_images=16, valid_images=8, bs=8, workers=0)
+    with pytest.raises(ValueError, match="did not write"):
+        pretrain(mine, cfg, resume=True, log=lambda *a: None)
+    assert files(mine) == before and not (mine / MARKER).exists()
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "empty").mkdir()
+    os.symlink(tmp_path / "empty", tmp_path / "link")
+    for out, why in ((tmp_path / "file", "not a folder"), (tmp_path / "link", "link")):
+        with pytest.raises(ValueError, match=why):
+            pretrain(out, cfg, log=lambda *a: None)
+    assert files(mine) == before and not any((tmp_path / "empty").iterdir())
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    ds = tmp_path_factory.mktemp("trust") / "ds"
+    compose_dataset(ComposeConfig(count=24, seed=2, max_size=96, looks=EASY), ds)
+    return ds
+
+
+def earlier_model(out: Path) -> dict:
+    """A model folder as an earlier `train` left it; the hash of each file."""
+    model, _ = build_model("resnet18", 1, pretrained="none")
+    save_weights(model, out, {"arch": "resnet18", "size": 64, "classes": ["qc-passed"], "mean": [0.485, 0.456, 0.406],
+                              "std": [0.229, 0.224, 0.225], "threshold": 0.5, "train": {}})
+    for name in ("model.pkl", "metrics.json", "curves.png", "lr_find.png"):
+        (out / name).write_bytes(f"the earlier run's {name}".encode())
+    (out / "notes.txt").write_text("the user's")
+    return files(out)
+
+
+def test_a_refused_training_leaves_the_earlier_model_as_it_was(dataset, tmp_path):
+    keep = tmp_path / "keep"
+    before = earlier_model(keep)
+    refused(cli("train", dataset, "--out", keep, "--overwrite", "--size", 64, "--minutes", 0.1), "--minutes")
+    assert files(keep) == before
+    (tmp_path / "junk.pth").write_bytes(b"not weights")
+    cfg = dict(arch="resnet18", size=64, bs=8, workers=0)
+    for extra in ({"minutes": 0.1, "lr_find": True}, {"weights": str(tmp_path / "junk.pth")},
+                  {"init": str(tmp_path / "nothing")}):
+        with pytest.raises(ValueError):
+            train(dataset, keep, TrainConfig(**cfg, **extra), overwrite=True, log=lambda *a: None)
+        assert files(keep) == before, extra
+    with pytest.raises(ValueError, match="--minutes"):
+        train(dataset, tmp_path / "new", TrainConfig(**cfg, minutes=0.1), log=lambda *a: None)
+    assert not (tmp_path / "new").exists()
+
+
+def start_training(*args) -> tuple[subprocess.Popen, list[str]]:
+    proc = subprocess.Popen([sys.executable, "-m", "stampcheck", *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    return proc, []
+
+
+def wait_for(proc: subprocess.Popen, lines: list[str], words: str, timeout: float = 240) -> None:
+    """Read ``proc``'s output into ``lines`` until a line holds ``words``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if words in line:
+            return
+    raise AssertionError(f"never printed {words!r}: {''.join(lines)[-3000:]}")
+
+
+def finish(proc: subprocess.Popen, lines: list[str]) -> str:
+    rest, _ = proc.communicate(timeout=240)
+    return "".join(lines) + rest
+
+
+# the first epoch at 192 px takes many seconds on a CPU: the signal lands inside it
+FIRST_EPOCH = ["--size", 192, "--bs", 4, "--epochs", 3, "--no-pretrained", "--workers", 0]
+
+
+@pytest.mark.parametrize("sig, overwrite", [(signal.SIGINT, False), (signal.SIGTERM, True)])
+def test_interrupted_in_the_first_epoch_leaves_the_folder_as_it_was(dataset, tmp_path, sig, overwrite):
+    """Into a new folder: nothing is left. Over an earlier model (--overwrite): it stays, byte for byte."""
+    out = tmp_path / "keep" if overwrite else tmp_path / "new" / "model"
+    before = earlier_model(out) if overwrite else {}
+    proc, lines = start_training("train", dataset, "--out", out, *FIRST_EPOCH, *(["--overwrite"] if overwrite else []))
+    wait_for(proc, lines, "resnet18 at 192 px")  # the log's last line before training
+    time.sleep(2)
+    proc.send_signal(sig)
+    output = finish(proc, lines)
+    assert "epoch 1/3" not in output, "the first epoch ended before the signal: the case is not exercised"
+    assert proc.returncode == errors.INTERRUPTED, output[-3000:]
+    assert output.splitlines()[-1] == "interrupted" and "Error" not in output, output[-3000:]
+    if overwrite:
+        assert files(out) == before
+    else:
+        assert not (tmp_path / "new").exists()
+
+
+def test_pretrain_interrupted_exits_130_and_keeps_only_finished_epochs(tmp_path):
+    out = tmp_path / "run"
+    args = ["pretrain", "--out", out, "--epochs", 50, "--valid-images", 8, "--bs", 8, "--workers", 0]
+    proc, lines = start_training(*args, "--size", 128, "--epoch-images", 96)  # a first epoch of many seconds
+    wait_for(proc, lines, "pretraining resnet18")
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    output = finish(proc, lines)
+    assert "epoch 1/50" not in output, "the first epoch ended before the signal: the case is not exercised"
+    assert proc.returncode == errors.INTERRUPTED and output.splitlines()[-1] == "interrupted", output[-3000:]
+    assert not out.exists()  # it made the folder, and nothing of it was worth keeping
+    proc, lines = start_training(*args, "--size", 64, "--epoch-images", 16)
+    wait_for(proc, lines, "epoch 1/50")
+    proc.send_signal(signal.SIGINT)
+    output = finish(proc, lines)
+    assert proc.returncode == errors.INTERRUPTED, output[-3000:]
+    assert "--resume continues" in output
+    state = json.loads((out / "state.json").read_text())
+    assert 1 <= state["epochs_done"] < 50 and (out / "card.md").is_file() and (out / "base.pth").is_file()
