@@ -208,6 +208,20 @@ def test_a_second_train_into_one_folder_is_refused_and_so_is_an_export_there(tmp
     assert (model / "metrics.json").is_file() and not (model / "model.onnx").exists()
 
 
+def test_a_pretraining_run_is_not_resumed_while_it_runs(tmp_path, cleanup):
+    out = tmp_path / "run"
+    args = ["--out", out, "--size", 64, "--epochs", 2, "--epoch-images", 16, "--valid-images", 8, "--bs", 8,
+            "--workers", 0]
+    first = start("pretrain", *args)
+    cleanup.append(first)
+    frozen_writing(first, out, "state.json")  # its first epoch is written
+    before = state(out)
+    refused_for(run("pretrain", *args, "--resume"), first, out)
+    assert state(out) == before
+    finished(first)
+    assert json.loads((out / "state.json").read_text())["epochs_done"] == 2 and (out / "card.md").is_file()
+
+
 def test_a_run_lets_go_of_its_folder_even_while_a_forked_worker_lives_on(tmp_path):
     """train's data-loader workers are forked and share the locked file: the run's end lets go of
     the folder all the same, for the next run of the same program (the Python API)."""
