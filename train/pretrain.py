@@ -151,12 +151,12 @@ def read_checkpoint(path: Path, device) -> dict:
     try:
         ck = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
-        why = next((line.split("WeightsUnpickler error:", 1)[1].split(" was not an allowed")[0].split(". ")[0].strip()
-                    for line in str(e).splitlines() if "WeightsUnpickler error:" in line), "")
-        if why:  # an object beyond tensors and plain values: loading it would construct it, running its code
-            raise ValueError(f"--resume: {path} holds more than weights and plain values ({why[:200]}); "
-                             "it is not loaded, as loading could run code from it") from None
-        raise ValueError(f"--resume: {path} cannot be read as a checkpoint ({str(e).splitlines()[0][:200]})") from None
+        named = re.search(r"GLOBAL ([\w.]+)", str(e))  # what the file asks to construct, as torch names it
+        if named:  # beyond tensors and plain values: unpickling would call it, running its code
+            raise ValueError(f"--resume: {path} holds more than weights and plain values (it names "
+                             f"{named[1][:100]}); it is not loaded, as loading could run code from it") from None
+        raise ValueError(f"--resume: {path} cannot be read as a checkpoint (not a torch file of tensors "
+                         "and plain values)") from None
     except Exception as e:  # noqa: BLE001 - truncated, not a torch file: one line naming it
         raise ValueError(f"--resume: {path} cannot be read as a checkpoint ({type(e).__name__}: "
                          f"{str(e)[:200]})") from None
