@@ -28,7 +28,7 @@ from stampcheck import errors
 from stampcheck.atomic import atomic_path, remove_own_partials
 from stampcheck.images import may_be_photo
 from stampcheck.paths import OutputLock, check_output, claim_output, refuse_links, refuse_overlap, under
-from stampcheck.progress import shown
+from stampcheck.progress import no_progress, shown
 
 if TYPE_CHECKING:
     from stampcheck.runtime import PhotoResult
@@ -298,7 +298,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         checked = predict_photos(predictor, found.files, bs=bs, workers=workers, threshold=thr, previews=True)
         with atomic_path(tables[0]) as csv_tmp, atomic_path(tables[1]) as jsonl_tmp:
             with csv_tmp.open("w", newline="") as fcsv, jsonl_tmp.open("w") as fjson, \
-                    progress(total, "checking photos") as advance:
+                    (progress or no_progress)(total, "checking photos") as advance:
                 writer = csv_writer(fcsv)
                 writer.writeheader()
                 for r in heapq.merge(unchecked, checked, key=lambda r: r.path):
