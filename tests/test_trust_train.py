@@ -152,12 +152,15 @@ def finish(proc: subprocess.Popen, lines: list[str]) -> str:
 FIRST_EPOCH = ["--size", 192, "--bs", 4, "--epochs", 3, "--no-pretrained", "--workers", 0]
 
 
-@pytest.mark.parametrize("sig, overwrite", [(signal.SIGINT, False), (signal.SIGTERM, True)])
-def test_interrupted_in_the_first_epoch_leaves_the_folder_as_it_was(dataset, tmp_path, sig, overwrite):
-    """Into a new folder: nothing is left. Over an earlier model (--overwrite): it stays, byte for byte."""
+@pytest.mark.parametrize("sig, overwrite, extra", [(signal.SIGINT, False, []), (signal.SIGTERM, True, []),
+                                                   (signal.SIGINT, True, ["--lr-find"])])
+def test_interrupted_in_the_first_epoch_leaves_the_folder_as_it_was(dataset, tmp_path, sig, overwrite, extra):
+    """Into a new folder: nothing is left. Over an earlier model (--overwrite): it stays, byte for byte,
+    also when the signal comes while lr_find runs (its curve cut short, no suggestion)."""
     out = tmp_path / "keep" if overwrite else tmp_path / "new" / "model"
     before = earlier_model(out) if overwrite else {}
-    proc, lines = start_training("train", dataset, "--out", out, *FIRST_EPOCH, *(["--overwrite"] if overwrite else []))
+    proc, lines = start_training("train", dataset, "--out", out, *FIRST_EPOCH, *(["--overwrite"] if overwrite else []),
+                                 *extra)
     wait_for(proc, lines, "resnet18 at 192 px")  # the log's last line before training
     time.sleep(2)
     proc.send_signal(sig)

@@ -447,12 +447,16 @@ def _fit(learn: Learner, cfg: TrainConfig, keep: KeepBest, budget: TimeBudget | 
     stop = StopOnInterrupt()
     if cfg.lr_find:
         began = time.time()
-        with quiet_bar(), learn.added_cbs(stop):  # Ctrl-C ends it as a fit: weights restored, its files gone
-            suggestion = learn.lr_find(show_plot=True, num_it=LR_FIND_BATCHES)
-        # written with the first epoch: until then the folder is the earlier model's
-        keep.first_files["lr_find.png"] = _current_figure_png()
+        try:
+            with quiet_bar(), learn.added_cbs(stop):  # Ctrl-C ends it as a fit: weights restored, its files gone
+                suggestion = learn.lr_find(show_plot=True, num_it=LR_FIND_BATCHES)
+        except Exception:  # cut short by Ctrl-C, its curve may be too short to suggest: an interruption, no bug
+            if not stop.requested:
+                raise
         if stop.requested:
             raise KeyboardInterrupt
+        # written with the first epoch: until then the folder is the earlier model's
+        keep.first_files["lr_find.png"] = _current_figure_png()
         lr = float(suggestion.valley)
         log(f"lr_find suggests {lr:.2e}")
         if budget is not None:
