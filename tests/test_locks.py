@@ -193,7 +193,7 @@ def test_a_second_export_into_one_folder_is_refused(tmp_path, cleanup):
 def test_a_second_train_into_one_folder_is_refused_and_so_is_an_export_there(tmp_path, cleanup):
     first_ds, second_ds = square_dataset(tmp_path / "a", n=8), square_dataset(tmp_path / "b", n=8)
     model = tmp_path / "model"
-    args = ["--out", model, "--epochs", 2, "--size", 64, "--bs", 4, "--workers", 0, "--no-pretrained",
+    args = ["--out", model, "--epochs", 2, "--size", 64, "--bs", 4, "--workers", 0, "--no-pretrained", "--no-verifier",
             "--no-verifier", "--no-mixed-precision"]
     first = start("train", first_ds, *args)
     cleanup.append(first)

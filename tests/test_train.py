@@ -150,7 +150,7 @@ def easy_dataset(tmp_path_factory):
 
 def test_training_runs_and_loss_goes_down(easy_dataset, tmp_path):
     logs = []
-    metrics = train(easy_dataset, tmp_path, TrainConfig(arch="resnet18", size=64, epochs=4, bs=8, pretrained=True,
+    metrics = train(easy_dataset, tmp_path, TrainConfig(verifier=False, arch="resnet18", size=64, epochs=4, bs=8, pretrained=True,
                                                         workers=0), log=logs.append)
     losses = [e["train_loss"] for e in metrics["epochs"]]
     assert losses[-1] < losses[0]
@@ -167,7 +167,7 @@ def test_training_runs_and_loss_goes_down(easy_dataset, tmp_path):
 def test_export_reload_predict_same_numbers(easy_dataset, tmp_path):
     from fastai.learner import load_learner
 
-    train(easy_dataset, tmp_path, TrainConfig(arch="resnet18", size=64, epochs=1, bs=8, pretrained=False, workers=0))
+    train(easy_dataset, tmp_path, TrainConfig(verifier=False, arch="resnet18", size=64, epochs=1, bs=8, pretrained=False, workers=0))
     learn = load_learner(tmp_path / "model.pkl")
     p1, p2 = Predictor(tmp_path, "cpu"), Predictor(tmp_path, "cpu")
     img = Image.open(next((easy_dataset / "images").iterdir())).convert("RGB")
@@ -182,7 +182,7 @@ def test_export_reload_predict_same_numbers(easy_dataset, tmp_path):
 
 def test_crop_training_predicts_on_the_whole_image(easy_dataset, tmp_path):
     logs = []
-    metrics = train(easy_dataset, tmp_path, TrainConfig(arch="resnet18", size=96, crop=64, epochs=1, bs=8,
+    metrics = train(easy_dataset, tmp_path, TrainConfig(verifier=False, arch="resnet18", size=96, crop=64, epochs=1, bs=8,
                                                         pretrained=False, workers=0), log=logs.append)
     assert any("64 px windows of the 96 px image" in line for line in logs)
     # it predicts at the view its valid split preferred, the training size or a little larger
@@ -195,7 +195,7 @@ def test_crop_training_predicts_on_the_whole_image(easy_dataset, tmp_path):
     (boxes, labels), _, raw = learn.predict(photo_file)
     assert boxes.shape[-1] == 4 and raw.shape[-1] == 96 // 16  # the whole 96 px image, not a window
     assert learn.get_preds(dl=learn.dls.test_dl([photo_file] * 3))[0].shape[0] == 3
-    r = subprocess.run([sys.executable, "-m", "stampcheck", "train", str(easy_dataset), "--size", "96", "--crop", "96",
+    r = subprocess.run([sys.executable, "-m", "stampcheck", "train", "--no-verifier", str(easy_dataset), "--size", "96", "--crop", "96",
                         "--out", str(tmp_path / "m")], capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert r.returncode == 2 and "must be smaller than --size" in r.stdout + r.stderr
@@ -205,7 +205,7 @@ def test_the_size_a_model_predicts_at_is_the_best_valid_view_and_evaluate_agrees
     from qa.evaluate import evaluate
 
     logs = []
-    metrics = train(easy_dataset, tmp_path, TrainConfig(arch="resnet18", size=64, epochs=2, bs=8, pretrained="base",
+    metrics = train(easy_dataset, tmp_path, TrainConfig(verifier=False, arch="resnet18", size=64, epochs=2, bs=8, pretrained="base",
                                                         workers=0), log=logs.append)
     config = json.loads((tmp_path / "config.json").read_text())
     views = metrics["views"]
@@ -254,13 +254,13 @@ def test_cpu_defaults_see_small_stamps_at_full_size_and_train_on_windows(easy_da
 
 def test_init_from_an_earlier_model_goes_on_from_its_weights(easy_dataset, tmp_path):
     cfg = dict(arch="resnet18", size=64, bs=8, pretrained=False, workers=0)
-    train(easy_dataset, tmp_path / "a", TrainConfig(epochs=1, **cfg))
+    train(easy_dataset, tmp_path / "a", TrainConfig(verifier=False, epochs=1, **cfg))
     before = torch.load(tmp_path / "a" / "model.pth", weights_only=True)
     learn, *_ = build_learner(easy_dataset, tmp_path / "b", TrainConfig(init=str(tmp_path / "a"), **cfg),
                               log=lambda *a: None)
     after = learn.model.state_dict()
     assert all(torch.equal(before[k], after[k].cpu()) for k in before)
-    metrics = train(easy_dataset, tmp_path / "b", TrainConfig(epochs=1, init=str(tmp_path / "a"), **cfg))
+    metrics = train(easy_dataset, tmp_path / "b", TrainConfig(verifier=False, epochs=1, init=str(tmp_path / "a"), **cfg))
     assert metrics["epochs"] and str(tmp_path / "a") in json.loads((tmp_path / "b" / "config.json").read_text())["weights_source"]
     # a model trained from the first shipped base carries inf running variances (fp16 overflow):
     # going on from it re-measures them rather than keep those channels silent for good
@@ -304,7 +304,7 @@ def test_overfits_16_images(tmp_path):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(out)
-    m = train(src, tmp_path / "m", TrainConfig(arch="resnet18", size=96, epochs=60, bs=8, lr=2e-3, pretrained=False,
+    m = train(src, tmp_path / "m", TrainConfig(verifier=False, arch="resnet18", size=96, epochs=60, bs=8, lr=2e-3, pretrained=False,
                                                augment=False, workers=0))
     assert m["final"]["mean_iou"] > 0.8, m["final"]
 
@@ -318,7 +318,7 @@ def test_bad_dataset_names_the_bad_rows(easy_dataset, tmp_path):
     with pytest.raises(DatasetError) as e:
         read_labels(tmp_path / "d")
     assert "line 3" in str(e.value) and "missing.jpg" in str(e.value) and "2 bad rows" in str(e.value)
-    r = subprocess.run([sys.executable, "-m", "stampcheck", "train", str(tmp_path / "d"), "--out", str(tmp_path / "m")],
+    r = subprocess.run([sys.executable, "-m", "stampcheck", "train", "--no-verifier", str(tmp_path / "d"), "--out", str(tmp_path / "m")],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "bad rows" in r.stdout + r.stderr
 
@@ -334,7 +334,7 @@ def test_local_weights_file_is_used(tmp_path):
 
 def test_interrupt_keeps_the_best_model(easy_dataset, tmp_path):
     out = tmp_path / "m"
-    proc = subprocess.Popen([sys.executable, "-m", "stampcheck", "train", str(easy_dataset), "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "stampcheck", "train", "--no-verifier", str(easy_dataset), "--out", str(out),
                              "--arch", "resnet18", "--size", "64", "--bs", "8", "--epochs", "200",
                              "--no-pretrained", "--workers", "0"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -354,7 +354,7 @@ def test_interrupt_keeps_the_best_model(easy_dataset, tmp_path):
 def test_two_process_distributed_run(easy_dataset, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                        "-m", "stampcheck", "train", str(easy_dataset), "--out", str(tmp_path / "m"),
+                        "-m", "stampcheck", "train", "--no-verifier", str(easy_dataset), "--out", str(tmp_path / "m"),
                         "--arch", "resnet18", "--size", "64", "--bs", "4", "--epochs", "2", "--no-pretrained",
                         "--workers", "0", "--device", "cpu"], capture_output=True, text=True, cwd=ROOT, env=env,
                        timeout=280)
@@ -365,7 +365,7 @@ def test_two_process_distributed_run(easy_dataset, tmp_path):
 
 def test_lr_find_and_early_stopping_from_the_cli(easy_dataset, tmp_path):
     # a relative --out, as users type it (fastai joins its own path with relative names)
-    r = subprocess.run([sys.executable, "-m", "stampcheck", "train", str(easy_dataset), "--out", "model",
+    r = subprocess.run([sys.executable, "-m", "stampcheck", "train", "--no-verifier", str(easy_dataset), "--out", "model",
                         "--arch", "resnet18", "--size", "64", "--bs", "8", "--epochs", "30", "--patience", "1",
                         "--lr-find", "--no-pretrained", "--workers", "0"], capture_output=True, text=True,
                        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=280)

@@ -113,7 +113,7 @@ def test_a_refused_training_leaves_the_earlier_model_as_it_was(dataset, tmp_path
     refused(cli("train", dataset, "--out", keep, "--overwrite", "--size", 64, "--minutes", 0.1), "--minutes")
     assert files(keep) == before
     (tmp_path / "junk.pth").write_bytes(b"not weights")
-    cfg = dict(arch="resnet18", size=64, bs=8, workers=0)
+    cfg = dict(arch="resnet18", size=64, bs=8, workers=0, verifier=False)
     for extra in ({"minutes": 0.1, "lr_find": True}, {"weights": str(tmp_path / "junk.pth")},
                   {"init": str(tmp_path / "nothing")}):
         with pytest.raises(ValueError):
@@ -149,7 +149,7 @@ def finish(proc: subprocess.Popen, lines: list[str]) -> str:
 
 
 # the first epoch at 192 px takes many seconds on a CPU: the signal lands inside it
-FIRST_EPOCH = ["--size", 192, "--bs", 4, "--epochs", 3, "--no-pretrained", "--workers", 0]
+FIRST_EPOCH = ["--size", 192, "--bs", 4, "--epochs", 3, "--no-pretrained", "--workers", 0, "--no-verifier"]
 
 
 @pytest.mark.parametrize("sig, overwrite, extra", [(signal.SIGINT, False, []), (signal.SIGTERM, True, []),
