@@ -200,3 +200,62 @@ def test_the_report_shows_the_crop_the_verifier_saw_beside_the_detectors_score(t
                     "return [s.backgroundImage, s.backgroundSize, s.backgroundPosition]; })()")
         assert "images/" in crop[0] and crop[1].endswith("px") and crop[2].endswith("px")
         b.screenshot(tmp_path / "report.png")
+
+
+# ---- a two-stage folder built by hand (untrained weights): for what must hold whatever the weights ----
+
+@pytest.fixture(scope="module")
+def hand_made(tmp_path_factory) -> Path:
+    """config.json, model.pth and verifier.pth as train writes them, from untrained networks."""
+    from dataclasses import asdict
+
+    import torch
+
+    from stampcheck.second_look import LookConfig
+    from train.model import build_model
+    from train.verifier import from_detector
+
+    out = tmp_path_factory.mktemp("hand-made") / "model"
+    out.mkdir()
+    detector, _ = build_model("resnet18", 1, pretrained="none")
+    torch.save(detector.state_dict(), out / "model.pth")
+    torch.save(from_detector(detector, 1).state_dict(), out / "verifier.pth")
+    config = {"arch": "resnet18", "size": 64, "classes": ["seal"], "mean": [0.485, 0.456, 0.406],
+              "std": [0.229, 0.224, 0.225], "threshold": 0.5, "verifier": asdict(LookConfig())}
+    (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def quick_cli(*args):
+    """The CLI where a hang is the defect: failing in two minutes, not ten."""
+    return subprocess.run([sys.executable, "-m", "stampcheck", *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def copy_model(src: Path, dst: Path) -> Path:
+    import shutil
+
+    dst.mkdir()
+    for name in ("config.json", "model.pth", "verifier.pth"):
+        shutil.copy(src / name, dst / name)
+    return dst
+
+
+def test_export_never_replaces_a_file_of_someone_elses_where_the_verifiers_graph_goes(hand_made, tmp_path):
+    import os
+
+    model = copy_model(hand_made, tmp_path / "m")
+    notes = model / "model.verifier.onnx"
+    notes.write_text("my notes")
+    r = quick_cli("export", model)
+    assert r.returncode == 2 and "model.verifier.onnx exists and is not an earlier stampcheck export" in r.stderr, \
+        r.stdout + r.stderr
+    assert notes.read_text() == "my notes" and not (model / "model.onnx").exists()
+    # named pipes there are never opened (that would block) nor replaced
+    os.mkfifo(tmp_path / "x.verifier.onnx")
+    r = quick_cli("export", model, "--out", tmp_path / "x.onnx")
+    assert r.returncode == 2 and (tmp_path / "x.verifier.onnx").is_fifo() and not (tmp_path / "x.onnx").exists()
+    os.mkfifo(tmp_path / "y.onnx")
+    r = quick_cli("export", model, "--out", tmp_path / "y.onnx")
+    assert r.returncode == 2 and "y.onnx exists and is not an earlier stampcheck export" in r.stderr
+    assert "Traceback" not in r.stdout + r.stderr

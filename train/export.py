@@ -64,6 +64,8 @@ def metadata(model_dir: Path, config: dict) -> str:
 
 def is_export(path: Path) -> bool:
     """Whether ``path`` is a file an earlier export wrote (the only kind export replaces)."""
+    if not path.is_file():  # reading a named pipe to find out would block; a folder or device is not ours either
+        return False
     try:
         if zipfile.is_zipfile(path):  # TorchScript
             with zipfile.ZipFile(path) as z:
@@ -101,6 +103,10 @@ def export(model_dir: Path, fmt: str = "onnx", out: Path | None = None) -> tuple
     example = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 3, size, size), dtype=np.uint8))
     meta = metadata(model_dir, config)
     verifier = load_verifier(model_dir, config)
+    second = verifier_file(out)
+    if verifier is not None and (second.exists() or second.is_symlink()) and not is_export(second):
+        raise ValueError(f"{second} exists and is not an earlier stampcheck export; it is left as it is "
+                         f"(the verifier's graph goes there, beside {out.name}: choose another --out)")
     with lock_output(out.parent, "export", "the folder"):
         remove_own_partials(out.parent, re.escape(out.name))  # what an export killed mid-write left
         difference = write_graph(graph, example, out, fmt, meta, "image", ["scores", "boxes"])
@@ -108,7 +114,6 @@ def export(model_dir: Path, fmt: str = "onnx", out: Path | None = None) -> tuple
             look, vgraph = verifier
             crops = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (2, 3, look.size, look.size),
                                                                        dtype=np.uint8))
-            second = verifier_file(out)
             remove_own_partials(out.parent, re.escape(second.name))
             vdiff = write_graph(vgraph, crops, second, fmt, meta, "crops", ["probs"])
             if difference and vdiff:
