@@ -259,3 +259,33 @@ def test_export_never_replaces_a_file_of_someone_elses_where_the_verifiers_graph
     r = quick_cli("export", model, "--out", tmp_path / "y.onnx")
     assert r.returncode == 2 and "y.onnx exists and is not an earlier stampcheck export" in r.stderr
     assert "Traceback" not in r.stdout + r.stderr
+
+
+class RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_verifier_pth_that_is_a_pipe_or_runs_code_is_one_line_and_never_read_as_code(hand_made, tmp_path):
+    import os
+
+    import torch
+
+    from train.model import ModelError
+    from train.verifier import load_verifier
+
+    model = copy_model(hand_made, tmp_path / "m")
+    config = json.loads((model / "config.json").read_text())
+    torch.save({"w": RunsCode(tmp_path / "ran")}, model / "verifier.pth")
+    with pytest.raises(ModelError, match="verifier.pth is not a torch weights file") as e:
+        load_verifier(model, config)
+    assert not (tmp_path / "ran").exists() and "--no-verifier" not in str(e.value)
+    (model / "verifier.pth").unlink()
+    os.mkfifo(model / "verifier.pth")
+    Image.new("RGB", (64, 64), (200, 200, 200)).save(tmp_path / "p.png")
+    r = quick_cli("qa", model, tmp_path / "p.png", "--out", tmp_path / "r")
+    assert r.returncode == 2 and "verifier.pth is not a regular file (a named pipe)" in r.stderr, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and not (tmp_path / "r").exists()

@@ -14,7 +14,7 @@ from fastai.vision.learner import num_features_model
 from torch import nn
 
 from stampcheck.second_look import LookConfig
-from train.model import ModelError, build_model
+from train.model import ModelError, build_model, read_weights
 
 WEIGHTS_NAME = "verifier.pth"
 
@@ -60,18 +60,16 @@ def load_verifier(model_dir: Path, config: dict) -> tuple[LookConfig, VerifierGr
     if v is None:
         return None
     path = Path(model_dir) / WEIGHTS_NAME
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # missing, truncated, not a torch file: one line
-        raise ModelError(f"{path} cannot be read ({type(e).__name__}); train the model again, or "
-                         "use it without its verifier (--no-verifier)") from e
+    # missing, truncated, a named pipe, no torch file: one line, and no code in it ever runs
+    state = read_weights(path, "train the model again (or remove the verifier section of its config.json "
+                         "to judge by the detector alone)")
     with torch.device("meta"):
         detector, _ = build_model(config["arch"], len(config["classes"]), pretrained="none")
         model = from_detector(detector, len(config["classes"]))
     try:
         model.load_state_dict(state, assign=True)
     except (RuntimeError, TypeError, AttributeError) as e:
-        raise ModelError(f"{path} does not match its config.json ({str(e).strip().splitlines()[-1][:160]})") from e
+        raise ModelError(f"{path} does not match its config.json ({str(e).strip().splitlines()[-1].strip()[:160]})") from e
     return LookConfig.from_dict(v), VerifierGraph(model, config).eval().requires_grad_(False)
 
 
