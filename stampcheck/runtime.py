@@ -320,16 +320,28 @@ class OnnxModel:
 
     def _verifier_session(self, ort, opts, providers):
         path = verifier_file(self.path)
+        if not path.is_file():  # onnxruntime opens it itself: a named pipe would block it
+            raise ModelError(f"{self.path} is a two-stage model and its verifier {path} "
+                             f"{'is not a regular file' if path.exists() else 'is not beside it'}; copy both "
+                             "files, or run `stampcheck export MODEL` again")
         try:
             session = ort.InferenceSession(str(path), opts, providers=providers)
             meta = json.loads(session.get_modelmeta().custom_metadata_map[META_KEY])
+            crops, probs = session.get_inputs()[0], session.get_outputs()[0]
         except Exception as e:
             raise ModelError(f"{self.path} is a two-stage model and its verifier {path.name} cannot be used "
                              f"({type(e).__name__}: {str(e)[:160]}); run `stampcheck export MODEL` again") from e
-        if meta.get("source_sha256") != json.loads(self.session.get_modelmeta().custom_metadata_map[META_KEY]
-                                                   ).get("source_sha256"):
+        made_from = json.loads(self.session.get_modelmeta().custom_metadata_map[META_KEY]).get("source_sha256")
+        if not isinstance(meta, dict) or meta.get("source_sha256") != made_from:
             raise ModelError(f"{path} was exported from another model than {self.path.name}; "
                              "run `stampcheck export MODEL` again")
+        # the crops are cut to the config's size: a graph for others (or a hand-edited size) fails here, not mid-run
+        side, answers = self.look.size, 1 + len(self.classes)
+        given = probs.shape[-1] if probs.shape and isinstance(probs.shape[-1], int) else answers
+        if crops.name != "crops" or crops.shape[1:] != [3, side, side] or given != answers:
+            raise ModelError(f"{path}: its graph takes {crops.name} {crops.shape} and gives {probs.shape}, the config "
+                             f"in {self.path.name} says {side} px crops and {answers} answers; run `stampcheck "
+                             "export MODEL` again")
         return session
 
     def verify(self, crops: np.ndarray) -> np.ndarray:

@@ -289,3 +289,38 @@ def test_a_verifier_pth_that_is_a_pipe_or_runs_code_is_one_line_and_never_read_a
     r = quick_cli("qa", model, tmp_path / "p.png", "--out", tmp_path / "r")
     assert r.returncode == 2 and "verifier.pth is not a regular file (a named pipe)" in r.stderr, r.stdout + r.stderr
     assert "Traceback" not in r.stdout + r.stderr and not (tmp_path / "r").exists()
+
+
+def test_the_onnx_engine_holds_the_verifiers_graph_to_its_config_and_never_opens_a_pipe(hand_made, tmp_path):
+    import os
+    import shutil
+
+    import onnx
+
+    from stampcheck.runtime import ModelError, OnnxModel
+    from train.export import export
+
+    model = copy_model(hand_made, tmp_path / "m")
+    export(model)
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    # another verifier size in the detector's metadata (the digest it was made from unchanged)
+    detector = onnx.load(str(model / "model.onnx"))
+    for prop in detector.metadata_props:
+        if prop.key == "stampcheck":
+            meta = json.loads(prop.value)
+            meta["config"]["verifier"]["size"] = 128
+            prop.value = json.dumps(meta)
+    onnx.save(detector, str(usb / "model.onnx"))
+    shutil.copy(model / "model.verifier.onnx", usb / "model.verifier.onnx")
+    with pytest.raises(ModelError, match=r"model.verifier.onnx: its graph takes crops .* says 128 px crops"):
+        OnnxModel(usb)
+    shutil.copy(model / "model.onnx", usb / "model.onnx")
+    OnnxModel(usb)  # as exported: both files agree
+    (usb / "model.verifier.onnx").unlink()
+    with pytest.raises(ModelError, match="its verifier .*model.verifier.onnx is not beside it"):
+        OnnxModel(usb)
+    os.mkfifo(usb / "model.verifier.onnx")
+    Image.new("RGB", (64, 64), (200, 200, 200)).save(tmp_path / "p.png")
+    r = quick_cli("qa", usb, tmp_path / "p.png", "--engine", "onnx", "--out", tmp_path / "r")
+    assert r.returncode == 2 and "model.verifier.onnx is not a regular file" in r.stderr, r.stdout + r.stderr
