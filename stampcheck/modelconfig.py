@@ -55,10 +55,10 @@ def verifier_problem(v) -> str | None:
     for key, lo, hi in (("size", 16, 512), ("top_k", 1, 20), ("detail", 32, 8192)):
         x = v.get(key)
         if not (isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi):
-            return f"verifier {key} must be a whole number from {lo} to {hi}, not {x!r}"
+            return f"verifier {key} must be a whole number from {lo} to {hi}, not {_short(x)}"
     for key, lo, hi in (("margin", 0.0, 2.0), ("candidate_threshold", 0.0, 1.0), ("threshold", 0.0, 1.0)):
         x = v.get(key)
         if not (_number(x) and lo <= x <= hi):
-            return f"verifier {key} must be a number from {lo:g} to {hi:g}, not {x!r}"
+            return f"verifier {key} must be a number from {lo:g} to {hi:g}, not {_short(x)}"
     return None
 

@@ -81,3 +81,10 @@ def test_a_stored_verifier_config_is_checked():
                      ("margin", "wide"), ("detail", True), ("candidate_threshold", None)):
         assert key in verifier_problem({**good, key: bad})
     assert verifier_problem([1]) is not None
+
+
+def test_a_verifier_config_problem_is_one_short_line_whatever_the_value():
+    good = {"size": 96, "margin": 0.25, "top_k": 3, "detail": 512, "candidate_threshold": 0.05, "threshold": 0.6}
+    for key in ("size", "threshold"):
+        problem = verifier_problem({**good, key: "9" * 100_000})
+        assert key in problem and len(problem) < 200 and "\n" not in problem
