@@ -18,6 +18,12 @@ from PIL import Image
 from stampcheck.images import fit_within
 
 
+# A window up to this side is cut whole, black past the photo's edge included, then resized. The
+# window of a photo-wide box with a wide margin can be 5x the photo's side: 1.6 G pixels (5 GB) at
+# detail 8192, past Pillow's decompression-bomb limit.
+CUT_WHOLE = 4096
+
+
 @dataclass(frozen=True)
 class LookConfig:
     """How crops are cut and judged; stored in config.json's ``verifier`` with the verifier's weights."""
@@ -54,8 +60,18 @@ def crop(view: Image.Image, box, source_size: tuple[int, int], look: LookConfig)
     cut from ``view`` (the photo at :func:`detail_view` size); uint8 (3, size, size)."""
     sx, sy = view.width / source_size[0], view.height / source_size[1]
     x0, y0, x1, y1 = box
-    window = crop_window((x0 * sx, y0 * sy, x1 * sx, y1 * sy), look.margin)
-    patch = view.crop(window).resize((look.size, look.size), Image.BILINEAR, reducing_gap=2.0)
+    window = left, top, right, bottom = crop_window((x0 * sx, y0 * sy, x1 * sx, y1 * sy), look.margin)
+    if right - left <= CUT_WHOLE:
+        patch = view.crop(window).resize((look.size, look.size), Image.BILINEAR, reducing_gap=2.0)
+        return np.asarray(patch).transpose(2, 0, 1)
+    # Larger windows: only the part inside the photo is resized, into its place on a black square.
+    scale = look.size / (right - left)
+    inside = (max(left, 0), max(top, 0), min(right, view.width), min(bottom, view.height))
+    at = [round((v - o) * scale) for v, o in zip(inside, (left, top, left, top))]
+    patch = Image.new(view.mode, (look.size, look.size))
+    if at[2] > at[0] and at[3] > at[1]:
+        part = view.crop(inside).resize((at[2] - at[0], at[3] - at[1]), Image.BILINEAR, reducing_gap=2.0)
+        patch.paste(part, tuple(at[:2]))
     return np.asarray(patch).transpose(2, 0, 1)
 
 

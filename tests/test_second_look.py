@@ -88,3 +88,18 @@ def test_a_verifier_config_problem_is_one_short_line_whatever_the_value():
     for key in ("size", "threshold"):
         problem = verifier_problem({**good, key: "9" * 100_000})
         assert key in problem and len(problem) < 200 and "\n" not in problem
+
+
+def test_a_window_far_past_the_photo_costs_no_more_than_the_photo():
+    """A photo-wide box with the widest margin the config allows: its window is 5x the photo's side
+    (225 MP here), of which only the photo itself is resized, into the middle fifth."""
+    import warnings
+
+    img = photo_with_square((0, 0, 3000, 3000), size=(3000, 3000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning included
+        c = crop(img, (0, 0, 3000, 3000), img.size, LookConfig(size=100, margin=2.0, detail=3000))
+    red = is_red(c)
+    cols, rows = np.flatnonzero(red.any(0)), np.flatnonzero(red.any(1))
+    assert (cols[0], cols[-1] + 1, rows[0], rows[-1] + 1) == (40, 60, 40, 60)
+    assert c[:, :40].max() == 0 and c[:, 60:].max() == 0
