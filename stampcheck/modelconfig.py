@@ -9,6 +9,7 @@ import math
 
 ARCH_NAMES = ("resnet18", "resnet34", "resnet50")  # the torchvision ResNets a model's body is made of
 SIZES = (32, 2048)  # input sizes a config may ask for: past 2048 one photo's activations take many GB
+DETAILS = (32, 8192)  # the long sides a verifier may ask photos to be brought to for its crops
 
 
 def _number(v) -> bool:
@@ -52,7 +53,7 @@ def verifier_problem(v) -> str | None:
     unusable, or None."""
     if not isinstance(v, dict):
         return "verifier must be a JSON object"
-    for key, lo, hi in (("size", 16, 512), ("top_k", 1, 20), ("detail", 32, 8192)):
+    for key, lo, hi in (("size", 16, 512), ("top_k", 1, 20), ("detail", *DETAILS)):
         x = v.get(key)
         if not (isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi):
             return f"verifier {key} must be a whole number from {lo} to {hi}, not {_short(x)}"

@@ -324,3 +324,19 @@ def test_the_onnx_engine_holds_the_verifiers_graph_to_its_config_and_never_opens
     Image.new("RGB", (64, 64), (200, 200, 200)).save(tmp_path / "p.png")
     r = quick_cli("qa", usb, tmp_path / "p.png", "--engine", "onnx", "--out", tmp_path / "r")
     assert r.returncode == 2 and "model.verifier.onnx is not a regular file" in r.stderr, r.stdout + r.stderr
+
+
+def test_the_detail_size_train_chooses_is_one_the_config_check_accepts(tmp_path):
+    """Crops are cut at the training images' long side; images longer or shorter than a config may
+    ask for must not make a model that no command can load."""
+    from dataclasses import asdict
+
+    from stampcheck.modelconfig import verifier_problem
+    from stampcheck.second_look import LookConfig
+
+    (tmp_path / "images").mkdir()
+    for name, size in (("long.png", (9000, 40)), ("small.png", (20, 18))):
+        Image.new("RGB", size).save(tmp_path / "images" / name)
+    for name in ("long.png", "small.png"):
+        detail = verifier_training._detail_size(tmp_path, [ImageLabels(name, "train", "b")])
+        assert verifier_problem(asdict(LookConfig(detail=detail))) is None, (name, detail)

@@ -42,6 +42,7 @@ from torchvision.ops import box_iou
 from stampcheck.atomic import atomic_write_bytes
 from stampcheck.dataset import IMAGES_DIR
 from stampcheck.images import open_checked
+from stampcheck.modelconfig import DETAILS
 from stampcheck.second_look import LookConfig, crop, detail_view
 from train.data import MEAN, STD
 from train.metrics import ImageResult, best_threshold, summarise
@@ -273,4 +274,6 @@ def _detail_size(root: Path, items: list, n: int = 64) -> int:
                 sides.append(max(img.size))
         except Exception:
             continue
-    return int(np.median(sides)) if sides else LookConfig.detail
+    if not sides:
+        return LookConfig.detail
+    return int(np.clip(np.median(sides), *DETAILS))  # a size config.json's check would refuse makes no model
