@@ -52,7 +52,8 @@ from train.verifier import WEIGHTS_NAME, VerifierGraph, from_detector
 EPOCHS = 10          # without --minutes
 LR = 2e-3
 BS = 64
-MINE_TRAIN = 1000    # training images the detector proposes on (every valid image is used)
+MINE_TRAIN = 600     # training images the detector proposes on
+MINE_VALID = 600     # valid images the two stages are judged on (the detector's pass over each costs)
 MINE_THRESHOLD = 0.01  # the lowest detector score mined: every candidate the detector might propose
 POSITIVE_IOU, NEGATIVE_IOU = 0.4, 0.1  # a candidate is the stamp at or above, none of ours below
 JITTERS = 2          # jittered copies of every true box
@@ -212,7 +213,8 @@ def train_verifier(model_dir: Path, dataset: Path, train_items: list, valid_item
     rng = random.Random(seed)
     mined_train = rng.sample(train_items, min(MINE_TRAIN, len(train_items)))
     train_set = mine(detector, dataset, mined_train, look, classes, seed, training=True)
-    valid_x, valid_y, photos = mine(detector, dataset, valid_items, look, classes, seed, training=False)
+    judged = rng.sample(valid_items, min(MINE_VALID, len(valid_items)))
+    valid_x, valid_y, photos = mine(detector, dataset, judged, look, classes, seed, training=False)
     look = replace(look, candidate_threshold=candidate_threshold(photos, look.top_k, detector.threshold))
     n_pos = int((train_set[1] > 0).sum())
     log(f"verifier: {len(train_set[1])} training crops ({n_pos} of a stamp) from {len(mined_train)} images, "
