@@ -442,6 +442,11 @@ def export(
     checked = ("not checked (no onnxruntime installed)" if difference is None else
                f"checked: scores within {difference[0]:.1g}, boxes within {difference[1]:.1g} px of torch's")
     report.print(f"[green]exported[/] {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB); {checked}")
+    from stampcheck.runtime import verifier_file
+
+    second = verifier_file(path)
+    if (Path(model) / "verifier.pth").exists() and second.is_file():
+        report.print(f"and its verifier {escape(str(second))}: the two files travel together")
 
 
 @app.command()

@@ -9,7 +9,9 @@ import math
 
 ARCH_NAMES = ("resnet18", "resnet34", "resnet50")  # the torchvision ResNets a model's body is made of
 SIZES = (32, 2048)  # input sizes a config may ask for: past 2048 one photo's activations take many GB
-DETAILS = (32, 8192)  # the long sides a verifier may ask photos to be brought to for its crops
+# the long sides a verifier may ask photos to be brought to for its crops: qa holds each photo of a
+# batch (and those read ahead) at that size until its crops are cut, so 8192 px would take GBs
+DETAILS = (32, 1024)
 
 
 def _number(v) -> bool:
