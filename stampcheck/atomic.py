@@ -93,5 +93,9 @@ def _finite(obj):
     return obj
 
 
+def json_text(obj, indent: int | None = 2) -> str:
+    return json.dumps(_finite(obj), indent=indent, allow_nan=False)
+
+
 def atomic_write_json(path: Path, obj, indent: int | None = 2) -> None:
-    atomic_write_text(path, json.dumps(_finite(obj), indent=indent, allow_nan=False))
+    atomic_write_text(path, json_text(obj, indent))

@@ -193,3 +193,19 @@ def test_pretrain_interrupted_exits_130_and_keeps_only_finished_epochs(tmp_path)
     assert "--resume continues" in output
     state = json.loads((out / "state.json").read_text())
     assert 1 <= state["epochs_done"] < 50 and (out / "card.md").is_file() and (out / "base.pth").is_file()
+
+
+def test_killed_while_its_first_epoch_is_written_the_earlier_model_stays(dataset, tmp_path):
+    """kill -9 (or a full disk) while the new weights are being written: the earlier model is whole,
+    its config.json beside its model.pth; its files go only once the new ones are written beside."""
+    out = tmp_path / "keep"
+    before = earlier_model(out)
+    proc, _ = start_training("train", dataset, "--out", out, "--overwrite", "--size", 64, "--crop", 0, "--epochs", 1,
+                             "--bs", 8, "--workers", 0, "--no-verifier")
+    while proc.poll() is None and not any(p.name.startswith(".model.pth.") for p in out.iterdir()):
+        time.sleep(0.001)
+    proc.kill()
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before its kill: the case is not exercised"
+    visible = {k: v for k, v in files(out).items() if not Path(k).name.startswith(".")}
+    assert visible == before

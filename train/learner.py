@@ -30,7 +30,7 @@ from fastai.learner import Learner
 from fastai.optimizer import Adam
 from fastai.torch_core import rank_distrib
 
-from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_json
+from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_json, json_text
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from stampcheck.files import read_text
 from stampcheck.paths import MARKER, lock_output, refuse_held, refuse_overlap
@@ -95,16 +95,11 @@ class KeepBest(Callback):
         if rank_distrib() != 0 or math.isnan(value[0]) or not value > self.best:
             return
         first = self.best_epoch < 0
-        if first:
-            # model.pth is replaced by the rename below; the rest goes first, config.json among it,
-            # so that at no moment does the folder pair one run's weights with the other's config
-            for f in self.replaces:
-                if f.name != "model.pth":
-                    f.unlink(missing_ok=True)
-        self.best, self.best_epoch = value, self.epoch
         # the threshold it was judged at: a run killed before finish() leaves a model that calls as chosen
         save_weights(self.learn.model, self.out, {**self.config, "best_epoch": self.epoch, MONITOR: value[0],
-                                                  "threshold": float(row["threshold"])})
+                                                  "threshold": float(row["threshold"])},
+                     replaces=self.replaces if first else ())
+        self.best, self.best_epoch = value, self.epoch
         if first:
             for name, data in self.first_files.items():
                 atomic_write_bytes(self.out / name, data)
@@ -202,11 +197,20 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
-def save_weights(model, out: Path, config: dict) -> None:
+def save_weights(model, out: Path, config: dict, replaces: list[Path] = ()) -> None:
+    """model.pth, then config.json, each written whole beside before it takes its place. An earlier
+    run's files (``replaces``) go only once both are written: a kill or a full disk before that
+    leaves them as they were. Its config.json goes with them, before the weights are replaced, so
+    that at no moment does the folder pair one run's weights with the other's config."""
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}, buf)
-    atomic_write_bytes(out / "model.pth", buf.getvalue())
-    atomic_write_json(out / "config.json", config)
+    with atomic_path(out / "config.json") as new_config:
+        new_config.write_text(json_text(config))
+        with atomic_path(out / "model.pth") as new_weights:
+            new_weights.write_bytes(buf.getvalue())
+            for f in replaces:
+                if f.name != "model.pth":  # replaced by the rename
+                    f.unlink(missing_ok=True)
 
 
 def build_learner(dataset: Path, out: Path, cfg: TrainConfig, log=print):
