@@ -209,3 +209,21 @@ def test_killed_while_its_first_epoch_is_written_the_earlier_model_stays(dataset
     assert proc.returncode == -signal.SIGKILL, "the run ended before its kill: the case is not exercised"
     visible = {k: v for k, v in files(out).items() if not Path(k).name.startswith(".")}
     assert visible == before
+
+
+def test_a_model_written_while_the_dataset_loads_is_not_replaced(dataset, tmp_path):
+    """Another run's model lands in --out after this run's check and before it holds the folder
+    (that run finished while this one loaded a large dataset): without --overwrite it stays."""
+    out = tmp_path / "shared"
+    before = {}
+
+    def log(line):  # the line train logs once its dataset is loaded, before it takes the folder
+        if "starting from" in line and not before:
+            out.mkdir()
+            (out / MARKER).write_text("train\n")
+            before.update(earlier_model(out))
+
+    cfg = TrainConfig(arch="resnet18", size=64, crop=0, epochs=1, bs=8, workers=0, verifier=False)
+    with pytest.raises(ValueError, match="already holds a model"):
+        train(dataset, out, cfg, log=log)
+    assert before and files(out) == before | {str(out / MARKER): files(out)[str(out / MARKER)]}  # the pid it held it by

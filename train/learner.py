@@ -368,6 +368,12 @@ def earlier_model(dataset: Path, out: Path, cfg: TrainConfig, overwrite: bool) -
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder")
     refuse_held(out)  # a run writing there now: said at once, not after the dataset has loaded
+    return model_files(out, overwrite)
+
+
+def model_files(out: Path, overwrite: bool) -> list[Path]:
+    """:func:`earlier_model`'s files, asked again once this run holds ``out``: another run may have
+    written a model there while this one was loading its dataset."""
     earlier = [out / name for name in OUTPUTS if (out / name).exists()]
     if not earlier:
         return []
@@ -396,7 +402,8 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print, overwrite: bool
     KeyboardInterrupt); one interrupted later returns, its ``interrupted`` true."""
     started = time.time()
     out = Path(out).resolve()  # fastai joins learn.path with relative names; keep every path absolute
-    earlier = earlier_model(dataset, out, cfg, overwrite) if rank_distrib() == 0 else []
+    if rank_distrib() == 0:  # said before the dataset loads, asked again once out is held
+        earlier_model(dataset, out, cfg, overwrite)
     learn, dls, classes, device, weights_source = build_learner(dataset, out, cfg, log)
     dtype = autocast_dtype(device, cfg.mixed_precision)
     precision = f"{str(dtype).removeprefix('torch.')} autocast" if dtype else "fp32"
@@ -418,8 +425,10 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print, overwrite: bool
     made = make_folder(out)
     marked = rank_distrib() == 0 and not os.path.lexists(out / MARKER)
     with lock_output(out, "train") if rank_distrib() == 0 else nullcontext() as hold:
-        keep = KeepBest(out, config, replaces=earlier)
+        keep = KeepBest(out, config)
         try:
+            if rank_distrib() == 0:
+                keep.replaces = model_files(out, overwrite)
             interrupted, train_seconds = _fit(learn, cfg, keep, budget, epochs, device, log)
         except BaseException:
             if keep.best_epoch < 0:
