@@ -158,7 +158,13 @@ def onnx_bytes(graph: nn.Module, example: torch.Tensor, meta: str, input_name: s
         torch.onnx.export(graph, (example,), buf, dynamo=False, opset_version=OPSET, input_names=[input_name],
                           output_names=list(output_names),
                           dynamic_axes={name: {0: "batch"} for name in (input_name, *output_names)})
+        outputs = graph(example)
     model = onnx.load_from_string(buf.getvalue())
+    # the exporter leaves the axes after the batch symbolic; stated, they let a reader (and the ONNX
+    # engine's load check) see the grid and the classes without running the graph
+    for out, value in zip(model.graph.output, outputs if isinstance(outputs, tuple) else (outputs,)):
+        for dim, n in zip(list(out.type.tensor_type.shape.dim)[1:], value.shape[1:]):
+            dim.dim_value = int(n)
     model.doc_string = "stampcheck stamp detector; metadata 'stampcheck' holds its config"
     onnx.helper.set_model_props(model, {META_KEY: meta})
     onnx.checker.check_model(model)
