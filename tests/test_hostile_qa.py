@@ -230,7 +230,7 @@ def test_a_batch_of_only_unreadable_files_is_no_pass(forced_model, tmp_path):
     # the console names each unreadable photo and why, as results.csv does, and the size read at
     assert "unreadable 2 (" in r.output and "gone.jpg: broken-link" in r.output and "text.jpg: " in r.output, r.output
     size = json.loads((forced_model / "config.json").read_text())["size"]
-    assert f"2 photos at {size} px, threshold" in r.output, r.output
+    assert f"2 photos at {size} px, one stage, threshold" in r.output, r.output
     (photos / "text.jpg").unlink()
     (photos / "gone.jpg").unlink()
     named = photos.rename(tmp_path / "photos\x1b[2J\nof line 3")  # the error names it, escaped, on one line
