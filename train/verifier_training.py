@@ -55,14 +55,15 @@ BS = 64
 MINE_TRAIN = 600     # training images the detector proposes on
 MINE_VALID = 600     # valid images the two stages are judged on (the detector's pass over each costs)
 MINE_THRESHOLD = 0.01  # the lowest detector score mined: every candidate the detector might propose
-POSITIVE_IOU, NEGATIVE_IOU = 0.4, 0.1  # a candidate is the stamp at or above, none of ours below
+POSITIVE_IOU = 0.4   # a candidate overlapping a true stamp this much is that stamp
 JITTERS = 2          # jittered copies of every true box
 RECALL = 0.98        # of valid stamps the candidate threshold keeps among the top_k
 
 
 # ---- mining ----
 
-def _jitter(box, rng: random.Random, w: int, h: int):
+def _jitter(box, rng: random.Random):
+    """A true box shifted and scaled a little, as the detector's candidates miss it."""
     x0, y0, x1, y1 = box
     bw, bh = x1 - x0, y1 - y0
     s = math.exp(rng.uniform(-0.2, 0.2))
@@ -71,6 +72,7 @@ def _jitter(box, rng: random.Random, w: int, h: int):
 
 
 def _random_box(rng: random.Random, w: int, h: int):
+    """A square window of a stamp-free image, 6-60% of its short side."""
     side = min(w, h) * math.exp(rng.uniform(math.log(0.06), math.log(0.6)))
     x0, y0 = rng.uniform(0, max(0, w - side)), rng.uniform(0, max(0, h - side))
     return [x0, y0, x0 + side, y0 + side]
@@ -103,19 +105,17 @@ def mine(detector: Predictor, root: Path, items: list, look: LookConfig, classes
             overlap = float(iou[best]) if len(iou) else 0.0
             if overlap >= POSITIVE_IOU:
                 label = truth_cls[best]
-            elif overlap < NEGATIVE_IOU and (not training or not item.has_stamp):
-                label = 0
-            elif not training:
+            elif not training or not item.has_stamp:
                 label = 0
             else:
-                continue  # a partial overlap, or a stamped image's other region: neither answer is sure
+                continue  # a stamped image's other region or a partial overlap: negatives come from stamp-free images
             entry["candidates"].append((score, box, len(crops)))
             crops.append(crop(view, box, size, look))
             labels.append(label)
         if training:
             for box, c in zip(truth.tolist(), truth_cls):
                 for _ in range(JITTERS):
-                    crops.append(crop(view, _jitter(box, rng, *size), size, look))
+                    crops.append(crop(view, _jitter(box, rng), size, look))
                     labels.append(c)
             if not item.has_stamp:
                 crops.append(crop(view, _random_box(rng, *size), size, look))
