@@ -24,6 +24,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
 import numpy as np
 import torch
 from fastai.data.core import DataLoaders, TfmdDL
@@ -44,6 +45,7 @@ from stampcheck.dataset import IMAGES_DIR
 from stampcheck.images import open_checked
 from stampcheck.modelconfig import DETAILS
 from stampcheck.second_look import LookConfig, crop, detail_view
+from train.budget import BatchTimer, TimeBudget
 from train.data import MEAN, STD
 from train.metrics import ImageResult, best_threshold, summarise
 from train.predict import PHOTO_LIMITS, Predictor, predict_photos
@@ -204,7 +206,6 @@ def train_verifier(model_dir: Path, dataset: Path, train_items: list, valid_item
     or EPOCHS), choose its candidate threshold and its threshold on valid, and write verifier.pth.
     Returns its figures (``valid``: the two stages together, as qa judges photos), or None when
     ``seconds`` leave no time to train it."""
-    from train.learner import BatchTimer, TimeBudget  # the detector's loop's parts
     from train.precision import set_precision
 
     t0 = time.time()
