@@ -227,3 +227,30 @@ def test_a_model_written_while_the_dataset_loads_is_not_replaced(dataset, tmp_pa
     with pytest.raises(ValueError, match="already holds a model"):
         train(dataset, out, cfg, log=log)
     assert before and files(out) == before | {str(out / MARKER): files(out)[str(out / MARKER)]}  # the pid it held it by
+
+
+@pytest.mark.parametrize("command", ["train", "pretrain"])
+def test_a_stop_sent_to_the_process_group_is_an_interruption(dataset, tmp_path, command):
+    """SIGTERM to the whole process group (a service manager's stop, `kill -TERM -PGID`) ends the
+    data loader's workers too: still 130 and one line, not their RuntimeError as a failure."""
+    out = tmp_path / "keep"
+    if command == "train":
+        before = earlier_model(out)
+        args = ["train", dataset, "--out", out, "--overwrite", *FIRST_EPOCH[:-3], "--workers", 1, "--no-verifier"]
+        started = "resnet18 at 192 px"
+    else:
+        before = {}
+        args = ["pretrain", "--out", out, "--size", 128, "--epochs", 50, "--epoch-images", 96, "--valid-images", 8,
+                "--bs", 8, "--workers", 1]
+        started = "pretraining resnet18"
+    proc = subprocess.Popen([sys.executable, "-m", "stampcheck", *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    wait_for(proc, lines, started)
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    output = finish(proc, lines)
+    assert "epoch 1/" not in output, "the first epoch ended before the signal: the case is not exercised"
+    assert proc.returncode == errors.INTERRUPTED, output[-3000:]
+    assert output.splitlines()[-1] == "interrupted" and "Error" not in output, output[-3000:]
+    assert (files(out) == before) if before else not out.exists()

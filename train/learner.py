@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -135,6 +135,17 @@ class StopOnInterrupt(Callback):
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
             self.previous = None
+
+    @contextmanager
+    def loader_workers(self):
+        """A stop sent to the whole process group (a service manager's SIGTERM) ends the data
+        loader's workers too: the RuntimeError their end raises here is that interruption, not a
+        failure (the signal reached this process first: handlers run in signal-number order)."""
+        try:
+            yield
+        except RuntimeError as e:
+            if not (self.requested and "DataLoader worker" in str(e)):
+                raise
 
 
 def make_folder(out: Path) -> list[Path]:
@@ -420,7 +431,7 @@ def _fit(learn: Learner, cfg: TrainConfig, keep: KeepBest, budget: TimeBudget | 
     start = time.time()
     interrupted = False
     try:
-        with distributed_training(learn, device), quiet_bar():
+        with stop.loader_workers(), distributed_training(learn, device), quiet_bar():
             learn.fit_one_cycle(epochs, lr, cbs=cbs)
         interrupted = stop.requested
     except KeyboardInterrupt:  # a second Ctrl-C

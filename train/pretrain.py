@@ -323,7 +323,7 @@ def _run(learn: Learner, out: Path, cfg: PretrainConfig, state: dict, start_epoc
     piped = not sys.stdout.isatty()
     if piped:
         cbs.append(EpochLog(log, start_epoch))
-    with (learn.no_bar() if piped else _nothing()):
+    with stop.loader_workers(), (learn.no_bar() if piped else _nothing()):
         learn.fit_one_cycle(cfg.epochs, cfg.lr, cbs=cbs, start_epoch=start_epoch)
     if stop.requested and not read_state(out):
         raise KeyboardInterrupt  # Ctrl-C before the first epoch ended: pretrain() removes what it made
