@@ -254,3 +254,24 @@ def test_a_stop_sent_to_the_process_group_is_an_interruption(dataset, tmp_path, 
     assert proc.returncode == errors.INTERRUPTED, output[-3000:]
     assert output.splitlines()[-1] == "interrupted" and "Error" not in output, output[-3000:]
     assert (files(out) == before) if before else not out.exists()
+
+
+def test_pretrain_leaves_a_run_another_advanced_while_it_read_its_inputs(tmp_path):
+    """Another pretrain wrote the folder after this one read its state.json and checkpoint and
+    before it held the folder (its backgrounds can take minutes to read): refused, not resumed from
+    the older checkpoint over the newer epochs."""
+    out = tmp_path / "run"
+    cfg = PretrainConfig(size=64, epochs=1, epoch_images=16, valid_images=8, bs=8, workers=0)
+    pretrain(out, cfg, log=lambda *a: None)
+    before = {}
+
+    def log(line):  # the last line a resumed run logs before it takes the folder
+        if line.startswith("resuming ") and "own settings" in line and not before:
+            state = json.loads((out / "state.json").read_text())
+            (out / "state.json").write_text(json.dumps({**state, "seconds": state["seconds"] + 60}))
+            before.update(files(out))
+
+    with pytest.raises(ValueError, match="another pretrain run wrote"):
+        pretrain(out, PretrainConfig(), resume=True, epochs_changed=2, log=log)
+    assert before and {k: v for k, v in files(out).items() if not k.endswith(MARKER)} == \
+        {k: v for k, v in before.items() if not k.endswith(MARKER)}

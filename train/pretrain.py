@@ -220,7 +220,7 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
     made is removed again."""
     check_output(Path(out), COMMAND)  # before anything there is read or replaced; a link as given is refused
     out = Path(out).resolve()
-    state = read_state(out)
+    state, found = read_state(out), read_state(out)  # found: as read, to be asked again once out is held
     if state and not resume:
         raise ValueError(f"{out} holds a pretraining run ({state.get('epochs_done', 0)} epochs); "
                          "pass --resume to continue it, or choose another --out")
@@ -286,6 +286,9 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
     claim_output(out, COMMAND)
     with OutputLock(out, COMMAND) as hold:  # held by this run alone to its end; by the system if it is killed
         try:
+            if read_state(out) != found:  # another run wrote it while this one read its inputs
+                raise ValueError(f"another pretrain run wrote {out} while this one read its inputs; look at it "
+                                 "again (--resume continues it), or choose another --out")
             return _run(learn, out, cfg, state if resume else {}, start_epoch, train_ds, device, backgrounds, workers,
                         log)
         except BaseException:
