@@ -275,3 +275,19 @@ def test_pretrain_leaves_a_run_another_advanced_while_it_read_its_inputs(tmp_pat
         pretrain(out, PretrainConfig(), resume=True, epochs_changed=2, log=log)
     assert before and {k: v for k, v in files(out).items() if not k.endswith(MARKER)} == \
         {k: v for k, v in before.items() if not k.endswith(MARKER)}
+
+
+def test_train_removes_what_a_killed_train_left_half_written(dataset, tmp_path):
+    """kill -9 while model.pth was written leaves its hidden temporary file (tens of MB): the next
+    run into the folder removes it; a file of the user's by such a name stays."""
+    out = tmp_path / "model"
+    earlier_model(out)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)
+    left = [out / f".model.pth.{dead}.part", out / f".config.json.{dead}.part"]
+    mine = [out / f".notes.txt.{dead}.part", out / f".model.pth.{os.getppid()}.part"]  # not train's; a live process's
+    for f in left + mine:
+        f.write_bytes(b"half")
+    cfg = TrainConfig(arch="resnet18", size=64, crop=0, epochs=1, bs=8, workers=0, verifier=False)
+    train(dataset, out, cfg, overwrite=True, log=lambda *a: None)
+    assert not any(f.exists() for f in left) and all(f.exists() for f in mine)

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -30,7 +31,7 @@ from fastai.learner import Learner
 from fastai.optimizer import Adam
 from fastai.torch_core import rank_distrib
 
-from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_json, json_text
+from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_json, json_text, remove_own_partials
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from stampcheck.files import read_text
 from stampcheck.paths import MARKER, lock_output, refuse_held, refuse_overlap
@@ -374,6 +375,7 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print, overwrite: bool
         try:
             if rank_distrib() == 0:
                 keep.replaces = model_files(out, overwrite)
+                remove_own_partials(out, "|".join(map(re.escape, OUTPUTS)))  # what a killed run left mid-write
             interrupted, train_seconds = _fit(learn, cfg, keep, budget, epochs, device, log)
         except BaseException:
             if keep.best_epoch < 0:
