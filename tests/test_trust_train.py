@@ -96,6 +96,15 @@ def dataset(tmp_path_factory) -> Path:
     return ds
 
 
+@pytest.fixture(scope="module")
+def long_epoch(tmp_path_factory) -> Path:
+    """Enough images that a first epoch at FIRST_EPOCH's settings lasts many seconds, also on a fast
+    machine: a signal sent half a second into it comes before it ends."""
+    ds = tmp_path_factory.mktemp("trust") / "long"
+    compose_dataset(ComposeConfig(count=160, seed=3, max_size=96, looks=EASY), ds)
+    return ds
+
+
 def earlier_model(out: Path) -> dict:
     """A model folder as an earlier `train` left it; the hash of each file."""
     model, _ = build_model("resnet18", 1, pretrained="none")
@@ -154,15 +163,15 @@ FIRST_EPOCH = ["--size", 192, "--bs", 4, "--epochs", 3, "--no-pretrained", "--wo
 
 @pytest.mark.parametrize("sig, overwrite, extra", [(signal.SIGINT, False, []), (signal.SIGTERM, True, []),
                                                    (signal.SIGINT, True, ["--lr-find"])])
-def test_interrupted_in_the_first_epoch_leaves_the_folder_as_it_was(dataset, tmp_path, sig, overwrite, extra):
+def test_interrupted_in_the_first_epoch_leaves_the_folder_as_it_was(long_epoch, tmp_path, sig, overwrite, extra):
     """Into a new folder: nothing is left. Over an earlier model (--overwrite): it stays, byte for byte,
     also when the signal comes while lr_find runs (its curve cut short, no suggestion)."""
     out = tmp_path / "keep" if overwrite else tmp_path / "new" / "model"
     before = earlier_model(out) if overwrite else {}
-    proc, lines = start_training("train", dataset, "--out", out, *FIRST_EPOCH, *(["--overwrite"] if overwrite else []),
-                                 *extra)
+    proc, lines = start_training("train", long_epoch, "--out", out, *FIRST_EPOCH,
+                                 *(["--overwrite"] if overwrite else []), *extra)
     wait_for(proc, lines, "resnet18 at 192 px")  # the log's last line before training
-    time.sleep(2)
+    time.sleep(0.5)
     proc.send_signal(sig)
     output = finish(proc, lines)
     assert "epoch 1/3" not in output, "the first epoch ended before the signal: the case is not exercised"
@@ -230,13 +239,13 @@ def test_a_model_written_while_the_dataset_loads_is_not_replaced(dataset, tmp_pa
 
 
 @pytest.mark.parametrize("command", ["train", "pretrain"])
-def test_a_stop_sent_to_the_process_group_is_an_interruption(dataset, tmp_path, command):
+def test_a_stop_sent_to_the_process_group_is_an_interruption(long_epoch, tmp_path, command):
     """SIGTERM to the whole process group (a service manager's stop, `kill -TERM -PGID`) ends the
     data loader's workers too: still 130 and one line, not their RuntimeError as a failure."""
     out = tmp_path / "keep"
     if command == "train":
         before = earlier_model(out)
-        args = ["train", dataset, "--out", out, "--overwrite", *FIRST_EPOCH[:-3], "--workers", 1, "--no-verifier"]
+        args = ["train", long_epoch, "--out", out, "--overwrite", *FIRST_EPOCH[:-3], "--workers", 1, "--no-verifier"]
         started = "resnet18 at 192 px"
     else:
         before = {}
@@ -247,7 +256,7 @@ def test_a_stop_sent_to_the_process_group_is_an_interruption(dataset, tmp_path, 
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines = []
     wait_for(proc, lines, started)
-    time.sleep(2)
+    time.sleep(0.5)  # its loader worker started, its first epoch (many seconds) not over
     os.killpg(proc.pid, signal.SIGTERM)
     output = finish(proc, lines)
     assert "epoch 1/" not in output, "the first epoch ended before the signal: the case is not exercised"
