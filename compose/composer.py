@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import multiprocessing
 import pickle
 import re
 import sys
@@ -29,6 +28,7 @@ from compose.backgrounds import BackgroundSource, builtin_source, scan_folder
 from compose.looks import Looks, compose_image
 from compose.preview import write_preview
 from compose.stamps import DEFAULT_STAMP, Stamp, load_stamp
+from compose.workers import WorkerPool
 from stampcheck.atomic import atomic_write_bytes, atomic_write_text, remove_own_partials
 from stampcheck.dataset import (COCO_JSON, DATASET_JSON, IMAGES_DIR, LABELS_CSV, PREVIEW_PNG, Box,
                                 ImageLabels, write_label_files, yolo_dataset_files, yolo_files,
@@ -158,8 +158,7 @@ def compose_dataset(cfg: ComposeConfig, out: Path, workers: int = 1, overwrite: 
     stamps = [load_stamp(p) for p in cfg.stamps]
     if len({s.name for s in stamps}) != len(stamps):
         raise ComposeError("two stamps share a file name; the name is the class, so rename one")
-    ctx = multiprocessing.get_context("spawn")
-    pool = ctx.Pool(workers) if workers > 1 and _spawn_can_start() else None
+    pool = WorkerPool(workers) if workers > 1 and _spawn_can_start() else None
     try:
         source = _backgrounds(cfg, pool, progress)
         fp = fingerprint(cfg, stamps, source.names)
@@ -172,13 +171,13 @@ def compose_dataset(cfg: ComposeConfig, out: Path, workers: int = 1, overwrite: 
             return summary
     finally:
         if pool is not None:
-            pool.terminate()
+            pool.close()
 
 
 def _backgrounds(cfg: ComposeConfig, pool, progress) -> BackgroundSource:
     limits = ImageLimits(min_side=cfg.min_background_side)
     if cfg.backgrounds:
-        imap = partial(pool.imap, chunksize=16) if pool else map
+        imap = partial(pool.map, chunksize=16) if pool else map
         source = scan_folder(Path(cfg.backgrounds), limits, progress, imap=imap)
     else:
         source = builtin_source(cfg.builtin_backgrounds or max(8, cfg.count // 4), cfg.builtin_offset)
@@ -220,7 +219,7 @@ def _compose(cfg, stamps, source: BackgroundSource, fp: str, out: Path, pool, ov
         else:
             state_file = str(parts / "state.pkl")
             atomic_write_bytes(Path(state_file), pickle.dumps(init))
-            for _ in pool.imap_unordered(_render_task, [(state_file, t) for t in todo], chunksize=4):
+            for _ in pool.map(_render_task, [(state_file, t) for t in todo], chunksize=4):
                 advance(1)
     return write_dataset(out, cfg, stamps, source, splits)
 

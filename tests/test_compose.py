@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -221,6 +222,53 @@ def test_interrupted_run_resumes_to_the_same_bytes(tmp_path):
     for f in (tmp_path / "clean" / "images").iterdir():
         assert (cut / "images" / f.name).read_bytes() == f.read_bytes()
     assert (cut / "labels.csv").read_text() == (tmp_path / "clean" / "labels.csv").read_text()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_sent_to_the_workers_too_ends_the_run(tmp_path, sig):
+    """A service manager's stop (SIGTERM to the process group) or Ctrl-C in a terminal (SIGINT to it)
+    reaches compose's worker processes as well: exit 130 with one line, soon, whatever the workers
+    were doing, and the next run finishes the same dataset."""
+    out = tmp_path / "ds"
+    args = [sys.executable, "-m", "stampcheck", "compose", "--count", "400", "--seed", "4", "--max-size", "256",
+            "--workers", "2", "--no-preview", "--out", str(out)]
+    for attempt in range(3):  # idle workers wait on the task queue holding its lock: stop them in several states
+        proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and len(list((out / "images").glob("*.jpg"))) < 20 * (attempt + 1):
+            time.sleep(0.02)
+        os.killpg(proc.pid, sig)
+        try:
+            output, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            pytest.fail("compose hung after the stop")
+        assert proc.returncode == 130, output[-2000:]
+        assert output.strip().splitlines()[-1] == "interrupted" and "Traceback" not in output, output[-2000:]
+        assert not (out / "labels.csv").exists()
+    r = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(list((out / "images").glob("*.jpg"))) == 400 and not list((out / "images").glob(".*"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers in Linux's /proc")
+def test_a_worker_killed_alone_is_one_line_and_exit_4(tmp_path):
+    """The OOM killer ends one worker: the run says so and stops (exit 4), no hang, no traceback."""
+    out = tmp_path / "ds"
+    proc = subprocess.Popen([sys.executable, "-m", "stampcheck", "compose", "--count", "3000", "--max-size", "256",
+                             "--workers", "2", "--no-preview", "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "images").glob("*.jpg"))) < 10:
+        time.sleep(0.02)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    workers = [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    os.kill(workers[0], signal.SIGKILL)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 4, output[-2000:]
+    assert "worker process" in output.strip().splitlines()[-1] and "Traceback" not in output, output[-2000:]
 
 
 def test_other_parameters_in_same_folder_are_refused(tmp_path):
