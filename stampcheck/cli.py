@@ -407,6 +407,10 @@ def qa(
         names = first_three([f"{escape(shown(str(r.path)))}: {escape(shown(r.error))}" for r in unreadable],
                             "results.csv gives each")
         console.print(f"[yellow]unreadable[/] {len(unreadable)} ({names})")
+    missing = [r for r in summary.results if not r.error and not r.found(summary.threshold)]
+    if missing and watch is None:
+        names = first_three([escape(shown(str(r.path))) for r in missing], "the report lists them")
+        console.print(f"[red]missing their stamp[/] {len(missing)} ({names})")
     at = f" at {summary.size} px" if summary.size else ""
     stages = "second look" if summary.second_look else "one stage"
     if not summary.second_look:

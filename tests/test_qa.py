@@ -79,6 +79,11 @@ def test_qa_reports_every_photo_with_statuses_and_exit_codes(tiny_model, photo_f
     r = run_cli("qa", tiny_model / "model", photo_folder, "--out", tmp_path / "none", "--threshold", "1")
     assert r.returncode == 1  # no stamp found anywhere
     assert "missing" in r.stdout
+    # the console names the first three missing their stamp (sorted as the table is), counts the rest
+    readable = sorted(str(p) for p in photo_folder.iterdir() if p.name not in ("notes.txt", "corrupt.jpg"))
+    line = next(x for x in r.stderr.splitlines() if x.startswith("missing their stamp"))
+    assert line.startswith(f"missing their stamp {len(readable)} ({readable[0]}, {readable[1]}, {readable[2]}; "
+                           f"and {len(readable) - 3} more (the report lists them))"), r.stderr
     for args in ((tiny_model / "model", tmp_path / "nope"), (tmp_path / "no-model", photo_folder)):
         r = run_cli("qa", *args, "--out", tmp_path / "x")  # one line, nothing written
         output = r.stdout + r.stderr
