@@ -19,7 +19,7 @@ from stampcheck import errors
 from stampcheck.device import DeviceError, cpu_count
 from stampcheck.progress import console, printable, progress_bar, report, shown
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False,
                   help="Prove from photos that a product carries its inspection stamp, and where.\n\n"
                        "Pipeline: crawl (backgrounds) -> compose (labelled dataset) -> train (model) -> qa (reports).")
 DATA = Path("data")
@@ -34,9 +34,9 @@ def fail(message: str, code: int = errors.USAGE):
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(short_help="Stamp backgrounds: a labelled dataset.")
 def compose(
-    stamp: List[Path] = typer.Option(None, "--stamp", help="Stamp image, repeatable: one class per file, named "
+    stamp: List[Path] = typer.Option(None, "--stamp", metavar="PATH", help="Stamp image, repeatable: one class per file, named "
                                      "after the file. A PNG with alpha is used as is; without alpha the "
                                      "background colour (median of the border pixels) is keyed out. "
                                      "Default: the built-in stamp."),
@@ -50,20 +50,20 @@ def compose(
     max_size: int = typer.Option(512, min=32, help="Long side of written images in pixels."),
     valid_share: float = typer.Option(0.2, min=0.0, max=0.9, help="Share of backgrounds held out for valid."),
     builtin_backgrounds: int = typer.Option(0, min=0, help="Number of built-in scenes (0: count/4)."),
-    scale: Tuple[float, float] = typer.Option(L.scale, help="Stamp long side / background short side (log-uniform)."),
+    scale: Tuple[float, float] = typer.Option(L.scale, metavar="MIN MAX", help="Stamp long side / background short side (log-uniform)."),
     rotation: float = typer.Option(L.rotation, help="Rotation range, +- degrees."),
     perspective: float = typer.Option(L.perspective, help="Tilt: largest corner shift, share of stamp size."),
-    opacity: Tuple[float, float] = typer.Option(L.opacity, help="Ink strength range, 0..1."),
-    fade: Tuple[float, float] = typer.Option(L.fade, help="Uneven ink: share of ink lost in patches, 0..1."),
+    opacity: Tuple[float, float] = typer.Option(L.opacity, metavar="MIN MAX", help="Ink strength range, 0..1."),
+    fade: Tuple[float, float] = typer.Option(L.fade, metavar="MIN MAX", help="Uneven ink: share of ink lost in patches, 0..1."),
     multiply_share: float = typer.Option(L.multiply_share, help="Share of 'ink' (multiply) blends, "
                                          "where the product shows through the stamp; the rest are normal pastes."),
-    ink_colour: List[str] = typer.Option(list(L.ink_colours), help="Ink colours to draw from (#rrggbb or a name); "
+    ink_colour: List[str] = typer.Option(list(L.ink_colours), metavar="COLOUR", help="Ink colours to draw from (#rrggbb or a name); "
                                          "'keep' keeps the stamp's own colours. Repeatable."),
-    blur: Tuple[float, float] = typer.Option(L.blur, help="Stamp blur radius range, pixels."),
-    noise: Tuple[float, float] = typer.Option(L.noise, help="Sensor noise std range, grey levels."),
-    brightness: Tuple[float, float] = typer.Option(L.brightness, help="Whole-image brightness factor range."),
+    blur: Tuple[float, float] = typer.Option(L.blur, metavar="MIN MAX", help="Stamp blur radius range, pixels."),
+    noise: Tuple[float, float] = typer.Option(L.noise, metavar="MIN MAX", help="Sensor noise std range, grey levels."),
+    brightness: Tuple[float, float] = typer.Option(L.brightness, metavar="MIN MAX", help="Whole-image brightness factor range."),
     glare_share: float = typer.Option(L.glare_share, help="Share of images with a glossy highlight."),
-    jpeg_quality: Tuple[int, int] = typer.Option(L.jpeg_quality, help="JPEG quality range of the output."),
+    jpeg_quality: Tuple[int, int] = typer.Option(L.jpeg_quality, metavar="MIN MAX", help="JPEG quality range of the output."),
     truncate_share: float = typer.Option(L.truncate_share, help="Share of stamps cut off at the "
                                          "border (0 keeps every stamp fully inside)."),
     multi_share: float = typer.Option(L.multi_share, help="Share of stamped images with several stamps."),
@@ -105,8 +105,8 @@ def compose(
         report.print(f"preview: {out / PREVIEW_PNG}")
 
 
-@app.command("preview")
-def preview_cmd(dataset: Path = typer.Argument(..., help="Dataset folder."),
+@app.command("preview", short_help="A PNG grid of a dataset's samples.")
+def preview_cmd(dataset: Path = typer.Argument(..., metavar="DATASET", help="Dataset folder."),
                 out: Optional[Path] = typer.Option(None, help="PNG to write (default DATASET/preview.png). An existing "
                                      "file is replaced only when it is a preview stampcheck wrote."),
                 n: int = typer.Option(16, min=1, help="Number of samples.")):
@@ -125,16 +125,16 @@ def preview_cmd(dataset: Path = typer.Argument(..., help="Dataset folder."),
         fail(str(e))
 
 
-@app.command()
+@app.command(short_help="Fetch background product photos.")
 def crawl(
-    keyword: List[str] = typer.Option(None, "--keyword", "-k", help="Search term, repeatable."),
+    keyword: List[str] = typer.Option(None, "--keyword", "-k", metavar="WORDS", help="Search term, repeatable."),
     keywords_file: Optional[Path] = typer.Option(None, help="UTF-8 text file with one search term per line."),
     engine: str = typer.Option("bing", help="Comma-separated search engines: bing, google, baidu, flickr "
                                "(flickr needs FLICKR_APIKEY in the environment)."),
-    site: List[str] = typer.Option(None, help="Crawl a site for images, repeatable: pages on its host only, "
+    site: List[str] = typer.Option(None, metavar="URL", help="Crawl a site for images, repeatable: pages on its host only, "
                                    "obeying its robots.txt."),
-    urls: List[Path] = typer.Option(None, help="UTF-8 text file with one image URL per line, repeatable."),
-    from_dir: List[Path] = typer.Option(None, help="Bring your own photos through the same checks, repeatable; "
+    urls: List[Path] = typer.Option(None, metavar="PATH", help="UTF-8 text file with one image URL per line, repeatable."),
+    from_dir: List[Path] = typer.Option(None, metavar="PATH", help="Bring your own photos through the same checks, repeatable; "
                                         "must lie outside --out. They are read, never changed."),
     out: Path = typer.Option(DATA / "backgrounds", help="Folder: images/, manifest.jsonl, rejected.jsonl."),
     max_num: int = typer.Option(100, "--max", min=1, help="Images to keep per engine and keyword (or site/list)."),
@@ -214,9 +214,9 @@ def first_three(names: list[str], where: str) -> str:
     return ", ".join(names[:3]) + more
 
 
-@app.command("train")
+@app.command("train", short_help="Train the stamp detector (and its second look).")
 def train_cmd(
-    dataset: Path = typer.Argument(..., help="Dataset folder (from `stampcheck compose`, or labelled by hand)."),
+    dataset: Path = typer.Argument(..., metavar="DATASET", help="Dataset folder (from `stampcheck compose`, or labelled by hand)."),
     out: Path = typer.Option(DATA / "model", help="Model folder to write."),
     arch: str = typer.Option("resnet18", help="ResNet body: resnet18, resnet34 or resnet50 (a shipped base "
                              "detector exists for resnet18)."),
@@ -277,10 +277,10 @@ def train_cmd(
         raise typer.Exit(errors.INTERRUPTED)
 
 
-@app.command()
+@app.command(short_help="Train the base detector on any seal.")
 def pretrain(
     out: Path = typer.Option(DATA / "pretrain", help="Run folder: checkpoint.pth, state.json, base.pth, card.md."),
-    backgrounds: List[Path] = typer.Option(None, help="Folders of real product photos (no stamps on them), "
+    backgrounds: List[Path] = typer.Option(None, metavar="PATH", help="Folders of real product photos (no stamps on them), "
                                            "repeatable; built-in scenes are always used too."),
     arch: str = typer.Option("resnet18", help="ResNet body: resnet18, resnet34 or resnet50."),
     size: int = typer.Option(128, min=64, max=1024, help="Input size in pixels (the shipped base: 128, then 256 on 160 px windows)."),
@@ -333,11 +333,11 @@ def pretrain(
         raise typer.Exit(errors.INTERRUPTED)
 
 
-@app.command()
+@app.command(short_help="Check photos for the stamp: a report.")
 def qa(
-    model: Path = typer.Argument(..., help="Model folder (from `stampcheck train`); with --engine onnx, its "
+    model: Path = typer.Argument(..., metavar="MODEL", help="Model folder (from `stampcheck train`); with --engine onnx, its "
                                  "exported model.onnx or the folder holding it."),
-    photos: Optional[List[str]] = typer.Argument(None, help="Photo files, folders (recursive) or globs."),
+    photos: Optional[List[str]] = typer.Argument(None, metavar="PHOTOS", help="Photo files, folders (recursive) or globs."),
     out: Path = typer.Option(DATA / "qa", help="Report folder: results.csv, results.jsonl, index.html."),
     threshold: Optional[float] = typer.Option(None, min=0, max=1, help="Stamp score threshold "
                                               "(default: the one stored with the model, chosen on its valid set)."),
@@ -425,9 +425,9 @@ def qa(
     raise typer.Exit(errors.INTERRUPTED if watch is not None else summary.exit_code)
 
 
-@app.command()
+@app.command(short_help="Write the model as ONNX or TorchScript.")
 def export(
-    model: Path = typer.Argument(..., help="Model folder (from `stampcheck train`)."),
+    model: Path = typer.Argument(..., metavar="MODEL", help="Model folder (from `stampcheck train`)."),
     fmt: str = typer.Option("onnx", "--format", help="onnx or torchscript."),
     out: Optional[Path] = typer.Option(None, help="File to write (default MODEL/model.onnx or "
                                        "MODEL/model.torchscript). An existing file is replaced only when an "
@@ -453,18 +453,19 @@ def export(
         report.print(f"and its verifier {escape(str(second))}: the two files travel together")
 
 
-@app.command()
+@app.command(short_help="Score a model on a labelled set.")
 def evaluate(
-    model: Path = typer.Argument(..., help="Model folder."),
-    dataset: Path = typer.Argument(..., help="Labelled set: a folder with labels.csv + images/, a COCO JSON "
+    model: Path = typer.Argument(..., metavar="MODEL", help="Model folder."),
+    dataset: Path = typer.Argument(..., metavar="DATASET", help="Labelled set: a folder with labels.csv + images/, a COCO JSON "
                                    "(CVAT, Label Studio, Roboflow), or a YOLO data.yaml / Ultralytics-layout folder."),
     images: Optional[Path] = typer.Option(None, help="COCO only: the folder its file names are relative to "
                                           "(default: the JSON's folder, its images/ or ../images/)."),
     out: Optional[Path] = typer.Option(None, help="Folder for metrics.json and pr_curve.png."),
     split: Optional[str] = typer.Option(None, help="Only this split (train or valid; test in a YOLO set); "
                                         "default all images."),
-    bs: int = typer.Option(32, min=1), workers: Optional[int] = typer.Option(None, min=0),
-    device: Optional[str] = typer.Option(None),
+    bs: int = typer.Option(32, min=1, help="Photos per batch."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Photo-decoding threads."),
+    device: Optional[str] = typer.Option(None, help="cuda, cpu... (default: the GPU when there is one)."),
 ):
     """Presence accuracy, precision, recall, F1, mean IoU, IoU>=0.5 share and COCO AP on a labelled set,
     with recall and mean IoU by stamp size."""
@@ -489,7 +490,7 @@ def evaluate(
         report.print(f"written: {out / 'metrics.json'}, {out / 'pr_curve.png'}")
 
 
-@app.command()
+@app.command(short_help="The whole pipeline offline, in minutes.")
 def demo(out: Path = typer.Option(DATA / "demo", help="Folder for everything the demo writes."),
          quick: bool = typer.Option(False, help="A reduced run (tests, smoke checks): tiny data, one epoch.")):
     """The whole pipeline offline: compose on the built-in stamp and backgrounds, train, then QA on
