@@ -23,7 +23,7 @@ from stampcheck.runtime import PHOTO_LIMITS
 PAGE = (Path(__file__).with_name("page.html")).read_bytes()  # index.html: the same for every run
 DATA, THUMBS = "data", "thumbs"
 CHUNK = 500  # rows per data file: a watched folder rewrites one such file per photo, not all rows
-NEAR = 0.1   # "near the threshold": a score this close to it, either side
+NEAR_ODDS = 1.5  # "near the threshold": a score whose odds are within this factor of the threshold's
 ROWS_NAME, HEAT_NAME, THUMB_NAME = re.compile(r"rows-(\d{5})\.js"), re.compile(r"heat-(\d{5})\.js"), re.compile(r"\d{6}\.jpg")
 
 NAME_BYTES = 100  # of a photo's name kept in its annotated copy's name
@@ -121,8 +121,8 @@ class Report:
             self.facts_written = True
         if self.dirty:
             self._write_chunk()
-        manifest = {"rows": self.count, "chunk": CHUNK, "threshold": self.threshold, "near": NEAR,
-                    "reserved": max(self.count, self.reserve)}
+        manifest = {"rows": self.count, "chunk": CHUNK, "threshold": self.threshold,
+                    "near": near_band(self.threshold), "near_odds": NEAR_ODDS, "reserved": max(self.count, self.reserve)}
         atomic_write_text(self.out / DATA / "manifest.js", f"stampcheckManifest({_json(manifest)});\n")
 
     def row(self, r, thumb: bool) -> tuple[dict, str | None]:
@@ -201,6 +201,14 @@ class Report:
             for p in (self.out / THUMBS).iterdir():
                 if THUMB_NAME.fullmatch(p.name) and int(p.name[:6]) < rows and _plain_file(p):
                     p.unlink()
+
+
+def near_band(threshold: float) -> list[float]:
+    """The scores "near" ``threshold``: odds within NEAR_ODDS of its odds. A fixed width (0.1 either
+    side) held half of a report whose scores crowd towards 1; odds narrow the band where they crowd."""
+    t = min(max(threshold, 1e-6), 1 - 1e-6)
+    odds = t / (1 - t)
+    return [round(o / (1 + o), 4) for o in (odds / NEAR_ODDS, odds * NEAR_ODDS)]
 
 
 def _plain_file(p: Path) -> bool:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from compose.composer import ComposeConfig, compose_dataset
 from compose.looks import Looks
-from qa.report import CHUNK, Report, ReportError
+from qa.report import CHUNK, Report, ReportError, near_band
 from stampcheck.dataset import read_labels
 from stampcheck.runtime import PhotoResult, predict_photos
 from tests.chromium import Chromium, chromium_path
@@ -97,6 +97,43 @@ def test_a_report_of_2000_photos_is_light_pages_its_cards_and_resumes(tmp_path):
         browser.wait_for("document.querySelectorAll('.card').length > 0")
         cards, total = browser.js("[document.querySelectorAll('.card').length, document.querySelector('#all b').textContent]")
         assert cards == 100 and total == "2,002"  # the DOM holds one page of cards, not 2,002
+
+
+def test_scores_read_on_the_side_of_their_verdict_and_the_threshold_label_fits(tmp_path):
+    """At threshold 0.95 a photo scoring 0.9496 is missing: its caption says 0.9496, not 0.95. The
+    histogram's threshold label lies inside the chart wherever the threshold is; "near" is a band
+    that narrows where scores crowd; the heatmap waits for its toggle."""
+    if not chromium_path():
+        pytest.skip("chromium not installed: the page itself is not checked")
+    scores = [0.9496, 0.95, 0.9512, 0.3, 0.999, 0.93, 0.97]
+    low, high = near_band(0.95)
+    for threshold in (0.95, 0.05):
+        out = tmp_path / f"t{threshold}"
+        report = Report(out, threshold, {"model": "m", "inputs": ["/cams"]})
+        for i, s in enumerate(scores):
+            box = [10.0, 10.0, 50.0, 50.0]
+            report.add(PhotoResult(Path(f"/cams/{i}-{s}.jpg"), 400, 300, s, box, [(s, "qc-passed", box)],
+                                   preview=Image.new("RGB", (160, 120), "grey"),
+                                   heatmap=np.ones((8, 8), np.float32)))
+        report.write()
+        with Chromium(tmp_path / "profile") as b:
+            b.navigate((out / "index.html").as_uri())
+            b.wait_for("document.querySelectorAll('.card').length === 7")
+            label = b.js("(function(){var t=document.getElementById('thrlabel').getBBox(),"
+                         "s=document.getElementById('hist').getBoundingClientRect();"
+                         "return [t.x, t.x + t.width, s.width, document.getElementById('thrlabel').textContent]})()")
+            assert 0 <= label[0] and label[1] <= label[2] and label[3] == f"threshold {threshold:.2f}", label
+            if threshold != 0.95:
+                continue
+            caps = b.js("Array.from(document.querySelectorAll('.card .cap')).map(function(c){return c.textContent})")
+            assert any(c.startswith("missing score 0.9496") for c in caps), caps
+            assert any(c.startswith("stamped score 0.95") and "0.9512" not in c.split("/")[0] for c in caps), caps
+            assert b.js("+document.querySelector('#near b').textContent") == sum(low <= s <= high for s in scores)
+            b.click(".card")
+            b.wait_for("document.getElementById('heatinfo').textContent.indexOf('cells') >= 0")
+            assert b.js("document.getElementById('heat').hidden && !document.getElementById('showheat').checked")
+            b.click("#showheat")
+            assert not b.js("document.getElementById('heat').hidden")
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +260,7 @@ def test_the_report_agrees_with_results_csv_and_works_in_chromium(model, tmp_pat
         b.wait_for("document.querySelectorAll('.card').length === 1")
         b.click(".card")
         b.wait_for("document.getElementById('heatinfo').textContent.indexOf('cells') >= 0")
+        b.click("#showheat")  # off by default: it would cover the ink
         b.wait_for("document.getElementById('big').complete && document.getElementById('big').naturalWidth > 0")
         seen = b.js("""(function(){
             var big = document.getElementById('big'), cv = document.getElementById('heat'), a = big.getBoundingClientRect(),
