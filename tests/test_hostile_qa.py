@@ -378,7 +378,11 @@ def test_training_samples_plot_survives_zero_width_predictions(tmp_path):
     boxes = torch.tensor([[[-0.5, -0.5, 0.5, 0.5]], [[0.0, 0.0, 0.0, 0.0]]])
     labels = torch.tensor([[1], [1]])
     plot_samples(forced_net().eval(), [(xb, boxes, labels)], 1, "cpu", 0.5, tmp_path / "samples.png")
-    assert Image.open(tmp_path / "samples.png").size[0] > 0
+    img = Image.open(tmp_path / "samples.png").convert("RGB")
+    assert img.size[0] > 0
+    # a legend above the tiles names each box colour drawn
+    legend = {c for _, c in img.crop((0, 0, img.width, 58)).getcolors(10_000)}
+    assert {(0, 230, 0), (255, 40, 40), (255, 200, 0)} <= legend
 
 
 def test_one_photo_failing_to_annotate_does_not_stop_the_rest(tmp_path):

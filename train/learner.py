@@ -537,7 +537,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
 
 @torch.no_grad()
 def plot_samples(model, dl, n_classes: int, device, threshold: float, path: Path, n: int = 12) -> None:
-    """Valid images with true boxes (green) and the top predicted box (red, with its score)."""
+    """Valid images with true boxes (green) and the top predicted box (red, or orange below the
+    threshold; its score at the top left), under a legend of the colours."""
     from PIL import Image, ImageDraw
 
     from stampcheck.draw import draw_boxes, font
@@ -562,8 +563,15 @@ def plot_samples(model, dl, n_classes: int, device, threshold: float, path: Path
         tiles.append(img)
     cols = 4
     size = tiles[0].size
-    grid = Image.new("RGB", (cols * size[0], ((len(tiles) + cols - 1) // cols) * size[1]))
+    legend = 60  # a line a colour: tiles of a small --size leave no room for them side by side
+    grid = Image.new("RGB", (cols * size[0], ((len(tiles) + cols - 1) // cols) * size[1] + legend), "white")
     for k, t in enumerate(tiles):
-        grid.paste(t, ((k % cols) * size[0], (k // cols) * size[1]))
+        grid.paste(t, ((k % cols) * size[0], legend + (k // cols) * size[1]))
+    draw = ImageDraw.Draw(grid)
+    for y, (colour, words) in zip((4, 22, 40), (((0, 230, 0), "labelled stamp"),
+                                                ((255, 40, 40), f"found: score >= {threshold:.2f}"),
+                                                ((255, 200, 0), "best guess, below it"))):
+        draw.rectangle((4, y, 16, y + 12), outline=colour, width=3)
+        draw.text((22, y - 1), words, fill=(0, 0, 0), font=font(12))
     with atomic_path(path) as tmp:
         grid.save(tmp, format="PNG")
