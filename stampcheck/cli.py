@@ -58,7 +58,7 @@ def compose(
     multiply_share: float = typer.Option(L.multiply_share, help="Share of 'ink' (multiply) blends, "
                                          "where the product shows through the stamp; the rest are normal pastes."),
     ink_colour: List[str] = typer.Option(list(L.ink_colours), metavar="COLOUR", help="Ink colours to draw from (#rrggbb or a name); "
-                                         "'keep' keeps the stamp's own colours. Repeatable."),
+                                         "'keep' keeps the stamp's own colours (half the draws when listed). Repeatable."),
     blur: Tuple[float, float] = typer.Option(L.blur, metavar="MIN MAX", help="Stamp blur radius range, pixels."),
     noise: Tuple[float, float] = typer.Option(L.noise, metavar="MIN MAX", help="Sensor noise std range, grey levels."),
     brightness: Tuple[float, float] = typer.Option(L.brightness, metavar="MIN MAX", help="Whole-image brightness factor range."),
@@ -253,6 +253,10 @@ def train_cmd(
     verifier: bool = typer.Option(True, help="Train the second look: a classifier that judges a close crop of "
                                   "each candidate the detector proposes (which stamp, or none of ours); with "
                                   "--minutes it gets 30% of them. --no-verifier keeps the one-stage detector."),
+    valid_images: Optional[int] = typer.Option(None, min=0, help="Judge on a fixed sample of this many valid "
+                                               "images (default 400; 0: all of them): each epoch's valid pass, and "
+                                               "the passes that choose the size and thresholds after training, "
+                                               "cost one pass over them each."),
     overwrite: bool = typer.Option(False, help="Replace the model already in --out (only the files train writes; "
                                    "anything else there stays), once the new run's first epoch is there to take "
                                    "its place: a refused or interrupted run leaves it as it was."),
@@ -266,7 +270,8 @@ def train_cmd(
                       pretrained="none" if no_pretrained else pretrained,
                       weights=str(weights) if weights else None, init=str(init) if init else None, workers=workers, device=device,
                       patience=patience, seed=seed, augment=augment,
-                      mixed_precision=mixed_precision, verifier=verifier)
+                      mixed_precision=mixed_precision, verifier=verifier,
+                      **({} if valid_images is None else {"valid_images": valid_images}))
     try:
         metrics = train(dataset, out, cfg, log=report.print, overwrite=overwrite)
     except (DatasetError, ValueError, FileNotFoundError) as e:

@@ -15,8 +15,8 @@ from PIL import Image
 
 from compose.composer import ComposeConfig, compose_dataset
 from compose.looks import Looks
-from stampcheck.dataset import DatasetError, read_labels
-from train.data import _cut, _window_range, stamp_dataloaders
+from stampcheck.dataset import DatasetError, ImageLabels, read_labels
+from train.data import _cut, _window_range, stamp_dataloaders, valid_sample
 from train.detect import StampLoss, assign, plain
 from stampcheck.device import cpu_has_bf16
 from train.learner import CPU_CROP, CPU_SIZE, TrainConfig, build_learner, train
@@ -377,3 +377,13 @@ def test_lr_find_and_early_stopping_from_the_cli(easy_dataset, tmp_path):
     # piped: one line per epoch, no redrawn bar, no raw lists
     assert "epoch 1/30  train_loss" in r.stdout and "\r" not in r.stdout and "[0, " not in r.stdout
     assert len(json.loads((tmp_path / "metrics.json").read_text())["epochs"]) < 30  # stopped early
+
+
+def test_valid_sample_keeps_every_train_item_and_the_same_valid_ones():
+    items = [ImageLabels(f"{k:04d}.jpg", "valid" if k % 3 else "train", "bg") for k in range(300)]
+    kept = valid_sample(items, 50)
+    valid = [i.file for i in kept if i.split == "valid"]
+    assert len(valid) == 50 and [i for i in kept if i.split == "train"] == [i for i in items if i.split == "train"]
+    assert valid_sample(list(reversed(items)), 50) and \
+        sorted(i.file for i in valid_sample(list(reversed(items)), 50) if i.split == "valid") == sorted(valid)
+    assert valid_sample(items, 0) == items and valid_sample(items, 1000) == items

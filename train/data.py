@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import random
 from pathlib import Path
 
@@ -160,6 +162,17 @@ def stamp_datablock(root: Path, classes: list[str], size: int, augment: bool = T
         item_tfms=item_tfms, batch_tfms=batch_tfms)
 
 
+def valid_sample(items: list[ImageLabels], n: int) -> list[ImageLabels]:
+    """The train items and at most ``n`` (0: all) of the valid ones: the same sample every run on the
+    same dataset (chosen by a hash of the file name), as each valid pass costs a pass over all of it,
+    every epoch and several times after training."""
+    valid = [i for i in items if i.split == "valid"]
+    if not n or len(valid) <= n:
+        return items
+    kept = {i.file for i in sorted(valid, key=lambda i: hashlib.sha256(i.file.encode()).digest())[:n]}
+    return [i for i in items if i.split != "valid" or i.file in kept]
+
+
 def readable_items(root: Path, items: list[ImageLabels], log=print) -> list[ImageLabels]:
     """The items whose image decodes, so that one broken file costs one image, not the run (fastai
     would fail on it mid-epoch). Each one left out is logged. A JPEG is decoded at 1/8 scale: that
@@ -179,11 +192,18 @@ def readable_items(root: Path, items: list[ImageLabels], log=print) -> list[Imag
 
 
 def stamp_dataloaders(root: Path, size: int, bs: int, workers: int, device, augment: bool = True,
-                      crop: int | None = None, log=print):
+                      crop: int | None = None, log=print, valid_images: int = 0):
+    """fastai DataLoaders of the dataset in ``root`` and its classes; ``valid_images`` > 0 keeps at
+    most that many of the valid split (:func:`valid_sample`)."""
     items = readable_items(root, read_labels(root), log)
     if not any(i.split == "valid" for i in items) or not any(i.split == "train" for i in items):
         raise DatasetError(f"{root}: needs readable images in both the train and the valid split "
                            "(labels.csv's split column)")
+    sampled = valid_sample(items, valid_images)
+    if len(sampled) < len(items):
+        log(f"valid: a fixed sample of {valid_images} of the {len(items) - len(sampled) + valid_images} valid images "
+            "(--valid-images; 0 takes all)")
+    items = sampled
     classes = class_names(items)
     db = stamp_datablock(root, classes, size, augment, crop)
     return db.dataloaders(items, bs=bs, num_workers=workers, device=device, before_batch=pad_boxes,

@@ -77,6 +77,7 @@ class TrainConfig:
     augment: bool = True
     mixed_precision: bool = True   # bf16/fp16 autocast where the hardware runs it natively
     verifier: bool = True          # a second look at each candidate (train.verifier_training)
+    valid_images: int = 400        # of the valid split, a fixed sample (0: all): every valid pass costs
 
 
 class KeepBest(Callback):
@@ -239,7 +240,8 @@ def build_learner(dataset: Path, out: Path, cfg: TrainConfig, log=print):
     cfg.crop = cfg.crop or None
     workers = cfg.workers if cfg.workers is not None else (min(8, cpu_count()) if device.type == "cuda"
                                                            else max(0, min(2, cpu_count() - 1)))
-    dls, classes = stamp_dataloaders(dataset, cfg.size, cfg.bs, workers, device, cfg.augment, cfg.crop, log)
+    dls, classes = stamp_dataloaders(dataset, cfg.size, cfg.bs, workers, device, cfg.augment, cfg.crop, log,
+                                     cfg.valid_images)
     if cfg.init and cfg.weights:
         raise ValueError("--init (an earlier stampcheck model) and --weights (ResNet weights) exclude each other")
     if cfg.init:
