@@ -43,12 +43,15 @@ class LooksError(ValueError):
 class Looks:
     """Random ranges for every look; ``(lo, hi)`` pairs are sampled uniformly unless noted."""
 
-    scale: tuple[float, float] = (0.08, 0.4)      # stamp long side / background short side (log-uniform)
+    # stamp long side / background short side (log-uniform); a close-up camera fills half the photo
+    scale: tuple[float, float] = (0.08, 0.6)
     rotation: float = 40.0                        # degrees, uniform in +-rotation
     perspective: float = 0.15                     # largest corner shift, share of the stamp size
     opacity: tuple[float, float] = (0.5, 1.0)     # ink strength
     fade: tuple[float, float] = (0.0, 0.5)        # uneven ink: share of ink lost in patches
     multiply_share: float = 0.6                   # share of "ink" (multiply) blends, else normal paste
+    # "keep" (the stamp's own colours) is drawn half the time when listed: real impressions of a
+    # coloured stamp are as often in its colours as in one ink
     ink_colours: tuple[str, ...] = ("keep", "#c0202a", "#1d3a9a", "#55287e", "#262626", "#1a6b39")
     blur: tuple[float, float] = (0.0, 1.2)        # Gaussian radius in output pixels
     noise: tuple[float, float] = (0.0, 6.0)       # sensor noise, std in grey levels
@@ -67,6 +70,14 @@ class Looks:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def ink_colour(colours: tuple[str, ...], rng: np.random.Generator) -> str:
+    """One of ``colours``: "keep" half the time when it is listed with others, the rest alike."""
+    inks = [c for c in colours if c != "keep"]
+    if not inks or (len(inks) < len(colours) and rng.random() < 0.5):
+        return "keep"
+    return inks[int(rng.integers(len(inks)))]
 
 
 def _check_look(name: str, value) -> None:
@@ -150,7 +161,7 @@ def render_mark(src: np.ndarray, looks: Looks, rng: np.random.Generator, bg_shor
     size = (max(4, round(src.shape[1] * f)), max(4, round(src.shape[0] * f)))
     img = Image.fromarray(src).resize(size, Image.BILINEAR, reducing_gap=2.0)
     arr = np.asarray(img, dtype=np.float32).copy()
-    colour = looks.ink_colours[int(rng.integers(len(looks.ink_colours)))]
+    colour = ink_colour(looks.ink_colours, rng)
     if colour != "keep":
         ink = np.array(ImageColor.getrgb(colour), dtype=np.float32)
         arr[..., :3] = np.clip(ink + rng.normal(0, 12, 3), 0, 255)

@@ -14,7 +14,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from compose.composer import ComposeConfig, compose_dataset
-from compose.looks import Looks, compose_image
+from compose.looks import Looks, compose_image, ink_colour
 from compose.preview import write_preview
 from compose.stamps import DEFAULT_STAMP, StampError, load_stamp
 from stampcheck.dataset import read_labels, yolo_to_box
@@ -50,6 +50,22 @@ def test_boxes_are_tight_around_visible_pixels(multiply):
         assert 0 <= b.x0 < b.x1 <= 300 and 0 <= b.y0 < b.y1 <= 220
         clipped += b.x0 == 0 or b.y0 == 0 or b.x1 == 300 or b.y1 == 220
     assert clipped >= 5  # truncated stamps were exercised, and clipped to the image
+
+
+def test_a_stamp_keeps_its_own_colours_half_the_time_and_fills_up_to_0_6_of_the_photo():
+    rng = np.random.default_rng(0)
+    draws = [ink_colour(Looks().ink_colours, rng) for _ in range(4000)]
+    assert 0.46 < draws.count("keep") / len(draws) < 0.54
+    assert set(draws) == set(Looks().ink_colours)
+    assert {ink_colour(("keep",), rng) for _ in range(50)} == {"keep"}
+    assert "keep" not in {ink_colour(("#c0202a", "#1d3a9a"), rng) for _ in range(50)}
+    bg = Image.new("RGB", (400, 400), "white")
+    looks = replace(Looks(), rotation=0.0, perspective=0.0, truncate_share=0.0, multi_share=0.0, negative_share=0.0)
+    sides = []
+    for seed in range(60):
+        _, boxes, _ = compose_image(bg, [load_stamp(DEFAULT_STAMP)], looks, np.random.default_rng(seed))
+        sides += [max(b.x1 - b.x0, b.y1 - b.y0) / 400 for b in boxes]
+    assert max(sides) > 0.45 and sum(s > 0.3 for s in sides) >= len(sides) // 5, sorted(sides)
 
 
 def test_several_stamps_each_boxed():
