@@ -121,6 +121,9 @@ def test_threshold_takes_the_strictest_the_valid_set_cannot_tell_from_the_best()
     many_faint = clear + [ImageResult(True, 0.15, 0.8)] * 100
     assert best_threshold(many_faint) == pytest.approx(0.15)
     assert best_threshold([]) == 0.5  # an epoch without valid images
+    # a classifier's threshold: of those the set cannot tell apart, the nearest its decision point
+    assert best_threshold(one_faint, prefer=0.5) == pytest.approx(0.5)
+    assert best_threshold(many_faint, prefer=0.5) == pytest.approx(0.15)  # 0.5 is not among them
 
 
 def test_epoch_metrics_judge_each_epoch_at_its_own_best_threshold():

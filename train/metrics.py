@@ -82,7 +82,7 @@ def by_stamp_size(results: list[ImageResult], sizes: list[float], threshold: flo
     return rows
 
 
-def best_threshold(results: list[ImageResult]) -> float:
+def best_threshold(results: list[ImageResult], prefer: float | None = None) -> float:
     """The strictest threshold whose presence accuracy is within one standard error of the best.
 
     On a few hundred valid images accuracy is flat over a wide range of thresholds, and its single
@@ -93,12 +93,16 @@ def best_threshold(results: list[ImageResult]) -> float:
     error rule: the standard error of one accuracy, wider than that of the difference between two
     thresholds on the same images, because the best point is itself chosen on them.) A valid set
     told apart perfectly has no error to spare: the threshold is then its faintest stamp's score.
-    No valid images: 0.5."""
+    ``prefer``: among those thresholds, the one nearest this score instead of the strictest (a
+    classifier's own decision point). No valid images: 0.5."""
     if not results:
         return 0.5
     grid = np.round(np.arange(0.05, 0.96, 0.01), 2)
     acc = np.array([summarise(results, float(t))["accuracy"] for t in grid])
-    return float(grid[acc >= within_one_se(acc.max(), len(results))].max())
+    near = grid[acc >= within_one_se(acc.max(), len(results))]
+    if prefer is not None:
+        return float(near[np.abs(near - prefer).argmin()])
+    return float(near.max())
 
 
 def within_one_se(best: float, n: int) -> float:
