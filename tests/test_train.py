@@ -19,7 +19,7 @@ from stampcheck.dataset import DatasetError, ImageLabels, read_labels
 from train.data import _cut, _window_range, stamp_dataloaders, valid_sample
 from train.detect import StampLoss, assign, plain
 from stampcheck.device import cpu_has_bf16
-from train.learner import CPU_CROP, CPU_SIZE, TrainConfig, build_learner, train
+from train.learner import CPU_CROP, CPU_SIZE, EpochLog, TrainConfig, build_learner, train
 from train.model import build_model
 from train.predict import Predictor
 from train.views import pick_view, view_sizes
@@ -387,3 +387,15 @@ def test_valid_sample_keeps_every_train_item_and_the_same_valid_ones():
     assert valid_sample(list(reversed(items)), 50) and \
         sorted(i.file for i in valid_sample(list(reversed(items)), 50) if i.split == "valid") == sorted(valid)
     assert valid_sample(items, 0) == items and valid_sample(items, 1000) == items
+
+
+def test_a_log_off_a_terminal_hears_from_training_within_an_epoch(tmp_path):
+    """A redirected log gets a line every so often within an epoch, not only at its end."""
+    root = square_dataset(tmp_path, n=12)
+    cfg = TrainConfig(size=64, crop=0, bs=4, workers=0, pretrained="none", verifier=False, epochs=1)
+    learn = build_learner(root, tmp_path / "m", cfg, log=lambda *a: None)[0]
+    lines = []
+    with learn.no_bar():
+        learn.fit(1, 1e-3, cbs=[EpochLog(lines.append, every=0.0)])
+    assert any(line.startswith("  epoch 1/1: batch 2/") for line in lines), lines
+    assert lines[-1].startswith("epoch 1/1  train_loss"), lines

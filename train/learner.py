@@ -180,8 +180,10 @@ class EpochLog(Callback):
 
     order = 75
 
-    def __init__(self, log, start_epoch: int = 0):
+    def __init__(self, log, start_epoch: int = 0, every: float = 60.0):
+        """``every``: seconds between lines within an epoch (a log silent for minutes looks hung)."""
         self.log, self.start, self.saved_logger, self.start_epoch = log, 0.0, None, start_epoch
+        self.every, self.said = every, 0.0
 
     def before_fit(self):
         # without fastai's bar its Recorder prints each epoch's raw list; this line replaces it
@@ -191,16 +193,26 @@ class EpochLog(Callback):
         self.learn.logger = self.saved_logger
 
     def before_epoch(self):
-        self.start = time.time()
+        self.start = self.said = time.time()
+
+    def _of(self) -> str:
+        budget = next((cb for cb in self.learn.cbs if isinstance(cb, TimeBudget)), None)
+        return f" ({budget.progress():.0%} of the training time)" if budget else f"/{self.n_epoch}"
+
+    def after_batch(self):
+        now = time.time()
+        if rank_distrib() != 0 or now - self.said < self.every or self.epoch < self.start_epoch:
+            return
+        self.said = now
+        part = f"batch {self.iter + 1}/{self.n_iter}" if self.training else f"valid batch {self.iter + 1}/{self.n_iter}"
+        self.log(f"  epoch {self.epoch + 1}{self._of()}: {part}, {now - self.start:.0f} s into the epoch")
 
     def after_epoch(self):
         if rank_distrib() != 0 or self.epoch < self.start_epoch:  # skipped by a resumed run
             return
         names, values = self.recorder.metric_names[1:-1], self.recorder.values[-1]
         figures = "  ".join(f"{n} {float(v):.3f}" for n, v in zip(names, values))
-        budget = next((cb for cb in self.learn.cbs if isinstance(cb, TimeBudget)), None)
-        of = f" ({budget.progress():.0%} of --minutes)" if budget else f"/{self.n_epoch}"
-        self.log(f"epoch {self.epoch + 1}{of}  {figures}  ({time.time() - self.start:.0f} s)")
+        self.log(f"epoch {self.epoch + 1}{self._of()}  {figures}  ({time.time() - self.start:.0f} s)")
 
 
 def _silent(*args):
@@ -281,14 +293,14 @@ def plan_epochs(learn: Learner, budget: float, size: int, log=print, before_fit:
                          f"pass takes {valid_s:.0f} s here and finishing ~{finish_s:.0f} s; give more minutes")
     epochs = int(left // epoch_s)
     if epochs >= 1:
-        log(f"--minutes: {t_train:.2f} s per training batch, {valid_s:.0f} s per valid pass: about "
-            f"{epochs} epochs of {n_train} batches in {left / 60:.1f} min (the schedule follows the clock), "
-            f"then ~{finish_s:.0f} s to finish")
+        log(f"time: {t_train:.2f} s a training batch and {valid_s:.0f} s a valid pass here, so about {epochs} "
+            f"epochs of {n_train} batches fit the {left / 60:.1f} min of training (the clock ends it, not this "
+            f"count), then ~{finish_s:.0f} s to finish")
     else:  # not even one epoch: train on the share of it that fits
         batches = max(4, int((left - valid_s) // t_train))
         learn.dls.train.n = batches * learn.dls.train.bs
         epochs = 1
-        log(f"--minutes: {t_train:.2f} s per training batch: one epoch of {batches} of the {n_train} batches "
+        log(f"time: {t_train:.2f} s a training batch here, so one epoch of {batches} of the {n_train} batches "
             f"(about {(batches * t_train + valid_s) / 60:.1f} min), then ~{finish_s:.0f} s to finish")
     # The clock ends training, not the epoch count: room for 4x the estimate, as the first batches
     # time a machine that may speed up (a loader warming up, a neighbour's job ending) or slow down.
