@@ -256,6 +256,25 @@ def test_minutes_schedule_follows_the_clock_when_the_machine_slows(small_set, tm
     assert len(learn.recorder.values[-1]) == len(names) and 0 <= last["accuracy"] <= 1, last
 
 
+def test_a_slower_valid_pass_moves_the_end_of_training_earlier():
+    """The plan timed a 10 s valid pass and set aside 3 such passes for finishing; on a machine that
+    slowed, an epoch's valid pass takes 30 s: the training ends 20 s x (1 + 3) earlier, so that the
+    whole command stays within --minutes. A faster pass gives the time back."""
+    now = [0.0]
+    budget = TimeBudget(100.0, clock=lambda: now[0], valid_s=10.0, finish_per_valid=3.0)
+    budget.before_fit()
+    now[0] = 40.0
+    budget.before_validate()
+    now[0] = 70.0
+    budget.after_validate()
+    assert budget.seconds == 100.0 - 20.0 * 4 and budget.progress() >= 1
+    now[0] = 80.0
+    budget.before_validate()
+    now[0] = 85.0
+    budget.after_validate()
+    assert budget.seconds == 20.0 + 25.0 * 4
+
+
 def test_minutes_stops_within_its_budget(small_set, tmp_path):
     logs = []
     start = time.time()

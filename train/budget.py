@@ -40,9 +40,15 @@ class TimeBudget(Callback):
 
     order = 55  # before ParamScheduler (60) reads pct_train, after the Recorder (50) hears of a cancel
 
-    def __init__(self, seconds: float, clock=time.time, reserved: float = 0.0):
-        """``reserved``: seconds the plan set aside for work between it and the fit (lr_find)."""
+    def __init__(self, seconds: float, clock=time.time, reserved: float = 0.0, valid_s: float = 0.0,
+                 finish_per_valid: float = 0.0):
+        """``reserved``: seconds the plan set aside for work between it and the fit (lr_find).
+        ``valid_s``: the plan's valid pass; ``finish_per_valid``: the valid passes' worth of work
+        after the fit (choosing the size, export). A valid pass that takes longer than planned (a
+        machine slowed by other work) moves the end of training earlier by what it and the work
+        after the fit will take longer; a faster one gives the time back."""
         self.seconds, self.clock, self.over, self.reserved = seconds, clock, False, reserved
+        self.valid_s, self.finish_per_valid, self.valid_start = valid_s, finish_per_valid, None
 
     def spent_before_fit(self, seconds: float) -> None:
         """That work took ``seconds``: the fit gets what the reserve left, or pays what it lacked."""
@@ -59,6 +65,17 @@ class TimeBudget(Callback):
         # the Recorder leaves a cancelled epoch's train loss out of its row, which shifts every
         # metric's column; this epoch trained, only shorter
         self.recorder.cancel_train = False
+
+    def before_validate(self):
+        self.valid_start = self.clock()
+
+    def after_validate(self):
+        if self.valid_start is None or not self.valid_s:
+            return
+        took = self.clock() - self.valid_start
+        # the last epoch's valid pass and the finishing passes will take as long as this one
+        self.seconds -= (took - self.valid_s) * (1 + self.finish_per_valid)
+        self.valid_s, self.valid_start = took, None
 
     def progress(self) -> float:
         return (self.clock() - self.start) / self.seconds

@@ -284,7 +284,8 @@ def plan_epochs(learn: Learner, budget: float, size: int, log=print, before_fit:
     n_train, n_valid = len(learn.dls.train), len(learn.dls.valid)
     valid_s = n_valid * t_valid
     # the best epoch's valid pass at each size it may predict at (as pixels cost), export, plots
-    finish_s = valid_s * (0.5 + sum((v / size) ** 2 for v in view_sizes(size))) + 10
+    finish_per_valid = 0.5 + sum((v / size) ** 2 for v in view_sizes(size))
+    finish_s = valid_s * finish_per_valid + 10
     reserved = before_fit * t_train
     left = budget - (time.time() - t0) - finish_s - reserved
     epoch_s = n_train * t_train + valid_s
@@ -304,7 +305,8 @@ def plan_epochs(learn: Learner, budget: float, size: int, log=print, before_fit:
             f"(about {(batches * t_train + valid_s) / 60:.1f} min), then ~{finish_s:.0f} s to finish")
     # The clock ends training, not the epoch count: room for 4x the estimate, as the first batches
     # time a machine that may speed up (a loader warming up, a neighbour's job ending) or slow down.
-    return 4 * epochs + 1, TimeBudget(left - valid_s + 0.03 * budget, reserved=reserved)
+    return 4 * epochs + 1, TimeBudget(left - valid_s + 0.03 * budget, reserved=reserved, valid_s=valid_s,
+                                      finish_per_valid=finish_per_valid)
 
 
 def model_from_folder(model_dir: Path, arch: str, classes: list[str]):
