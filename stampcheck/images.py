@@ -149,6 +149,8 @@ def open_checked(source: Path | bytes, limits: ImageLimits = ImageLimits(),
         img = _grey8(img)
         if draft_size and min(img.size) >= 2 * draft_size:
             img = img.reduce(min(img.size) // draft_size)
+    elif draft_size and _has_alpha(img) and min(img.size) >= 2 * draft_size:  # as far, as it turns RGB
+        img = _flatten_on_white(img, min(img.size) // draft_size)
     turn = _EXIF_TURNS.get(orientation)
     rgb = to_rgb8(img.transpose(turn) if turn is not None else img)
     rgb.info["source_size"] = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
@@ -192,11 +194,28 @@ def to_rgb8(img: Image.Image) -> Image.Image:
         return img
     if img.mode in HIGH_BIT_MODES:
         return _grey8(img).convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+    if _has_alpha(img):
+        return _flatten_on_white(img)
     return img.convert("RGB")
+
+
+def _flatten_on_white(img: Image.Image, reduce: int = 1) -> Image.Image:
+    """An image with alpha composited on white, then reduced by ``reduce``, a block of rows at a
+    time: the result is the only copy besides the decoded image (as a whole, the RGBA copy, a white
+    page and their composite made a 100 MP grey PNG with alpha cost 2 GB). Blocks start at
+    multiples of ``reduce``, so the result is that of the whole image's."""
+    w, h = img.size
+    out = Image.new("RGB", (-(-w // reduce), -(-h // reduce)))
+    rows = -(-max(1, _BLOCK_PIXELS // max(1, w)) // reduce) * reduce
+    for y in range(0, h, rows):
+        block = img.crop((0, y, w, min(h, y + rows))).convert("RGBA")
+        flat = Image.alpha_composite(Image.new("RGBA", block.size, (255, 255, 255, 255)), block).convert("RGB")
+        out.paste(flat.reduce(reduce) if reduce > 1 else flat, (0, y // reduce))
+    return out
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
 
 
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")

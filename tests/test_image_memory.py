@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from stampcheck import images
 from stampcheck.images import ImageLimits, ImageRejected, open_checked, to_rgb8
 from tests.conftest import photo
 from tests.test_hostile_inputs import model_folder
@@ -37,6 +38,17 @@ def grey16_png(path: Path, width: int, height: int) -> None:
         parts.append(z.compress(b"\0" + level * width))
     parts.append(z.flush())
     ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", b"".join(parts))
+                     + png_chunk(b"IEND", b""))
+
+
+def grey_alpha_png(path: Path, width: int, height: int) -> None:
+    """An 8-bit grey PNG with an alpha channel (2 bytes a pixel), a gradient of transparency down
+    its rows, written a row at a time."""
+    z = zlib.compressobj(9)
+    parts = [z.compress(b"\0" + bytes((90, y * 255 // max(1, height - 1))) * width) for y in range(height)]
+    parts.append(z.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 4, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", b"".join(parts))
                      + png_chunk(b"IEND", b""))
 
@@ -140,3 +152,39 @@ def test_decoded_bytes_are_capped_by_the_mode(tmp_path):
     assert open_checked(tmp_path / "rgb.png", limits).size == (400, 300)
     with pytest.raises(ImageRejected, match="too-large: 400x300 F decodes to 0.48 MB, over the 0.36 MB"):
         open_checked(tmp_path / "float.tif", limits)
+
+
+def test_qa_flattens_a_photo_with_alpha_in_bounded_memory(tmp_path):
+    """A grey PNG with alpha of 100 MP decodes to 200 MB; flattened on white as a whole it took
+    1.6 GB more (RGBA copy, a white RGBA page, their composite, then RGB)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    grey_alpha_png(photos / "grey-alpha-100mp.png", 10000, 10000)
+    model = model_folder(tmp_path / "model", ["qc-passed"])
+    code, grew, output = measured(["qa.batch", "train.predict"], "qa", model, photos, "--out", tmp_path / "qa",
+                                  "--workers", "0")
+    assert code == 1, output
+    row = json.loads(open(tmp_path / "qa" / "results.jsonl").readline())
+    assert row.get("error") in (None, "") and row["width"] == 10000, row
+    assert grew < 700 * MB, grew / MB
+
+
+def test_alpha_is_flattened_on_white_as_the_whole_image_would_be(monkeypatch, tmp_path):
+    """A block of rows at a time, to the values compositing the whole image on white gives, and
+    reduced while flattened (qa's draft size) to those of the whole image flattened, then reduced."""
+    monkeypatch.setattr(images, "_BLOCK_PIXELS", 2000)  # 10 rows of 200: many blocks, the last one short
+    rng = np.random.default_rng(1)
+    rgba = Image.fromarray(rng.integers(0, 256, (300, 200, 4), dtype=np.uint8), "RGBA")
+    for img in (rgba, rgba.convert("LA"), rgba.convert("PA"), rgba.convert("P")):
+        if img.mode == "P":
+            img.info["transparency"] = 0
+        whole = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), img.convert("RGBA"))
+        got = to_rgb8(img)
+        assert got.mode == "RGB" and np.array_equal(np.asarray(got), np.asarray(whole.convert("RGB"))), img.mode
+        if img.mode == "PA":  # no file format stores it
+            continue
+        img.save(tmp_path / "alpha.png")
+        with Image.open(tmp_path / "alpha.png") as saved:  # as stored (a palette may be rewritten)
+            whole = Image.alpha_composite(Image.new("RGBA", img.size, (255, 255, 255, 255)), saved.convert("RGBA"))
+        small = open_checked(tmp_path / "alpha.png", ImageLimits(min_side=16), draft_size=64)
+        assert np.array_equal(np.asarray(small), np.asarray(whole.convert("RGB").reduce(3))), img.mode
