@@ -69,6 +69,21 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path):
             pretrain(out, PretrainConfig(), resume=True, log=lambda *a: None)
 
 
+@pytest.mark.parametrize("setting, value", [("size", 999999), ("lr", float("nan")), ("epochs", -5), ("bs", 0),
+                                            ("size", 128.5), ("epoch_images", True), ("lr", "0.1")])
+def test_resume_refuses_settings_a_state_json_was_edited_to(tmp_path, setting, value):
+    """--resume takes the run's settings from state.json, held to the limits the command line has:
+    a size that takes the machine's memory, a NaN rate that trains NaN and exits 0, are exit 2."""
+    model, _ = build_model("resnet18", 1, pretrained="none")
+    out = pretrain_folder(tmp_path / "run", {"model": model.state_dict(), "opt": {"state": [], "hypers": []}})
+    state = json.loads((out / "state.json").read_text())
+    state["config"][setting] = value
+    (out / "state.json").write_text(json.dumps(state))
+    before = files(out)
+    refused(cli("pretrain", "--out", out, "--resume"), "state.json", setting)
+    assert files(out) == before
+
+
 def test_pretrain_writes_only_into_a_folder_of_its_own(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -70,6 +70,26 @@ class PretrainConfig:
     mixed_precision: bool = True
 
 
+# The settings a run may have, whether from the command line or a state.json written by hand: a
+# size of 999999 would take the machine's memory, a NaN rate would train NaN and exit 0.
+LIMITS = {"size": (64, 1024), "crop": (0, 1024), "epochs": (1, 100_000), "epoch_images": (8, 10_000_000),
+          "valid_images": (8, 1_000_000), "bs": (1, 4096), "lr": (1e-6, 1.0), "workers": (0, 256)}
+
+
+def config_problem(cfg: PretrainConfig) -> str | None:
+    """What is wrong with ``cfg``'s numbers (LIMITS), or None."""
+    for name, (low, high) in LIMITS.items():
+        value = getattr(cfg, name)
+        if value is None and name in ("crop", "workers"):
+            continue
+        kind = float if name == "lr" else int
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            return f"{name} must be a {'number' if kind is float else 'whole number'}, not {value!r}"
+        if not low <= value <= high:  # NaN fails both
+            return f"{name} must be from {low:g} to {high:g}, not {value!r}"
+    return None
+
+
 class EpochOffset(Callback):
     """Every epoch composes new images: epoch e reads indices e * epoch_images onwards."""
 
@@ -250,6 +270,10 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
             + (f" on {saved.crop} px windows" if saved.crop else "") + (f", started from {saved.init}" if saved.init else "")
             + f", {saved.epochs} epochs of {saved.epoch_images} images)")
         cfg = saved
+    problem = config_problem(cfg)
+    if problem:
+        where = f"--resume: {out / 'state.json'}: " if resume else ""
+        raise ValueError(f"{where}{problem}")
     set_seed(cfg.seed)
     check_crop(cfg.crop, cfg.size)
     model, _ = build_model(cfg.arch, 1, pretrained="none")
