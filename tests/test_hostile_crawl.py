@@ -365,3 +365,21 @@ def test_site_crawl_asks_robots_of_every_host_a_redirect_reaches_before_going(tw
     details = {x["url"]: x["detail"] for x in lines(tmp_path / "out" / "rejected.jsonl")}
     assert f"{other_url}/img.jpg" in details[f"{shop_url}/away.jpg"], details
     assert got[f"{shop_url}/own.jpg"] == "kept" and got[f"{shop_url}/endless.jpg"] == "kept", got
+
+
+def test_a_chain_of_redirects_is_asked_of_robots_at_every_hop(two_hosts, tmp_path):
+    """Shop -> an allowed path on the other host -> a path its robots.txt disallows, and back from
+    the other host to the shop: each hop is asked of its own host's robots before it is requested."""
+    (shop_url, shop_host), (other_url, other_host) = two_hosts
+    other_host.files.update({"/robots.txt": b"User-agent: *\nDisallow: /private/\n",
+                             "/private/img.jpg": jpeg(photo(311)), "/fine.jpg": jpeg(photo(312))})
+    other_host.redirects.update({"/hop.jpg": "/private/img.jpg", "/back.jpg": f"{shop_url}/fine-here.jpg"})
+    shop_host.files.update({"/": b'<html><body><img src="/a.jpg"><img src="/b.jpg"></body></html>',
+                            "/fine-here.jpg": jpeg(photo(313))})
+    shop_host.redirects.update({"/a.jpg": f"{other_url}/hop.jpg", "/b.jpg": f"{other_url}/back.jpg"})
+    r, _ = cli("--site", shop_url + "/", "--out", tmp_path / "out", "--min-size", "64", "--timeout", "2",
+               "--deadline", "4", timeout=90)
+    assert r.returncode == errors.OK, clean(r)
+    got = accounted(tmp_path / "out")
+    assert got[f"{shop_url}/a.jpg"] == "robots" and got[f"{shop_url}/b.jpg"] == "kept", got
+    assert "/private/img.jpg" not in [path for _, path in other_host.requests], other_host.requests
