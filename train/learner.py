@@ -295,7 +295,7 @@ def plan_epochs(learn: Learner, budget: float, size: int, log=print, before_fit:
     epochs = int(left // epoch_s)
     if epochs >= 1:
         log(f"time: {t_train:.2f} s a training batch and {valid_s:.0f} s a valid pass here, so about {epochs} "
-            f"epochs of {n_train} batches fit the {left / 60:.1f} min of training (the clock ends it, not this "
+            f"epoch{'s' if epochs > 1 else ''} of {n_train} batches fit the {left / 60:.1f} min of training (the clock ends it, not this "
             f"count), then ~{finish_s:.0f} s to finish")
     else:  # not even one epoch: train on the share of it that fits
         batches = max(4, int((left - valid_s) // t_train))
