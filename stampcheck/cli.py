@@ -250,9 +250,10 @@ def train_cmd(
                                  "flips). Composed data already varies its looks; augmenting also slows early learning."),
     mixed_precision: bool = typer.Option(True, help="Autocast to bf16 (fp16 on GPUs without bf16) where the "
                                          "hardware runs it natively: CUDA GPUs and CPUs with AVX512-BF16 or AMX."),
-    verifier: bool = typer.Option(True, help="Train the second look: a classifier that judges a close crop of "
-                                  "each candidate the detector proposes (which stamp, or none of ours); with "
-                                  "--minutes it gets 30% of them. --no-verifier keeps the one-stage detector."),
+    verifier: bool = typer.Option(False, help="Also train the second look: a classifier that judges a close "
+                                  "crop of each candidate the detector proposes (which stamp, or none of ours); "
+                                  "with --minutes it gets 30% of them. It helps a weak detector; on the 15-minute "
+                                  "CPU recipe the detector given all the minutes does as well (BENCHMARKS.md)."),
     valid_images: Optional[int] = typer.Option(None, min=0, help="Judge on a fixed sample of this many valid "
                                                "images (default 400; 0: all of them): each epoch's valid pass, and "
                                                "the passes that choose the size and thresholds after training, "
@@ -420,7 +421,7 @@ def qa(
     stages = "second look" if summary.second_look else "one stage"
     if not summary.second_look:
         console.print("this model has no verifier: the detector's scores decide alone "
-                      "(`stampcheck train` without --no-verifier adds the second look)")
+                      "(`stampcheck train --verifier` adds the second look)")
     table = Table(title=f"stampcheck qa ({summary.photos} photos{at}, {stages}, threshold {summary.threshold:.2f})")
     for col in ("stamped", "missing", "unreadable"):
         table.add_column(col, justify="right")

@@ -45,8 +45,6 @@ CPU_LOOKS = Looks(scale=(0.2, 0.45), fade=(0.0, 0.2), opacity=(0.85, 1.0), ink_c
                   rotation=30.0, perspective=0.1)
 # 160 px seen through 128 px windows: boxes as tight as 160 px gives at 128 px's cost per step
 # (held-out mean IoU 0.83 against 0.74 at 128 px whole; BENCHMARKS.md).
-# --minutes covers both stages: the detector gets 70% of it (train.learner.VERIFIER_SHARE), the
-# 2.5 minutes (CPU) it had alone, and the verifier the rest.
 CPU_PLAN = DemoPlan(train_images=2000, holdout_images=400, max_size=160, arch="resnet18", size=160, epochs=0,
                     minutes=3.5, bs=32, lr=2e-3, augment=False, looks=CPU_LOOKS, crop=128)
 GPU_PLAN = DemoPlan(train_images=8000, holdout_images=500, max_size=320, arch="resnet18", size=256, epochs=0,

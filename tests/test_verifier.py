@@ -97,7 +97,8 @@ def two_stage(look_alikes, tmp_path_factory):
     patch.setattr(verifier_training, "EPOCHS", 15)
     out = tmp_path_factory.mktemp("two-stage") / "model"
     try:
-        metrics = train(look_alikes, out, TrainConfig(arch="resnet18", size=64, epochs=2, bs=16, workers=0),
+        metrics = train(look_alikes, out, TrainConfig(arch="resnet18", size=64, epochs=2, bs=16, workers=0,
+                                                      verifier=True),
                         log=lambda *a: None)
     finally:
         patch.undo()
