@@ -60,11 +60,15 @@ class WorkerPool:
                 running[conn] = sent
                 sent += 1
             for ready in wait([*running, *sentinels]):
-                if ready in sentinels:
-                    process = sentinels[ready]
-                    raise RuntimeError(f"a compose worker process (pid {process.pid}) ended with exit code "
-                                       f"{process.exitcode}: killed, or out of memory? Try --workers 1")
-                ok, value = ready.recv()
+                try:
+                    if ready in sentinels:
+                        raise EOFError
+                    ok, value = ready.recv()
+                except (EOFError, OSError):  # its process ended: its pipe closes as its sentinel fires
+                    dead = next(p for p, conn in self.workers if ready in (p.sentinel, conn))
+                    dead.join(1)
+                    raise RuntimeError(f"a compose worker process (pid {dead.pid}) ended with exit code "
+                                       f"{dead.exitcode}: killed, or out of memory? Try --workers 1") from None
                 if not ok:
                     raise value
                 done[running.pop(ready)] = value

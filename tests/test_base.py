@@ -108,7 +108,8 @@ def test_on_the_fly_windows_are_crops_of_the_whole_image_holding_its_stamps(monk
                    if torch.equal(plain_whole[i][:, y:y + 40, x:x + 40], plain_windows[i])]
         assert len(corners) >= 1, i
         x0, y0 = corners[0]
-        assert (xw[:, y0:y0 + 40, x0:x0 + 40] - xc).abs().mean() < 0.1, i  # about 3 of 255 levels
+        # JPEG's error alone on a detailed window: up to about 5 of 255 levels
+        assert (xw[:, y0:y0 + 40, x0:x0 + 40] - xc).abs().mean() < 0.15, i
         assert bool(len(bw)) == bool(len(bc)), i  # a stamped image gives a stamped window
         px_whole = (bw + 1) / 2 * 64 - torch.tensor([x0, y0, x0, y0])
         px_crop = (bc + 1) / 2 * 40

@@ -246,8 +246,8 @@ def test_a_stop_sent_to_the_workers_too_ends_the_run(tmp_path, sig):
     reaches compose's worker processes as well: exit 130 with one line, soon, whatever the workers
     were doing, and the next run finishes the same dataset."""
     out = tmp_path / "ds"
-    args = [sys.executable, "-m", "stampcheck", "compose", "--count", "400", "--seed", "4", "--max-size", "256",
-            "--workers", "2", "--no-preview", "--out", str(out)]
+    args = [sys.executable, "-m", "stampcheck", "compose", "--count", "2000", "--seed", "4", "--max-size", "256",
+            "--workers", "2", "--no-preview", "--out", str(out)]  # many seconds of work: each stop comes mid-run
     for attempt in range(3):  # idle workers wait on the task queue holding its lock: stop them in several states
         proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
@@ -266,7 +266,7 @@ def test_a_stop_sent_to_the_workers_too_ends_the_run(tmp_path, sig):
         assert not (out / "labels.csv").exists()
     r = subprocess.run(args, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert len(list((out / "images").glob("*.jpg"))) == 400 and not list((out / "images").glob(".*"))
+    assert len(list((out / "images").glob("*.jpg"))) == 2000 and not list((out / "images").glob(".*"))
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers in Linux's /proc")
