@@ -249,8 +249,10 @@ def test_a_stop_sent_to_the_workers_too_ends_the_run(tmp_path, sig):
     args = [sys.executable, "-m", "stampcheck", "compose", "--count", "2000", "--seed", "4", "--max-size", "256",
             "--workers", "2", "--no-preview", "--out", str(out)]  # many seconds of work: each stop comes mid-run
     for attempt in range(3):  # idle workers wait on the task queue holding its lock: stop them in several states
+        # as a terminal starts it: a test run started in the background (&) has Ctrl-C ignored, which
+        # its children inherit, and a program started so rightly leaves it ignored
         proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 120
         while time.time() < deadline and len(list((out / "images").glob("*.jpg"))) < 20 * (attempt + 1):
             time.sleep(0.02)
