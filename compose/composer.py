@@ -126,7 +126,7 @@ def render_one(index: int, background: str, split: str) -> dict:
 
 def _spawn_can_start() -> bool:
     """Spawned workers re-import the main module; from stdin or a notebook cell there is no file to
-    import and the pool would restart dying workers forever, so compose in-process instead."""
+    import and every worker would die as it starts, so compose in-process instead."""
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     return path is None and getattr(main, "__spec__", None) is not None or bool(path and Path(path).is_file())
