@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageChops, ImageColor, ImageFilter
 
 from compose.draw import random_distractor
+from compose.occlude import add_occluder, random_spot
 from compose.stamps import Stamp
 from stampcheck.dataset import Box
 
@@ -59,6 +60,7 @@ class Looks:
     glare_share: float = 0.25                     # share of images with a glossy highlight
     jpeg_quality: tuple[int, int] = (65, 95)
     truncate_share: float = 0.1                   # share of stamps cut off at the border
+    occlude_share: float = 0.15                   # share of marks (and stamp-free images) partly hidden
     multi_share: float = 0.15                     # share of stamped images with several stamps
     max_stamps: int = 3
     negative_share: float = 0.5                   # share of images without any stamp
@@ -145,8 +147,12 @@ def compose_image(bg: Image.Image, stamps: list[Stamp], looks: Looks, rng: np.ra
         if placed is None:
             continue
         taken.append(box)
+        if rng.random() < looks.occlude_share:
+            add_occluder(canvas, box, rng)
         if is_stamp:
             boxes.append(Box(*box, label=stamp.name))
+    if not taken and rng.random() < looks.occlude_share:
+        add_occluder(canvas, random_spot(w, h, rng), rng)
     if rng.random() < looks.glare_share:
         add_glare(canvas, rng, near=taken[0] if taken else None)
     return finish(Image.fromarray(canvas), looks, rng), boxes, distractors > 0 and not boxes

@@ -66,6 +66,8 @@ def compose(
     jpeg_quality: Tuple[int, int] = typer.Option(L.jpeg_quality, metavar="MIN MAX", help="JPEG quality range of the output."),
     truncate_share: float = typer.Option(L.truncate_share, help="Share of stamps cut off at the "
                                          "border (0 keeps every stamp fully inside)."),
+    occlude_share: float = typer.Option(L.occlude_share, help="Share of stamps (and of stamp-free images) partly "
+                                        "hidden by a finger or a cap's edge, 15-45% of their extent."),
     multi_share: float = typer.Option(L.multi_share, help="Share of stamped images with several stamps."),
     max_stamps: int = typer.Option(L.max_stamps, help="Most stamps on one image."),
     negative_share: float = typer.Option(L.negative_share, help="Share of images without a stamp."),
@@ -84,7 +86,7 @@ def compose(
         looks = Looks(scale=scale, rotation=rotation, perspective=perspective, opacity=opacity, fade=fade,
                       multiply_share=multiply_share, ink_colours=tuple(ink_colour), blur=blur, noise=noise,
                       brightness=brightness, glare_share=glare_share, jpeg_quality=jpeg_quality,
-                      truncate_share=truncate_share, multi_share=multi_share, max_stamps=max_stamps,
+                      truncate_share=truncate_share, occlude_share=occlude_share, multi_share=multi_share, max_stamps=max_stamps,
                       negative_share=negative_share, hard_negative_share=hard_negative_share)
         cfg = ComposeConfig(count=count, seed=seed, stamps=list(stamp or [DEFAULT_STAMP]), backgrounds=backgrounds,
                             builtin_backgrounds=builtin_backgrounds, max_size=max_size, valid_share=valid_share,

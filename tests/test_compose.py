@@ -15,6 +15,7 @@ from pycocotools.coco import COCO
 
 from compose.composer import ComposeConfig, compose_dataset
 from compose.looks import Looks, compose_image, ink_colour
+from compose.occlude import DEPTH, add_occluder
 from compose.preview import write_preview
 from compose.stamps import DEFAULT_STAMP, StampError, load_stamp
 from stampcheck.dataset import read_labels, yolo_to_box
@@ -25,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Looks that change nothing but the stamp itself, so a diff against the plain background shows
 # exactly the stamp's visible pixels.
 CLEAN = dict(noise=(0.0, 0.0), brightness=(1.0, 1.0), glare_share=0.0, ink_colours=("#000000",),
-             negative_share=0.0, hard_negative_share=0.0, multi_share=0.0)
+             negative_share=0.0, hard_negative_share=0.0, multi_share=0.0, occlude_share=0.0)
 
 
 def diff_box(img: Image.Image, bg_value=255, threshold=26):
@@ -81,6 +82,41 @@ def test_several_stamps_each_boxed():
             covered[b.y0:b.y1, b.x0:b.x1] = True
             assert ink[b.y0:b.y1, b.x0:b.x1].any()
         assert not (ink & ~covered).any()
+
+
+def test_an_occluder_hides_part_of_the_stamp_from_one_side_never_all_of_it():
+    hidden = []
+    for seed in range(100):
+        canvas = np.zeros((300, 400, 3), np.uint8)
+        canvas[..., 1] = 255  # pure green: far from every skin and cap colour
+        box = (150, 100, 150 + 20 + seed % 7 * 20, 100 + 20 + seed % 5 * 25)
+        add_occluder(canvas, box, np.random.default_rng(seed))
+        covered = np.abs(canvas.astype(int) - [0, 255, 0]).max(axis=2) > 60  # solidly covered, past the soft edge
+        x0, y0, x1, y1 = box
+        inside = covered[y0:y1, x0:x1]
+        assert inside.any(), seed
+        # it comes in from one side and stays within DEPTH[1] of the box's extent from it (+2 px of soft edge)
+        cols, rows = np.nonzero(inside.any(axis=0))[0], np.nonzero(inside.any(axis=1))[0]
+        w, h = x1 - x0, y1 - y0
+        near_x, near_y = DEPTH[1] * w + 2, DEPTH[1] * h + 2
+        assert (cols.max() + 1 <= near_x or w - cols.min() <= near_x
+                or rows.max() + 1 <= near_y or h - rows.min() <= near_y), seed
+        hidden.append(inside.mean())
+    assert 0.02 < np.mean(hidden) < 0.45 and max(hidden) < 0.5
+
+
+def test_occluded_stamps_keep_their_labels_and_stamp_free_images_get_occluders_too():
+    stamp = load_stamp(DEFAULT_STAMP)
+    plain, hidden = Looks(**CLEAN), Looks(**{**CLEAN, "occlude_share": 1.0})
+    for seed in range(6):
+        bg = Image.new("RGB", (400, 300), "white")
+        a, boxes_a, _ = compose_image(bg, [stamp], plain, np.random.default_rng(seed))
+        b, boxes_b, _ = compose_image(bg, [stamp], hidden, np.random.default_rng(seed))
+        assert boxes_a == boxes_b and len(boxes_b) == 1  # the same stamp, the same box
+        assert (np.asarray(a) != np.asarray(b)).any()
+        free = Looks(**{**CLEAN, "occlude_share": 1.0, "negative_share": 1.0})
+        img, boxes, hard = compose_image(bg, [stamp], free, np.random.default_rng(seed))
+        assert boxes == [] and not hard and diff_box(img) is not None
 
 
 def test_hard_negatives_are_unlabelled_distractors():

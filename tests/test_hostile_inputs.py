@@ -25,7 +25,7 @@ from tests.test_train import square_dataset
 ROOT = Path(__file__).resolve().parents[1]
 # Big clear stamps (as in test_train) so one tiny epoch has something to see.
 EASY = Looks(scale=(0.3, 0.45), opacity=(0.9, 1.0), glare_share=0.0, hard_negative_share=0.0, truncate_share=0.0,
-             multi_share=0.0, negative_share=0.3)
+             multi_share=0.0, negative_share=0.3, occlude_share=0.0)
 
 
 def cli(*args, cwd=ROOT, timeout=240) -> subprocess.CompletedProcess:

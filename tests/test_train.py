@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Big, clear stamps so tiny CPU runs learn something in seconds.
 EASY = Looks(scale=(0.3, 0.45), fade=(0.0, 0.1), opacity=(0.9, 1.0), blur=(0.0, 0.3), noise=(0.0, 2.0),
              glare_share=0.0, hard_negative_share=0.0, truncate_share=0.0, multi_share=0.0, negative_share=0.3,
-             rotation=15, perspective=0.05)
+             rotation=15, perspective=0.05, occlude_share=0.0)
 
 
 def square_dataset(root: Path, n: int = 8) -> Path:

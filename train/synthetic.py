@@ -29,11 +29,11 @@ from train.data import MEAN, STD, check_crop, choose_window
 # Pretraining looks: compose's defaults, but every mark is a stamp (class-agnostic: no unlabelled
 # seal may appear as a "distractor"), and a third of the images carry none. What is not a stamp
 # comes from the backgrounds: real products, logos, barcodes, print.
-PRETRAIN_LOOKS = Looks(hard_negative_share=0.0, negative_share=0.35, multi_share=0.2)
+PRETRAIN_LOOKS = Looks(hard_negative_share=0.0, negative_share=0.35, multi_share=0.2, occlude_share=0.0)
 # From scratch, the full range of looks (faint, small, see-through) gives too little signal to
 # start learning; early images are mostly clearly inked, larger stamps (a curriculum).
 CLEAR_LOOKS = Looks(scale=(0.2, 0.5), opacity=(0.9, 1.0), fade=(0.0, 0.15), blur=(0.0, 0.4), noise=(0.0, 3.0),
-                    multiply_share=0.15, glare_share=0.05, truncate_share=0.05, hard_negative_share=0.0,
+                    multiply_share=0.15, glare_share=0.05, truncate_share=0.05, occlude_share=0.0, hard_negative_share=0.0,
                     negative_share=0.3, multi_share=0.2, ink_colours=("keep", "#c0202a", "#1d3a9a", "#55287e"))
 DESIGNS = 20_000  # design numbers drawn from (47 KB each once drawn, 0.9 GB for all)
 
