@@ -14,12 +14,12 @@ import threading
 from collections import deque
 from pathlib import PurePosixPath
 from urllib.parse import urldefrag, urljoin, urlsplit
-from urllib.robotparser import RobotFileParser
 
 from bs4 import BeautifulSoup
 from icrawler import Feeder
 from icrawler.builtin.greedy import GreedyParser
 from PIL import Image
+from protego import Protego
 
 from crawler.download import CountingParser, fed, fetch, hand_over
 from stampcheck.images import IMAGE_SUFFIXES
@@ -143,7 +143,7 @@ class Robots:
 
     def __init__(self, session, agent: str, timeout: float, deadline: float):
         self.session, self.agent, self.timeout, self.deadline = session, agent, timeout, deadline
-        self.rules: dict[str, RobotFileParser] = {}
+        self.rules: dict[str, HostRules] = {}
         self.why: dict[str, tuple[str, str]] = {}  # origin -> (reason, detail) when no robots.txt lets us in
         self.lock = threading.Lock()
         self.loading: dict[str, threading.Lock] = {}  # one per origin: a slow host holds up only its own URLs
@@ -164,19 +164,27 @@ class Robots:
         origin = _origin(url)
         return self.why.get(origin, ("robots", f"disallowed by {origin}/robots.txt"))
 
-    def _load(self, origin: str) -> RobotFileParser:
-        rules = RobotFileParser(origin + "/robots.txt")
+    def _load(self, origin: str) -> HostRules:
         got = fetch(self.session, origin + "/robots.txt", self.timeout, 500_000, self.deadline)
         if got.problem is None:
-            rules.parse(got.content.decode("utf-8", "replace").splitlines())
-        elif 400 <= got.status < 500 and got.status not in (401, 403):
-            rules.allow_all = True
-        else:  # the host's own problem (no answer, a timeout) says more than "robots"
-            rules.disallow_all = True
-            reason = got.problem[0] if got.problem[0] in ("connection-error", "timeout") else "robots"
-            self.why[origin] = reason, f"{origin}/robots.txt unavailable ({got.problem[1]}): host not crawled"
-        rules.modified()  # can_fetch refuses everything until told the rules were read
-        return rules
+            return HostRules(Protego.parse(got.content.decode("utf-8", "replace")))
+        if 400 <= got.status < 500 and got.status not in (401, 403):
+            return HostRules(allow=True)
+        # the host's own problem (no answer, a timeout) says more than "robots"
+        reason = got.problem[0] if got.problem[0] in ("connection-error", "timeout") else "robots"
+        self.why[origin] = reason, f"{origin}/robots.txt unavailable ({got.problem[1]}): host not crawled"
+        return HostRules(allow=False)
+
+
+class HostRules:
+    """One host's answer: its robots.txt read by protego (Scrapy's parser: RFC 9309's ``*`` and ``$``
+    and the longest matching rule, which the standard library's parser lacks), or all or nothing."""
+
+    def __init__(self, parsed: Protego | None = None, allow: bool = False):
+        self.parsed, self.allow = parsed, allow
+
+    def can_fetch(self, agent: str, url: str) -> bool:
+        return self.parsed.can_fetch(url, agent) if self.parsed is not None else self.allow
 
 
 class SiteFeeder(Feeder):

@@ -24,7 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                        "Pipeline: crawl (backgrounds) -> compose (labelled dataset) -> train (model) -> qa (reports).")
 DATA = Path("data")
 # what only the full install has (pip install 'stampcheck[full]'; pyproject.toml)
-FULL_ONLY = {"torch", "torchvision", "fastai", "accelerate", "icrawler", "imagehash", "pycocotools", "matplotlib",
+FULL_ONLY = {"torch", "torchvision", "fastai", "accelerate", "icrawler", "protego", "imagehash", "pycocotools", "matplotlib",
              "yaml"}
 L = Looks()
 

@@ -221,7 +221,9 @@ def class_names(items: list[ImageLabels]) -> list[str]:
 
 
 def coco_dict(items: list[ImageLabels], classes: list[str]) -> dict:
-    """COCO detection dict; COCO boxes are ``[x, y, w, h]``, which with exclusive x1 is x1 - x0."""
+    """COCO detection dict; COCO boxes are ``[x, y, w, h]``, which with exclusive x1 is x1 - x0.
+    ``info``, ``licenses`` and an empty ``segmentation`` are there because CVAT's format layer
+    (datumaro) warns once per box without them; no date, so the same dataset gives the same bytes."""
     cat_ids = {name: i + 1 for i, name in enumerate(classes)}
     images, annotations = [], []
     for img_id, item in enumerate(items, start=1):
@@ -230,9 +232,11 @@ def coco_dict(items: list[ImageLabels], classes: list[str]) -> dict:
             annotations.append({
                 "id": len(annotations) + 1, "image_id": img_id, "category_id": cat_ids[b.label],
                 "bbox": [b.x0, b.y0, b.width, b.height], "area": b.width * b.height, "iscrowd": 0,
+                "segmentation": [],
             })
     categories = [{"id": i, "name": n, "supercategory": "stamp"} for n, i in cat_ids.items()]
-    return {"images": images, "annotations": annotations, "categories": categories}
+    return {"info": {"description": "labelled by stampcheck", "version": "1.0"}, "licenses": [],
+            "images": images, "annotations": annotations, "categories": categories}
 
 
 def yolo_lines(item: ImageLabels, classes: list[str]) -> str:

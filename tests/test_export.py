@@ -106,6 +106,30 @@ def test_onnx_gives_torchs_detections_on_real_and_generated_photos(tiny):
     assert (large.width, large.height) == (4000, 3000) and large.top_box[2] <= 4000
 
 
+def test_the_onnx_example_gives_qas_numbers_with_numpy_pillow_and_onnxruntime_alone(tiny):
+    model = tiny / "model" / "model.onnx"
+    files = [f for f in find_images([tiny / "photos"]) if f.name != "corrupt.jpg"]  # large, rotated, CMYK, PNG
+    engine = OnnxModel(model)
+    want = {str(r.path): r for r in predict_photos(engine, files, threshold=engine.threshold)}
+    # torch, fastai, onnx and stampcheck itself unimportable: numpy, Pillow and onnxruntime are all it has
+    blocked = sorted(FULL_ONLY | {"onnx", "stampcheck", "train", "qa", "compose", "crawler"})
+    code = (f"import sys, runpy\nclass NotInstalled:\n    def find_spec(self, name, path=None, target=None):\n"
+            f"        if name.split('.')[0] in {blocked!r}:\n            raise ModuleNotFoundError(name, name=name)\n"
+            f"sys.meta_path.insert(0, NotInstalled())\n"
+            f"runpy.run_path({str(ROOT / 'examples' / 'onnx_predict.py')!r}, run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", code, str(model), *map(str, files)], capture_output=True, text=True,
+                       timeout=120, cwd=tiny)
+    assert r.returncode == 0, r.stderr
+    got = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [g["file"] for g in got] == [str(f) for f in files]
+    for g in got:
+        w = want[g["file"]]
+        assert abs(g["score"] - w.score) < 1e-6 and g["stamped"] == bool(w.found(engine.threshold)), g["file"]
+        assert len(g["found"]) == len(w.found(engine.threshold))
+        for (s1, c1, b1), (s2, c2, b2) in zip(g["found"], w.found(engine.threshold)):
+            assert c1 == c2 and abs(s1 - s2) < 1e-6 and np.allclose(b1, b2, atol=1e-3), g["file"]
+
+
 def test_qa_on_the_onnx_file_needs_no_torch_and_agrees_with_torch(tiny, tmp_path):
     expected = {r.path.name: r for r in predict_photos(Predictor(tiny / "model", "cpu", mixed_precision=False),
                                                        find_images([tiny / "photos"]), threshold=0.0)}

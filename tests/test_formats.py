@@ -11,8 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from compose.composer import ComposeConfig, compose_dataset
 from compose.looks import Looks
@@ -158,14 +160,18 @@ def test_model_pkl_predicts_and_gets_preds_as_fastai_users_expect(tiny):
     files = sorted((tiny / "ds" / "images").iterdir())[:5]
     config = json.loads((tiny / "model" / "config.json").read_text())
     learn = load_learner(tiny / "model" / "model.pkl")
-    # fastai's pipeline squishes to the training size, and decodes at the threshold chosen for it
-    size = config["train"]["size"]
-    trained = json.loads((tiny / "model" / "metrics.json").read_text())["views"][0]
-    assert trained["size"] == size and learn.loss_func.threshold == trained["threshold"]
+    # fastai's pipeline squishes to the size the model predicts at, and decodes at its threshold: config.json's
+    size = config["size"]
+    assert learn.loss_func.threshold == config["threshold"]
     preds, targets = learn.get_preds(dl=learn.dls.test_dl(files))
     side = size // 16
     assert targets is None and preds.shape == (5, 1 + 4, side, side)  # the raw outputs, one per photo
-    for threshold in (trained["threshold"], 0.01):  # the model's own, and one that keeps boxes to compare
+    # a path as a string, a PIL image or a numpy array, as a stock fastai learner takes them
+    photo = Image.open(files[0]).convert("RGB")
+    for x in (str(files[0]), photo, np.asarray(photo), photo.convert("RGBA")):
+        assert torch.allclose(learn.predict(x)[2], preds[0], atol=1e-4), type(x)
+    assert learn.get_preds(dl=learn.dls.test_dl([str(f) for f in files]))[0].shape == preds.shape
+    for threshold in (config["threshold"], 0.01):  # the model's own, and one that keeps boxes to compare
         learn.loss_func.threshold = threshold
         (boxes, labelled), decoded, raw = learn.predict(files[0])  # as for any fastai BBox learner
         assert torch.allclose(raw, preds[0], atol=1e-4)

@@ -293,6 +293,24 @@ def test_site_crawl_finds_a_real_shops_images_and_keeps_to_the_rules(hostile, tm
     assert sum(p == "/robots.txt" for p in asked) == 1
 
 
+def test_robots_wildcards_and_the_longest_rule_are_kept_as_rfc_9309_reads_them(hostile, tmp_path):
+    """`*` and `$` in a rule, and an Allow longer than the Disallow it sits in (the standard library's
+    parser lets the first two through and refuses the third)."""
+    names = ["a.png", "b.jpg", "private-x/c.jpg", "shop/ok.jpg", "shop/no.jpg"]
+    Hostile.files.update({
+        "/robots.txt": b"User-agent: *\nDisallow: /*.png$\nDisallow: /private*/\nDisallow: /shop/\nAllow: /shop/ok.jpg\n",
+        "/": "".join(f'<img src="/{n}">' for n in names).encode(),
+        **{f"/{n}": jpeg(photo(400 + i)) for i, n in enumerate(names)}})
+    r, _ = cli("--site", hostile + "/", "--out", tmp_path / "out", "--min-size", "64", "--timeout", "2",
+               "--deadline", "4", timeout=90)
+    assert r.returncode == errors.OK, clean(r)
+    got = {urlsplit(u).path: reason for u, reason in accounted(tmp_path / "out").items()}
+    assert {p: got.get(p) for p in ("/b.jpg", "/shop/ok.jpg")} == {"/b.jpg": "kept", "/shop/ok.jpg": "kept"}, got
+    refused = {"/a.png", "/private-x/c.jpg", "/shop/no.jpg"}
+    assert {p: got.get(p) for p in refused} == dict.fromkeys(refused, "robots"), got
+    assert not refused & {path for _, path in Hostile.requests}
+
+
 def test_site_crawl_stops_at_max_pages_and_can_ignore_robots(hostile, tmp_path):
     Hostile.files.update(shop(hostile))
     store = ImageStore(tmp_path / "out", ImageLimits(min_side=64))

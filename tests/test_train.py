@@ -193,7 +193,8 @@ def test_crop_training_predicts_on_the_whole_image(easy_dataset, tmp_path):
     learn = load_learner(tmp_path / "model.pkl")
     photo_file = next((easy_dataset / "images").iterdir())
     (boxes, labels), _, raw = learn.predict(photo_file)
-    assert boxes.shape[-1] == 4 and raw.shape[-1] == 96 // 16  # the whole 96 px image, not a window
+    size = json.loads((tmp_path / "config.json").read_text())["size"]
+    assert boxes.shape[-1] == 4 and raw.shape[-1] == size // 16  # the whole image at its size, not a window
     assert learn.get_preds(dl=learn.dls.test_dl([photo_file] * 3))[0].shape[0] == 3
     r = subprocess.run([sys.executable, "-m", "stampcheck", "train", "--no-verifier", str(easy_dataset), "--size", "96", "--crop", "96",
                         "--out", str(tmp_path / "m")], capture_output=True, text=True,

@@ -7,12 +7,14 @@ import hashlib
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 from fastai.data.block import DataBlock
 from fastai.data.transforms import FuncSplitter, Normalize
 from fastai.vision.augment import RandTransform, Resize, aug_transforms
 from fastai.vision.core import PILImage, TensorBBox, TensorPoint, imagenet_stats
 from fastai.vision.data import BBoxBlock, BBoxLblBlock, ImageBlock, clip_remove_empty
+from fastcore.basics import fastuple
 from PIL import Image, ImageOps
 
 from stampcheck.dataset import IMAGES_DIR, DatasetError, ImageLabels, class_names, read_labels
@@ -39,12 +41,26 @@ class UprightImage(PILImage):
     """fastai's image, turned upright by its EXIF orientation as every other reader here turns it
     (labels.csv's boxes are in the upright pixels; fastai alone would read a phone photo sideways)."""
 
+    # The annotation is what fastai's test_dl and learn.predict accept (Transform.input_types): a
+    # path as a string or a Path, a PIL image or a numpy array, as a stock vision learner takes.
     @classmethod
-    def create(cls, fn, **kwargs):
+    def create(cls, fn: Path | str | Image.Image | np.ndarray, **kwargs):
         if isinstance(fn, (str, Path)):
             with open_regular(fn) as f, Image.open(f) as img:  # a named pipe swapped in must not block a loader
                 fn = ImageOps.exif_transpose(img).convert("RGB")
+        elif isinstance(fn, np.ndarray):
+            fn = Image.fromarray(fn).convert("RGB")
+        elif isinstance(fn, Image.Image):
+            fn = ImageOps.exif_transpose(fn).convert("RGB")
         return super().create(fn, **kwargs)
+
+
+def predict_at(dls, size: int) -> None:
+    """Squish what ``dls`` load for prediction (learn.predict, test_dl) to ``size``: the size a
+    finished model predicts at, which may be larger than the one it trained at."""
+    for tfm in dls.valid.after_item.fs:
+        if isinstance(tfm, Resize):
+            tfm.size = fastuple(size, size)
 
 
 # No return annotations on these getters: fastai casts results to an annotated return type.

@@ -36,7 +36,7 @@ from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from stampcheck.files import read_text
 from stampcheck.paths import MARKER, lock_output, refuse_held, refuse_overlap
 from train.budget import BatchTimer, TimeBudget
-from train.data import MEAN, STD, ImagePath, stamp_dataloaders
+from train.data import MEAN, STD, ImagePath, predict_at, stamp_dataloaders
 from train.detect import StampLoss
 from train.distributed import distributed_training, leave_process_group
 from train.metrics import METRIC_KEYS, detection_metrics
@@ -510,8 +510,9 @@ def finish(learn: Learner, out: Path, dataset: Path, classes: list[str], dls, de
     plot_curves(history, out / "curves.png")
     plot_samples(model, dls.valid, len(classes), device, trained_threshold, out / "samples.png")
     learn.model = model
-    # what learn.predict decodes with (StampLoss.decodes); fastai's pipeline squishes to the training size
-    learn.loss_func.threshold = trained_threshold
+    # learn.predict judges as qa's detector does: at config.json's size and threshold (StampLoss.decodes)
+    learn.loss_func.threshold = config["threshold"]
+    predict_at(learn.dls, config["size"])
     with atomic_path(out / "model.pkl") as tmp:
         learn.export(tmp)
     log(f"valid: accuracy {final['accuracy']:.3f}, mean IoU {final['mean_iou']:.3f}, "
