@@ -22,6 +22,7 @@ from icrawler.builtin.google import GoogleParser
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.retry import Retry
 
 from crawler.store import ImageStore
 
@@ -201,6 +202,7 @@ class Fetched:
     url: str
     status: int = 0
     content_type: str = ""
+    retry_after: str = ""  # the server's Retry-After header, on an answer other than 200
 
 
 MAX_REDIRECTS = 30  # as requests allows
@@ -239,7 +241,7 @@ def _body(r, url: str, max_bytes: int, d: Deadline) -> Fetched:
     """The body of ``r``, the answer (not a redirect) from ``url``, read up to ``max_bytes``."""
     status, kind = r.status_code, r.headers.get("Content-Type", "")
     if status != 200:
-        return Fetched(None, ("http-error", f"status {status}"), url, status, kind)
+        return Fetched(None, ("http-error", f"status {status}"), url, status, kind, r.headers.get("Retry-After", ""))
     length = r.headers.get("Content-Length", "")
     if length.isdigit() and int(length) > max_bytes:
         return Fetched(None, ("too-big", f"{length} bytes > {max_bytes}"), url, status, kind)
@@ -262,6 +264,32 @@ def _why(e: Exception, d: Deadline, timeout: float) -> tuple[str, str]:
     if isinstance(e, (requests.RequestException, urllib3.exceptions.HTTPError, OSError)):
         return "connection-error", f"{type(e).__name__}: {e}"[:300]
     return "error", f"{type(e).__name__}: {e}"[:300]
+
+
+# A server that is busy (429, 503) or failing for a moment (500, 502, 504) is asked again, after the
+# time its Retry-After asks for, else after a backoff doubling from BACKOFF seconds; connection errors
+# too. Never past the URL's --deadline: a longer wait gives up at once.
+RETRY = Retry(total=None, status_forcelist=(429, 500, 502, 503, 504), respect_retry_after_header=True,
+              allowed_methods=("GET",))
+BACKOFF = 0.5
+
+
+def retry_wait(got: Fetched, attempt: int) -> float | None:
+    """Seconds to wait before asking for ``got``'s URL again (``attempt`` tries made, less one), or None
+    when asking again would not help (it came, or the answer is final: 404, too big, not an image)."""
+    if got.problem is None:
+        return None
+    backoff = BACKOFF * 2 ** attempt
+    if got.problem[0] == "connection-error":
+        return backoff
+    if got.problem[0] != "http-error" or not RETRY.is_retry("GET", got.status, bool(got.retry_after)):
+        return None
+    if got.retry_after:
+        try:
+            return max(0.0, RETRY.parse_retry_after(got.retry_after))
+        except urllib3.exceptions.InvalidHeader:  # not seconds nor a date: as if it were not there
+            pass
+    return backoff
 
 
 class CheckedDownloader(ImageDownloader):
@@ -295,13 +323,17 @@ class CheckedDownloader(ImageDownloader):
             self.stats.add(self.key, "known")
             return
         start = time.monotonic()
-        for _ in range(max(1, max_retry)):  # the deadline is for the URL, all tries together
-            left = self.deadline - (time.monotonic() - start)
-            got = fetch(self.session, url, timeout, self.max_bytes, left,
+        for attempt in range(max(1, max_retry)):  # the deadline is for the URL, all tries together
+            got = fetch(self.session, url, timeout, self.max_bytes, self.deadline - (time.monotonic() - start),
                         self.robots.refusal if self.robots else None)
-            if (got.problem is None or got.problem[0] != "connection-error" or self.signal.get("reach_max_num")
-                    or left < 1):
+            wait = retry_wait(got, attempt)
+            left = self.deadline - (time.monotonic() - start)
+            if wait is None or self.signal.get("reach_max_num") or wait + 1 > left:
+                if wait is not None and wait + 1 > left and got.retry_after:
+                    got.problem = (got.problem[0], f"{got.problem[1]}, Retry-After {got.retry_after} is past the "
+                                   f"--deadline")
                 break
+            time.sleep(wait)
         if self.delay:
             time.sleep(self.delay)
         if got.problem:

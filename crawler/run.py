@@ -45,7 +45,7 @@ class CrawlOptions:
     deadline: float = 30.0        # whole download of one file, connect to last byte, all tries
     max_bytes: int = 20_000_000
     delay: float = 0.0            # seconds each downloader thread waits after a download
-    retries: int = 2
+    retries: int = 3              # tries of one URL (connection errors, 429, 5xx), within its deadline
     max_depth: int = 3            # site crawl: links followed from the given page
     max_pages: int = 200          # site crawl: pages fetched
     robots: bool = True           # site crawl: obey robots.txt

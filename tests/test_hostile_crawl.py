@@ -1,6 +1,7 @@
 """`stampcheck crawl` against what users and hostile servers really do (issue 13): the CLI for real,
 servers on 127.0.0.1, every input accounted for, nothing it did not write changed or removed."""
 
+import email.utils
 import hashlib
 import json
 import os
@@ -181,6 +182,12 @@ class Hostile(BaseHTTPRequestHandler):
             self.send_response(404)
             self.end_headers()
             return
+        if isinstance(body, tuple):  # (status, headers): an answer other than 200, without a body
+            self.send_response(body[0])
+            for name, value in {**body[1], "Content-Length": "0"}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            return
         if path.startswith("/short"):  # promises more than it sends, then closes
             self.send_response(200)
             self.send_header("Content-Length", str(len(body) + 5000))
@@ -203,6 +210,48 @@ def hostile():
     Hostile.files, Hostile.requests = {}, []
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
+
+
+def answers(*first, then):
+    """A path that answers each of ``first`` in turn, then ``then`` for ever; the times it was asked."""
+    times = []
+
+    def answer(handler):
+        times.append(time.monotonic())
+        out = first[len(times) - 1] if len(times) <= len(first) else then
+        return out() if callable(out) else out
+    return answer, times
+
+
+def test_a_busy_server_is_asked_again_when_it_says_and_never_past_the_deadline(hostile, tmp_path):
+    def in_2_s():  # an HTTP date (whole seconds): 1-2 s after it is asked
+        return 503, {"Retry-After": email.utils.formatdate(time.time() + 2, usegmt=True)}
+
+    script = {"/busy.jpg": answers((503, {"Retry-After": "1"}), then=jpeg(photo(90))),
+              "/date.jpg": answers(in_2_s, then=jpeg(photo(91))),
+              "/slow-down.jpg": answers((429, {}), (502, {}), then=jpeg(photo(92))),
+              "/closed.jpg": answers(then=(503, {"Retry-After": "3600"})),
+              "/gone.jpg": answers(then=None)}
+    Hostile.files.update({path: answer for path, (answer, _) in script.items()})
+    listing = tmp_path / "urls.txt"
+    listing.write_text("".join(f"{hostile}{path}\n" for path in script))
+    start = time.monotonic()
+    r, _ = cli("--urls", listing, "--out", tmp_path / "out", "--min-size", "64", "--timeout", "2",
+               "--deadline", "6", timeout=90)
+    assert r.returncode == errors.OK, clean(r)
+    got = {urlsplit(u).path: reason for u, reason in accounted(tmp_path / "out").items()}
+    assert got == {"/busy.jpg": "kept", "/date.jpg": "kept", "/slow-down.jpg": "kept", "/closed.jpg": "http-error",
+                   "/gone.jpg": "http-error"}, got
+    times = {path: t for path, (_, t) in script.items()}
+    assert 0.9 <= times["/busy.jpg"][1] - times["/busy.jpg"][0] < 3  # Retry-After: 1
+    assert 0.8 <= times["/date.jpg"][1] - times["/date.jpg"][0] < 3.5  # Retry-After: an HTTP date
+    gaps = [b - a for a, b in zip(times["/slow-down.jpg"], times["/slow-down.jpg"][1:])]
+    assert len(gaps) == 2 and 0.4 <= gaps[0] < gaps[1]  # no Retry-After: a backoff that doubles
+    # an hour's wait is past the 6 s deadline: given up at once; a 404 is final
+    assert len(times["/closed.jpg"]) == 1 and len(times["/gone.jpg"]) == 1
+    rejected = {urlsplit(row["url"]).path: row for row in lines(tmp_path / "out" / "rejected.jsonl")}
+    assert "Retry-After 3600 is past the --deadline" in rejected["/closed.jpg"]["detail"]
+    assert time.monotonic() - start < 60
 
 
 def test_url_list_accounts_for_every_url_and_holds_the_deadline(hostile, tmp_path):
