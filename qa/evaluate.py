@@ -18,6 +18,7 @@ from stampcheck.paths import OutputLock, check_output, claim_output, refuse_over
 from stampcheck.progress import no_progress
 
 AP_THRESHOLD = 0.01  # detections kept for AP: AP integrates over all scores
+COCO_GT, COCO_DETECTIONS = "coco_gt.json", "coco_detections.json"
 
 
 def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str | None = None, bs: int = 32,
@@ -62,8 +63,9 @@ def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str
         raise ValueError(f"none of the {len(errors)} images of {dataset} could be read "
                          f"(first: {errors[0]['file']}: {errors[0]['error']})")
     thr = predictor.threshold
-    metrics = {**summarise(results, thr), **coco_ap([i for i, _ in detections], [d for _, d in detections],
-                                                    predictor.classes)}
+    gt = coco_dict([i for i, _ in detections], predictor.classes)
+    dets = coco_detections([d for _, d in detections], predictor.classes)
+    metrics = {**summarise(results, thr), **coco_ap(gt, dets)}
     metrics["by_stamp_size"] = by_stamp_size(results, sizes, thr)
     sweep = [summarise(results, float(t)) for t in np.round(np.arange(0.05, 0.96, 0.05), 2)]
     report = {"metrics": metrics, "sweep": [{k: s[k] for k in ("threshold", "accuracy", "precision", "recall", "f1")}
@@ -74,6 +76,10 @@ def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str
         out = claim_output(out, "evaluate")
         with OutputLock(out, "evaluate"):  # another evaluate's metrics.json beside this one's curve is no report
             atomic_write_json(out / "metrics.json", report)
+            # what pycocotools, Ultralytics (save_json), detectron2 and mmdetection read and write:
+            # the labels as COCO, the detections as COCO results (image ids of the first)
+            atomic_write_json(out / COCO_GT, gt)
+            atomic_write_json(out / COCO_DETECTIONS, dets)
             plot_pr(report["sweep"], thr, out / "pr_curve.png")
     return report
 
@@ -100,17 +106,21 @@ def match_classes(items, classes: list[str], dataset: Path) -> None:
                          "(a labels.csv without a class column calls them 'stamp')")
 
 
-def coco_ap(items, detections, classes: list[str]) -> dict:
+def coco_detections(detections: list, classes: list[str]) -> list[dict]:
+    """Per image (ids from 1, in order) its (score, class, box) detections as COCO results:
+    ``bbox`` [x, y, w, h] in the image's pixels."""
+    return [{"image_id": k + 1, "category_id": classes.index(c) + 1, "score": round(float(s), 6),
+             "bbox": [round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2)]}
+            for k, found in enumerate(detections) for s, c, b in (found or [])]
+
+
+def coco_ap(gt: dict, dets: list[dict]) -> dict:
     """AP@0.5 and AP@[.5:.95] by pycocotools; NaN when the set holds no stamp at all."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    gt = coco_dict(items, classes)
     if not gt["annotations"]:
         return {"ap50": float("nan"), "ap": float("nan")}
-    dets = [{"image_id": k + 1, "category_id": classes.index(c) + 1, "score": s,
-             "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]}
-            for k, found in enumerate(detections) for s, c, b in (found or [])]
     if not dets:
         return {"ap50": 0.0, "ap": 0.0}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its tables

@@ -468,7 +468,8 @@ def evaluate(
                                    "(CVAT, Label Studio, Roboflow), or a YOLO data.yaml / Ultralytics-layout folder."),
     images: Optional[Path] = typer.Option(None, help="COCO only: the folder its file names are relative to "
                                           "(default: the JSON's folder, its images/ or ../images/)."),
-    out: Optional[Path] = typer.Option(None, help="Folder for metrics.json and pr_curve.png."),
+    out: Optional[Path] = typer.Option(None, help="Folder for metrics.json, pr_curve.png, and the labels and "
+                                       "detections as COCO files (coco_gt.json, coco_detections.json)."),
     split: Optional[str] = typer.Option(None, help="Only this split (train or valid; test in a YOLO set); "
                                         "default all images."),
     bs: int = typer.Option(32, min=1, help="Photos per batch."),
@@ -495,7 +496,8 @@ def evaluate(
         report.print(f"  stamps {row['size']} of the short side: {row['stamped']} images, recall {row['recall']:.3f}, "
                      f"mean IoU {row['mean_iou']:.3f}")
     if out:
-        report.print(f"written: {out / 'metrics.json'}, {out / 'pr_curve.png'}")
+        report.print(f"written: {out / 'metrics.json'}, {out / 'pr_curve.png'}, {out / 'coco_gt.json'}, "
+                     f"{out / 'coco_detections.json'}")
 
 
 @app.command(short_help="The whole pipeline offline, in minutes.")

@@ -1,4 +1,6 @@
+import contextlib
 import csv
+import io
 import json
 import pickle
 import shutil
@@ -9,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from compose.composer import ComposeConfig, compose_dataset
-from qa.evaluate import coco_ap
-from stampcheck.dataset import read_labels
+from qa.evaluate import coco_ap, coco_detections
+from stampcheck.dataset import coco_dict, read_labels
 from tests.conftest import photo, write_exif_rotated
 from tests.test_train import EASY
 from train.learner import TrainConfig, train
@@ -153,10 +155,11 @@ def test_coco_ap_is_one_for_perfect_and_lower_for_shifted(tiny_model):
     items = [i for i in read_labels(tiny_model / "ds") if i.boxes]
     for i in items:
         i.width, i.height = 96, 96
+    gt = coco_dict(items, ["qc-passed"])
     perfect = [[(0.9, b.label, list(b.as_tuple())) for b in i.boxes] for i in items]
-    assert coco_ap(items, perfect, ["qc-passed"])["ap50"] == pytest.approx(1.0)
+    assert coco_ap(gt, coco_detections(perfect, ["qc-passed"]))["ap50"] == pytest.approx(1.0)
     shifted = [[(0.9, b.label, [b.x0 + b.width, b.y0, b.x1 + b.width, b.y1]) for b in i.boxes] for i in items]
-    assert coco_ap(items, shifted, ["qc-passed"])["ap50"] < 0.2
+    assert coco_ap(gt, coco_detections(shifted, ["qc-passed"]))["ap50"] < 0.2
 
 
 def test_by_stamp_size_groups_stamped_images_by_their_largest_stamp():
@@ -179,6 +182,19 @@ def test_evaluate_writes_metrics_and_curve(tiny_model, tmp_path):
     assert sum(row["stamped"] for row in m["by_stamp_size"]) == m["stamped"]
     assert "of the short side" in r.stdout
     assert (tmp_path / "pr_curve.png").stat().st_size > 1000
+    # the labels and every detection down to a low score as COCO files: pycocotools' own evaluation
+    # of them gives evaluate's AP
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(tmp_path / "coco_gt.json"))
+        ev = COCOeval(gt, gt.loadRes(str(tmp_path / "coco_detections.json")), "bbox")
+        ev.evaluate(); ev.accumulate(); ev.summarize()
+    dets = json.loads((tmp_path / "coco_detections.json").read_text())
+    threshold = json.loads((tiny_model / "model" / "config.json").read_text())["threshold"]
+    assert min(d["score"] for d in dets) < threshold  # not only those over the threshold: AP needs them all
+    assert (round(ev.stats[0], 3), round(ev.stats[1], 3)) == (round(m["ap"], 3), round(m["ap50"], 3))
+    assert ev.stats[1] > 0
 
 
 def test_demo_runs_end_to_end_in_quick_mode(tmp_path):
