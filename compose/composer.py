@@ -36,6 +36,7 @@ from stampcheck.dataset import (COCO_JSON, DATASET_JSON, IMAGES_DIR, LABELS_CSV,
 from stampcheck.images import ImageLimits, ImageRejected, jpeg_bytes
 from stampcheck.paths import holds_files, lock_output, refuse_held, refuse_links, refuse_overlap
 from stampcheck.progress import no_progress
+from stampcheck.tool_files import tool_dataset_files, tool_files, tool_folders, write_tool_files
 
 PARTS_DIR = ".parts"
 IMAGE_NAME = re.compile(r"\d{6,}\.jpg")  # the names render_one gives; nothing else is ever removed
@@ -147,7 +148,7 @@ def compose_dataset(cfg: ComposeConfig, out: Path, workers: int = 1, overwrite: 
     out = Path(out)
     progress = progress or no_progress
     refuse_overlap(out, [cfg.backgrounds, *cfg.stamps])
-    refuse_links(out / IMAGES_DIR, out / PARTS_DIR, *yolo_folders(out))
+    refuse_links(out / IMAGES_DIR, out / PARTS_DIR, *yolo_folders(out), *tool_folders(out))
     if out.exists() and not out.is_dir():
         raise ComposeError(f"--out {out} is a file; give a folder")
     if out.is_dir() and holds_files(out) and not is_dataset(out):
@@ -234,6 +235,7 @@ def write_dataset(out: Path, cfg: ComposeConfig, stamps: list[Stamp], source: Ba
              for r in records if "error" not in r]
     classes = sorted({s.name for s in stamps})
     write_label_files(out, items, classes)
+    write_tool_files(out, items, classes)
     summary = {
         "images": len(items),
         "stamped": sum(i.has_stamp for i in items),
@@ -283,11 +285,12 @@ def remove_dataset(out: Path) -> None:
         pass
     for name in names:
         if isinstance(name, str) and IMAGE_NAME.fullmatch(name):
-            for f in [images / name, *yolo_files(out, name)]:
+            for f in [images / name, *yolo_files(out, name), *tool_files(out, name)]:
                 f.unlink(missing_ok=True)
     for f in [out / LABELS_CSV, out / COCO_JSON, out / DATASET_JSON, out / PREVIEW_PNG, *yolo_dataset_files(out),
+              *tool_dataset_files(out),
               parts / "fingerprint", parts / "state.pkl", *records]:
         f.unlink(missing_ok=True)
-    for folder in (out, images, parts, *yolo_folders(out)):
+    for folder in (out, images, parts, *yolo_folders(out), *tool_folders(out)):
         if folder.is_dir():
             remove_own_partials(folder, ".+")

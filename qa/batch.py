@@ -24,6 +24,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qa.exports import EXPORTS, write_exports
 from stampcheck import errors
 from stampcheck.atomic import atomic_path, remove_own_partials
 from stampcheck.images import may_be_photo
@@ -287,6 +288,8 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         if annotate:
             refuse_links(out / "annotated")
         remove_stale_partials(out)
+        for name in EXPORTS:  # an earlier run's, written by qa: never beside this run's tables
+            (out / name).unlink(missing_ok=True)
         summary = QASummary(threshold=thr, size=predictor.size, second_look=predictor.look is not None,
                              not_photos=found.not_photos)
         facts = run_facts(model_dir, predictor, inputs, thr)
@@ -296,6 +299,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
                         tables=tables, reserve=total)
         unchecked = (PhotoResult(p, error=why) for p, why in sorted(found.problems.items()))
         checked = predict_photos(predictor, found.files, bs=bs, workers=workers, threshold=thr, previews=True)
+        records = []
         with atomic_path(tables[0]) as csv_tmp, atomic_path(tables[1]) as jsonl_tmp:
             with csv_tmp.open("w", newline="") as fcsv, jsonl_tmp.open("w") as fjson, \
                     (progress or no_progress)(total, "checking photos") as advance:
@@ -306,12 +310,14 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
                     report.add(r)
                     writer.writerows(map(csv_row, result_rows(record)))
                     fjson.write(json.dumps(record) + "\n")
+                    records.append(record)
                     summary.count(record)
                     summary.results.append(r)
                     advance(1)
             # the page before the tables: killed in between, the folder holds a page without its
             # tables, never a table beside another run's page
             report.write()
+        write_exports(out, records, list(predictor.classes), facts["model"])
         if annotate:
             summary.not_annotated = write_annotated(summary, out / "annotated")
         return summary

@@ -25,7 +25,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 DATA = Path("data")
 # what only the full install has (pip install 'stampcheck[full]'; pyproject.toml)
 FULL_ONLY = {"torch", "torchvision", "fastai", "accelerate", "icrawler", "protego", "imagehash", "pycocotools", "matplotlib",
-             "yaml"}
+             "yaml", "defusedxml"}
 L = Looks()
 
 

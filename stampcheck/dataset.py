@@ -282,10 +282,10 @@ def yolo_dataset_files(dataset: Path) -> list[Path]:
 
 
 def legacy_yolo_files(dataset: Path, names: list[str]) -> list[Path]:
-    """What versions before the Ultralytics layout wrote in yolo/: NAME.txt beside data.yaml, and
-    split lists of absolute paths, which break when the dataset moves."""
+    """What versions before the Ultralytics layout wrote in yolo/: NAME.txt beside data.yaml (its
+    split lists of absolute paths are rewritten as CVAT's, stampcheck.tool_files)."""
     yolo = Path(dataset) / YOLO_DIR
-    return [yolo / (Path(n).stem + ".txt") for n in names] + [yolo / f"{split}.txt" for split in SPLITS]
+    return [yolo / (Path(n).stem + ".txt") for n in names]
 
 
 def yolo_folders(dataset: Path) -> list[Path]:

@@ -21,7 +21,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from stampcheck.dataset import (IMAGES_DIR, LABELS_CSV, Box, DatasetError, ImageLabels, box_problem, read_labels,
                                 upright_size, yolo_pixels)
@@ -30,6 +30,7 @@ from stampcheck.images import find_images
 
 NAMED = 20  # problems named one per line; more are counted
 YOLO_SPLIT_NAMES = {"train": "train", "val": "valid", "test": "test"}
+VOC_ANNOTATIONS = "Annotations"
 
 
 @dataclass
@@ -50,14 +51,20 @@ def read_labelled_set(path: Path, images: Path | None = None) -> LabelledSet:
     coco = [path] if path.suffix.lower() == ".json" else sorted(path.glob("*.json")) if path.is_dir() else []
     if path.is_dir() and (path / LABELS_CSV).is_file():
         kind = "labels.csv"
-    elif path.suffix.lower() in (".yaml", ".yml") or path.is_dir() and (
-            _data_yaml(path) or (path / IMAGES_DIR).is_dir() and (path / "labels").is_dir()):
+    elif path.suffix.lower() in (".yaml", ".yml") or path.is_dir() and _data_yaml(path):
+        kind = "YOLO"  # compose's yolo/ holds CVAT's obj.data too: data.yaml is the fuller description
+    elif path.name == "obj.data" or path.is_dir() and (path / "obj.data").is_file():
+        kind = "YOLO 1.1"
+    elif path.is_dir() and (path / VOC_ANNOTATIONS).is_dir() or path.name == VOC_ANNOTATIONS and path.is_dir():
+        kind = "Pascal VOC"
+    elif path.is_dir() and (path / IMAGES_DIR).is_dir() and (path / "labels").is_dir():
         kind = "YOLO"
     elif len(coco) == 1:
         kind = "COCO"
     else:
         raise DatasetError(f"{path}: not a labelled set: give a folder with {LABELS_CSV} and {IMAGES_DIR}/, a COCO "
-                           "JSON file, or a YOLO data.yaml (or a folder with data.yaml, or with images/ and labels/)")
+                           "JSON file, a YOLO data.yaml (or a folder with data.yaml, or with images/ and labels/), "
+                           "a YOLO 1.1 obj.data (CVAT) or a Pascal VOC folder (with Annotations/)")
     if images is not None and kind != "COCO":
         raise DatasetError(f"--images is for a COCO JSON, whose file names are relative to it; {path} is {kind}, "
                            "which says where its images are")
@@ -65,6 +72,11 @@ def read_labelled_set(path: Path, images: Path | None = None) -> LabelledSet:
         return read_coco(coco[0], images)
     if kind == "YOLO":
         return read_yolo(path)
+    if kind == "YOLO 1.1":
+        return read_darknet(path)
+    if kind == "Pascal VOC":
+        from stampcheck.voc import read_voc
+        return read_voc(path.parent if path.name == VOC_ANNOTATIONS else path)
     items = read_labels(path)
     return LabelledSet(path / IMAGES_DIR, items, kind, _unlabelled(path / IMAGES_DIR, items))
 
@@ -111,42 +123,80 @@ def read_coco(path: Path, images: Path | None = None) -> LabelledSet:
     except (KeyError, TypeError) as e:
         raise DatasetError(f"{path}: a category or image without {e} (COCO needs id and name / id and "
                            "file_name)") from e
-    root = _coco_root(path, images, names)
-    if names and not any((root / n).is_file() for n in names):
+    root, found, by_base = _coco_root(path, images, names)
+    if names and not found:
         where = f"--images {images}" if images else f"{Path(path).parent}, its images/ or ../images/"
-        raise DatasetError(f"{path}: none of its {len(names)} images (such as {names[0]}) is in {where}; "
-                           "give --images, the folder its file names are relative to")
+        raise DatasetError(f"{path}: none of its {len(names)} images (such as {names[0]}) is in {where}, as written "
+                           "or by its base name; give --images, the folder its file names are relative to")
+    notes = []
+    if by_base:
+        example = next(n for n in names if n in found and found[n] != _as_written(n))
+        notes.append(f"{by_base} of {len(names)} file names are not in {root} as written and were found there by "
+                     f"their base name (such as {example} -> {found[example]})")
     problems, items = [], {}
     for im in entries.values():
         name = str(im["file_name"])
-        size = upright_size(root / name)  # None for what is no regular file, which is never opened
-        if not (root / name).is_file():
-            problems.append(f"image {name}: " + (f"not a regular file in {root}" if (root / name).exists()
-                                                 else f"not found in {root}"))
+        file = found.get(name, _as_written(name) or name)
+        size = upright_size(root / file)  # None for what is no regular file, which is never opened
+        if name not in found:
+            problems.append(f"image {name}: " + (f"not a regular file in {root}" if (root / file).exists()
+                                                 else f"not found in {root}, as written or by its base name"))
         elif size and im.get("width") and im.get("height") and (im["width"], im["height"]) != size:
             problems.append(f"image {name}: the JSON says {im.get('width')}x{im.get('height')}, the photo is "
                             f"{size[0]}x{size[1]} upright: labelled turned or scaled")
-        items[im["id"]] = ImageLabels(name, "", "", width=size[0] if size else 0, height=size[1] if size else 0)
+        items[im["id"]] = ImageLabels(file, "", "", width=size[0] if size else 0, height=size[1] if size else 0)
     for k, ann in enumerate(data.get("annotations", [])):
         problem = _coco_box(ann, entries, cats, items)
         if problem:
             problems.append(f"annotation {ann.get('id', k) if isinstance(ann, dict) else k}: {problem}")
-    missing = not images and any(p.endswith(f"not found in {root}") for p in problems)
+    missing = not images and any("not found in" in p for p in problems)
     _raise_problems(path, problems, " (give --images, the folder its file names are relative to)" if missing else "")
     labelled = list(items.values())
     if not labelled:
         raise DatasetError(f"{path}: lists no images")
-    return LabelledSet(root, labelled, "COCO", _unlabelled(root, labelled))
+    return LabelledSet(root, labelled, "COCO", _unlabelled(root, labelled), notes)
 
 
-def _coco_root(path: Path, images: Path | None, names: list[str]) -> Path:
+def _coco_root(path: Path, images: Path | None, names: list[str]) -> tuple[Path, dict[str, str], int]:
+    """The folder the file names are relative to (``images``, else the first of the JSON's folder,
+    its images/ and ../images/ that holds the most of them), each name's file in it, and how many
+    were found by base name."""
     if images is not None:
         if not Path(images).is_dir():
             raise DatasetError(f"--images {images} is not a folder")
-        return Path(images)
+        return (Path(images), *_find_files(Path(images), names))
     here = Path(path).parent
-    candidates = [here, here / IMAGES_DIR, here.parent / IMAGES_DIR]
-    return max(candidates, key=lambda c: sum((c / n).is_file() for n in names))  # first of the best
+    tried = [(c, *_find_files(c, names)) for c in (here, here / IMAGES_DIR, here.parent / IMAGES_DIR) if c.is_dir()]
+    return max(tried, key=lambda t: len(t[1]), default=(here, {}, 0))  # first of the best
+
+
+def _as_written(name: str) -> str | None:
+    """A file name as a path inside the root: Windows separators read as "/"; None for one that
+    climbs out of it or is absolute (Label Studio writes ../../media/upload/1/x.jpg)."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not parts or parts[0] == "/" or ".." in parts or ":" in parts[0]:
+        return None
+    return "/".join(parts)
+
+
+def _find_files(root: Path, names: list[str]) -> tuple[dict[str, str], int]:
+    """Each name's file under ``root``, relative to it: as written, else the one image under it
+    (at any depth: CVAT's images/default/) with the name's base name; and how many came by base name."""
+    found, by_base, index = {}, 0, None
+    for name in names:
+        written = _as_written(name)
+        if written and (root / written).is_file():
+            found[name] = written
+            continue
+        if index is None:
+            index = {}
+            for f in find_images([root]):
+                index.setdefault(f.name, []).append(f)
+        hits = index.get(PurePosixPath(name.replace("\\", "/")).name, [])
+        if len(hits) == 1:  # two of that name: which one is meant cannot be known
+            found[name] = hits[0].relative_to(root).as_posix()
+            by_base += 1
+    return found, by_base
 
 
 def _coco_box(ann, entries: dict, cats: dict, items: dict) -> str | None:
@@ -188,16 +238,22 @@ def read_yolo(path: Path) -> LabelledSet:
         root, names, images = _yolo_yaml(yaml_file)
     if not images:
         raise DatasetError(f"{yaml_file or path / IMAGES_DIR}: no images found")
+    return _yolo_labels(root, names, images, yaml_file or path, _label_path, "YOLO")
+
+
+def _yolo_labels(root: Path, names: dict[int, str] | None, images: dict[str, str], source: Path, label_of,
+                 kind: str) -> LabelledSet:
+    """Items for ``images`` (path -> split), each with the boxes of its label file ``label_of(path)``."""
     problems, items, without = [], [], 0
     for img, split in images.items():
-        label = _label_path(img)
+        label = label_of(img)
         file = os.path.relpath(img, root) if Path(img).is_relative_to(root) else str(img)
         size = upright_size(Path(img))
         item = ImageLabels(file, split, "", width=size[0] if size else 0, height=size[1] if size else 0)
         items.append(item)
         if not os.path.isfile(img):
-            problems.append(f"{file}: listed in {yaml_file} but " + ("not a regular file" if os.path.exists(img)
-                                                                    else "not found"))
+            problems.append(f"{file}: listed in {source} but " + ("not a regular file" if os.path.exists(img)
+                                                                  else "not found"))
             continue
         if not os.path.isfile(label):
             if os.path.exists(label):  # a folder or a named pipe named like one: never read
@@ -209,10 +265,46 @@ def read_yolo(path: Path) -> LabelledSet:
             problem = _yolo_line(line, item, names)
             if problem:
                 problems.append(f"{os.path.relpath(label, root)} line {lineno}: {problem}")
-    _raise_problems(yaml_file or path, problems)
+    _raise_problems(source, problems)
     notes = [f"{without} of {len(items)} images have no label file: taken as without stamp, as Ultralytics "
              "does"] if without else []
-    return LabelledSet(root, items, "YOLO", notes=notes)
+    return LabelledSet(root, items, kind, notes=notes)
+
+
+# CVAT's "YOLO 1.1" (Darknet): obj.data names obj.names and the lists of images (train.txt...), their
+# paths starting with the export's own folder name "data/"; each label beside its image.
+DARKNET_LISTS = {"train": "train", "valid": "valid", "val": "valid", "test": "test"}
+
+
+def read_darknet(path: Path) -> LabelledSet:
+    obj_data = path if path.is_file() else path / "obj.data"
+    root = obj_data.parent
+    try:
+        keys = dict(line.split("=", 1) for line in read_text(obj_data, encoding="utf-8-sig").splitlines() if "=" in line)
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{obj_data}: not readable ({e})") from e
+    keys = {k.strip(): v.strip() for k, v in keys.items()}
+
+    def inside(entry: str) -> Path:  # "data/obj.names" is the export's folder's obj.names
+        entry = entry.replace("\\", "/")
+        return root / entry if (root / entry).exists() or not entry.startswith("data/") else root / entry[5:]
+
+    names_file = inside(keys.get("names", "obj.names"))
+    if not names_file.is_file():
+        raise DatasetError(f"{obj_data}: its names file {names_file} is not there")
+    names = dict(enumerate(n.strip() for n in read_text(names_file).splitlines() if n.strip()))
+    images: dict[str, str] = {}
+    for key, split in DARKNET_LISTS.items():
+        if key in keys:
+            listing = inside(keys[key])
+            if not listing.is_file():
+                raise DatasetError(f"{obj_data}: its {key} list {listing} is not there")
+            for line in read_text(listing).splitlines():
+                if line.strip():
+                    images.setdefault(str(inside(line.strip())), split)
+    if not images:
+        raise DatasetError(f"{obj_data}: lists no images (train = ..., a list of image paths)")
+    return _yolo_labels(root, names, images, obj_data, lambda img: os.path.splitext(img)[0] + ".txt", "YOLO 1.1")
 
 
 def _yolo_yaml(yaml_file: Path) -> tuple[Path, dict[int, str] | None, dict[str, str]]:

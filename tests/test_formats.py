@@ -2,8 +2,10 @@
 Ultralytics on compose's yolo/, fastai's load_learner on model.pkl, evaluate on labels.csv / COCO /
 YOLO sets, and qa's result files."""
 
+import contextlib
 import csv
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -19,7 +21,7 @@ from PIL import Image
 from compose.composer import ComposeConfig, compose_dataset
 from compose.looks import Looks
 from qa.batch import run_qa
-from stampcheck.dataset import DatasetError, read_labels
+from stampcheck.dataset import DatasetError, read_labels, yolo_lines
 from stampcheck.formats import read_labelled_set
 from stampcheck.progress import no_progress
 from tests.conftest import photo
@@ -137,6 +139,30 @@ def test_ultralytics_finds_every_label_and_the_moved_dataset_still_loads(two_cla
     assert all(str(target) in lab["file"] for s in view["splits"].values() for lab in s["labels"])
 
 
+def test_label_studio_and_cvat_open_a_composed_dataset_as_it_is(two_class_dataset):
+    """Label Studio's `import yolo` (classes.txt, flat images/ and labels/) and CVAT's YOLO 1.1
+    (obj.data, obj.names, the subset lists, each label beside its image), read back by our readers of
+    those formats: the same boxes as labels.csv, and no image copied."""
+    from stampcheck.formats import read_darknet, read_yolo
+
+    ds = two_class_dataset
+    truth = {i.file: sorted((b.label, *b.as_tuple()) for b in i.boxes) for i in read_labels(ds)}
+    classes = json.loads((ds / "dataset.json").read_text())["classes"]
+    assert (ds / "classes.txt").read_text().split("\n")[:-1] == classes == (ds / "yolo" / "obj.names").read_text().split()
+    assert "train = data/train.txt" in (ds / "yolo" / "obj.data").read_text()
+    for found in (read_yolo(ds), read_darknet(ds / "yolo" / "obj.data")):
+        assert len(found.items) == len(truth) and not found.notes
+        for item in found.items:
+            got = sorted((b.label, *b.as_tuple()) for b in item.boxes)
+            want = truth[Path(item.file).name]
+            assert [g[0] for g in got] == [w[0] for w in want], item.file
+            assert all(abs(a - b) <= 1 for g, w in zip(got, want) for a, b in zip(g[1:], w[1:])), item.file
+    listed = (ds / "yolo" / "train.txt").read_text().split() + (ds / "yolo" / "valid.txt").read_text().split()
+    assert sorted(Path(x).name for x in listed) == sorted(truth) and all(x.startswith("data/images/") for x in listed)
+    jpgs = [p for p in ds.rglob("*.jpg") if p.parent.name != "images" or p.parent.parent != ds]
+    assert all(os.path.samefile(p, ds / "images" / p.name) for p in jpgs)  # links, not copies
+
+
 def test_compose_overwrite_replaces_its_yolo_files_and_keeps_the_users(tmp_path):
     ds = tmp_path / "ds"
     compose_dataset(ComposeConfig(count=6, seed=1, max_size=96), ds, workers=1)
@@ -147,6 +173,9 @@ def test_compose_overwrite_replaces_its_yolo_files_and_keeps_the_users(tmp_path)
     assert sorted(p.name for p in (ds / "yolo" / "images").rglob("*.jpg")) == sorted(i.file for i in items)
     labels = sorted(p.name for p in (ds / "yolo" / "labels").rglob("*.txt"))
     assert labels == sorted(["mine.txt"] + [i.file.replace(".jpg", ".txt") for i in items])
+    # the tools' label files follow the images: those of the first run's other images are gone
+    assert sorted(p.name for p in (ds / "labels").iterdir()) == sorted(i.file.replace(".jpg", ".txt") for i in items)
+    assert sorted(p.name for p in (ds / "yolo" / "images").rglob("*.txt")) == sorted(p.name for p in (ds / "labels").iterdir())
     assert (ds / "yolo" / "labels" / "train.cache").read_bytes() == b"Ultralytics' own cache"
 
 
@@ -211,12 +240,51 @@ def coco_export(src: Path, dst: Path) -> Path:
     return dst / "annotations" / "instances_default.json"
 
 
+def voc_export(src: Path, dst: Path, images: str = "JPEGImages") -> Path:
+    """``src``'s labels as CVAT exports Pascal VOC 1.1 (JPEGImages/, Annotations/, ImageSets/Main/,
+    labelmap.txt), or Label Studio (``images`` "images", no ImageSets), written by hand to the format."""
+    shutil.copytree(src / "images", dst / images)
+    (dst / "Annotations").mkdir(parents=True)
+    items = read_labels(src)
+    for item in items:
+        objects = "".join(
+            f"<object><name>Stamp</name><pose>Unspecified</pose><truncated>0</truncated><difficult>0</difficult>"
+            f"<bndbox><xmin>{b.x0:.2f}</xmin><ymin>{b.y0:.2f}</ymin><xmax>{b.x1:.2f}</xmax><ymax>{b.y1:.2f}</ymax>"
+            f"</bndbox></object>" for b in item.boxes)
+        (dst / "Annotations" / item.file.replace(".jpg", ".xml")).write_text(
+            f'<?xml version="1.0" encoding="utf-8"?>\n<annotation><folder></folder><filename>{item.file}</filename>'
+            f"<source><database>Unknown</database></source><size><width>{item.width}</width>"
+            f"<height>{item.height}</height><depth>3</depth></size><segmented>0</segmented>{objects}</annotation>")
+    if images == "JPEGImages":
+        (dst / "ImageSets" / "Main").mkdir(parents=True)
+        (dst / "ImageSets" / "Main" / "default.txt").write_text("".join(i.file[:-4] + "\n" for i in items))
+        (dst / "labelmap.txt").write_text("# label:color_rgb:parts:actions\nbackground:0,0,0::\nStamp:250,50,83::\n")
+    return dst
+
+
+def darknet_export(src: Path, dst: Path) -> Path:
+    """``src``'s labels as CVAT exports "YOLO 1.1" with images: obj.data, obj.names, train.txt and
+    obj_train_data/ holding each image and its label."""
+    (dst / "obj_train_data").mkdir(parents=True)
+    classes = json.loads((src / "dataset.json").read_text())["classes"]
+    for item in read_labels(src):
+        shutil.copy(src / "images" / item.file, dst / "obj_train_data" / item.file)
+        (dst / "obj_train_data" / item.file.replace(".jpg", ".txt")).write_text(yolo_lines(item, classes))
+    (dst / "obj.names").write_text("Stamp\n")
+    (dst / "obj.data").write_text("classes = 1\ntrain = data/train.txt\nnames = data/obj.names\nbackup = backup/\n")
+    (dst / "train.txt").write_text("".join(f"data/obj_train_data/{f.name}\n"
+                                           for f in sorted((dst / "obj_train_data").glob("*.jpg"))))
+    return dst
+
+
 def test_evaluate_gives_the_same_figures_from_labels_csv_coco_and_yolo(tiny, tmp_path):
     ds = tiny / "ds"
     runs = {
         "labels.csv": [hand_labelled(ds, tmp_path / "hand")],
         "COCO": [coco_export(ds, tmp_path / "cvat"), "--images", ds / "images"],
         "YOLO": [ds / "yolo"],
+        "YOLO 1.1": [darknet_export(ds, tmp_path / "cvat-yolo") / "obj.data"],
+        "Pascal VOC": [voc_export(ds, tmp_path / "cvat-voc")],
     }
     started = {kind: subprocess.Popen(  # side by side: most of each run is Python loading torch
         [sys.executable, "-m", "stampcheck", "evaluate", str(tiny / "model"), *map(str, args), "--out",
@@ -233,7 +301,7 @@ def test_evaluate_gives_the_same_figures_from_labels_csv_coco_and_yolo(tiny, tmp
             assert report["unlabelled"] == ["not-labelled-yet.jpg"]
             assert "not-labelled-yet.jpg" in output and "not evaluated" in output
         metrics[kind] = report["metrics"]
-    for kind in ("COCO", "YOLO"):  # the same photos and boxes, read three ways (YOLO and COCO round to pixels)
+    for kind in ("COCO", "YOLO", "YOLO 1.1", "Pascal VOC"):  # the same photos and boxes, read five ways
         for key in ("images", "stamped", "accuracy", "precision", "recall"):
             assert metrics[kind][key] == metrics["labels.csv"][key], (kind, key)
         assert metrics[kind]["mean_iou"] == pytest.approx(metrics["labels.csv"]["mean_iou"], abs=0.02)
@@ -249,6 +317,15 @@ def test_bad_labels_are_named_before_the_model_loads(tiny, tmp_path):
     assert r.returncode == 2 and f"labels/train/{label.name} line 1" in r.output and "0..1" in r.output, r.output
     with pytest.raises(DatasetError, match="none of its 24 images .*--images"):  # a CVAT export: its images are elsewhere
         read_labelled_set(coco_export(tiny / "ds", tmp_path / "c"))
+    # a VOC file from outside that expands entities (a billion laughs) is refused, never expanded
+    voc = voc_export(tiny / "ds", tmp_path / "voc")
+    bomb = ('<?xml version="1.0"?><!DOCTYPE a [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+            '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><annotation><filename>000001.jpg</filename>'
+            '<object><name>&c;</name></object></annotation>')
+    (voc / "Annotations" / "000001.xml").write_text(bomb)
+    r = cli("evaluate", tiny / "model", voc)
+    assert r.returncode == 2 and "Annotations/000001.xml: not a readable VOC annotation" in r.output, r.output
+    assert "Traceback" not in r.output
     (tmp_path / "c" / "annotations" / "instances_default.json").write_text('{"images": [{"id": 1}]}')
     with pytest.raises(DatasetError, match="without 'file_name'"):
         read_labelled_set(tmp_path / "c" / "annotations" / "instances_default.json")
@@ -277,8 +354,11 @@ def test_labelled_sets_are_found_where_the_tools_export_them(tiny, tmp_path):
         shutil.copy(f, lsy / "labels" / f.name)
     (lsy / "classes.txt").write_text("stamp\n")
     n_valid = sum(i.split == "valid" for i in read_labels(ds))
+    # Label Studio, Pascal VOC: Annotations/ and images/; CVAT's: JPEGImages/, given as its Annotations/ folder
+    lsv, cvv = voc_export(ds, tmp_path / "ls-voc", images="images"), voc_export(ds, tmp_path / "cvat-voc")
     for path, kind, n in ((ls, "COCO", 24), (ls / "result.json", "COCO", 24), (rf, "YOLO", n_valid),
-                          (lsy, "YOLO", 24)):
+                          (lsy, "YOLO", 24), (lsv, "Pascal VOC", 24), (cvv / "Annotations", "Pascal VOC", 24),
+                          (darknet_export(ds, tmp_path / "cvat-yolo"), "YOLO 1.1", 24)):
         found = read_labelled_set(path)
         assert found.kind == kind and len(found.items) == n and not found.notes
         for item in found.items:
@@ -291,6 +371,43 @@ def test_labelled_sets_are_found_where_the_tools_export_them(tiny, tmp_path):
     assert not next(i for i in found.items if i.file.endswith(stamped)).boxes
     with pytest.raises(DatasetError, match="not a labelled set"):
         read_labelled_set(ds / "images")
+
+
+def test_coco_file_names_as_cvat_label_studio_and_windows_write_them(tiny, tmp_path):
+    ds = tiny / "ds"
+    truth = {i.file: sorted(b.as_tuple() for b in i.boxes) for i in read_labels(ds)}
+    data = json.loads((ds / "coco.json").read_text())
+
+    def export(folder: Path, json_path: str, name, images: str) -> Path:
+        shutil.copytree(ds / "images", folder / images)
+        written = json.loads(json.dumps(data))
+        for im in written["images"]:
+            im["file_name"] = name(im["file_name"])
+        (folder / json_path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / json_path).write_text(json.dumps(written))
+        return folder / json_path
+
+    # CVAT "COCO 1.0": annotations/instances_default.json, the images in images/default/
+    cvat = export(tmp_path / "cvat", "annotations/instances_default.json", lambda n: n, "images/default")
+    # Label Studio >= 1.16 "COCO with images": paths into its own media folder
+    studio = export(tmp_path / "studio", "result.json", lambda n: f"../../label-studio/media/upload/1/{n}", "images")
+    # written on Windows
+    windows = export(tmp_path / "windows", "result.json", lambda n: "images\\" + n, "images")
+    for path, images, by_base in ((cvat, None, True), (cvat, tmp_path / "cvat" / "images", True),
+                                  (cvat, tmp_path / "cvat" / "images" / "default", False), (studio, None, True),
+                                  (windows, None, False)):
+        found = read_labelled_set(path, images)
+        assert len(found.items) == 24, path
+        for item in found.items:
+            assert (found.root / item.file).is_file()
+            assert sorted(b.as_tuple() for b in item.boxes) == truth[Path(item.file).name], (path, item.file)
+        # which rule matched is said: the file names were found by their base name
+        assert bool(found.notes) == by_base and all("by their base name" in n for n in found.notes), found.notes
+    # two images of one base name: which one is meant cannot be known, and the photo is named
+    (tmp_path / "cvat" / "images" / "other").mkdir()
+    shutil.copy(tmp_path / "cvat" / "images" / "default" / "000003.jpg", tmp_path / "cvat" / "images" / "other")
+    with pytest.raises(DatasetError, match="image 000003.jpg: not found in .*by its base name"):
+        read_labelled_set(cvat)
 
 
 # ---------------------------------------------------------------- qa's result files
@@ -322,3 +439,28 @@ def test_qa_results_one_jsonl_record_per_photo_and_csv_rows_per_stamp(tiny, tmp_
         assert all(d["class"] == "qc-passed" for d in x["detections"])
         scores = [d["score"] for d in x["detections"]]
         assert scores == sorted(scores, reverse=True) and x["score"] == scores[0]
+    # the same verdicts for other tools: a COCO set and COCO results (pycocotools loads both), and
+    # Label Studio tasks with the stamps as predictions, in percent of the photo
+    from pycocotools.coco import COCO
+    read = [x for x in records if x["status"] == "ok"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(tmp_path / "qa" / "coco.json"))
+        found = coco.loadRes(str(tmp_path / "qa" / "coco_detections.json"))
+    assert len(coco.getImgIds()) == len(read) == len(found.getImgIds())
+    for x, image in zip(read, coco.loadImgs(coco.getImgIds())):
+        assert Path(image["file_name"]) == Path(x["file"]).resolve() and (image["width"], image["height"]) == (x["width"], x["height"])
+        for anns in (coco.loadAnns(coco.getAnnIds(imgIds=image["id"])), found.loadAnns(found.getAnnIds(imgIds=image["id"]))):
+            assert [(a["score"], [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]])
+                    for a in anns] == [(d["score"], d["box"]) for d in x["detections"]]
+    tasks = json.loads((tmp_path / "qa" / "label-studio.json").read_text())
+    assert len(tasks) == len(read)
+    for x, task in zip(read, tasks):
+        assert task["data"]["image"] == "/data/local-files/?d=" + str(Path(x["file"]).resolve()).lstrip("/")
+        (prediction,) = task["predictions"]
+        assert prediction["score"] == x["score"]
+        for d, region in zip(x["detections"], prediction["result"], strict=True):
+            v = region["value"]
+            assert region["type"] == "rectanglelabels" and v["rectanglelabels"] == [d["class"]]
+            back = [v["x"] * x["width"] / 100, v["y"] * x["height"] / 100, (v["x"] + v["width"]) * x["width"] / 100,
+                    (v["y"] + v["height"]) * x["height"] / 100]
+            assert np.allclose(back, d["box"], atol=1e-6)
