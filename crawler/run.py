@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,6 +19,7 @@ from icrawler.builtin.bing import BingFeeder
 from icrawler.builtin.flickr import FlickrFeeder
 from icrawler.builtin.google import GoogleFeeder
 
+from crawler.config import CrawlOptions
 from crawler.download import (CheckedDownloader, CountingBaiduParser, CountingBingParser, CountingFlickrParser,
                               CountingGoogleParser, CrawlStats, DeadlineSession, ListFeeder, ListParser)
 from crawler.site import Robots, SiteFeeder, SiteParser
@@ -35,20 +35,6 @@ PARSERS = {"bing": (BingFeeder, CountingBingParser), "google": (GoogleFeeder, Co
            "baidu": (BaiduFeeder, CountingBaiduParser), "flickr": (FlickrFeeder, CountingFlickrParser),
            "site": (SiteFeeder, SiteParser), "urls": (ListFeeder, ListParser)}
 SUGGEST = {"google": "bing", "bing": "baidu", "baidu": "bing", "flickr": "bing"}
-
-
-@dataclass
-class CrawlOptions:
-    max_num: int = 100            # images to keep per (engine, keyword)
-    threads: int = 4              # downloader threads
-    timeout: float = 10.0         # per request (connect, and each read)
-    deadline: float = 30.0        # whole download of one file, connect to last byte, all tries
-    max_bytes: int = 20_000_000
-    delay: float = 0.0            # seconds each downloader thread waits after a download
-    retries: int = 3              # tries of one URL (connection errors, 429, 5xx), within its deadline
-    max_depth: int = 3            # site crawl: links followed from the given page
-    max_pages: int = 200          # site crawl: pages fetched
-    robots: bool = True           # site crawl: obey robots.txt
 
 
 # -- checking a request before anything is written ------------------------------------------------

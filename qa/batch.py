@@ -24,6 +24,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qa.config import BS
 from qa.exports import EXPORTS, write_exports
 from stampcheck import errors
 from stampcheck.atomic import atomic_path, remove_own_partials
@@ -265,7 +266,7 @@ def run_facts(model_dir: Path, engine, inputs: list[str], threshold: float) -> d
             "command": shown(shlex.join(["stampcheck", *sys.argv[1:]]))}
 
 
-def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | None = None, bs: int = 32,
+def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | None = None, bs: int = BS,
            workers: int | None = None, device: str | None = None, annotate: bool = False,
            progress=None, engine: str = "torch") -> QASummary:
     out = Path(out)

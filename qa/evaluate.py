@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qa.config import BS
 from stampcheck.atomic import atomic_path, atomic_write_json
 from stampcheck.dataset import coco_dict
 from stampcheck.formats import read_labelled_set
@@ -21,7 +22,7 @@ AP_THRESHOLD = 0.01  # detections kept for AP: AP integrates over all scores
 COCO_GT, COCO_DETECTIONS = "coco_gt.json", "coco_detections.json"
 
 
-def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str | None = None, bs: int = 32,
+def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str | None = None, bs: int = BS,
              workers: int | None = None, device: str | None = None, progress=None, images: Path | None = None,
              log=None) -> dict:
     """``dataset``: any labelled set :func:`stampcheck.formats.read_labelled_set` reads; ``images``

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from qa.batch import (QASummary, UsageError, csv_writer, entry_kind, open_engine, photo_record,
                       remove_stale_partials, result_rows, run_facts, why_not_a_file)
+from qa.config import GATE_JOBS, SETTLE
 from stampcheck.atomic import atomic_write_text
 from stampcheck.images import may_be_photo
 from stampcheck.paths import OutputLock, check_output, claim_output, refuse_overlap, under
@@ -34,13 +35,11 @@ from stampcheck.progress import shown
 
 COMMAND = "qa --watch"  # the output folder's marker: batch qa and watch never write into each other's
 POLL = 0.1     # seconds between looks at the folder
-SETTLE = 5.0   # seconds a photo that does not decode must stay unchanged before it is reported unreadable
 # A folder's mtime tells when a name was added or removed, so an unchanged folder is not listed
 # again; but its clock may be coarse (FAT: 2 s) or late (network shares): on a file system with
 # whole-second times, folders changed in the last RECENT seconds are listed at every poll, and
 # every folder is listed each RESCAN seconds.
 RECENT, RESCAN = 3.0, 5.0
-GATE_JOBS = 4  # --on-missing commands running at once; the others wait their turn
 
 
 class ReportRemoved(RuntimeError):

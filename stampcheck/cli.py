@@ -14,7 +14,11 @@ from typing import List, Optional, Tuple
 import typer
 from rich.markup import escape
 
+from compose.composer import ComposeConfig
 from compose.looks import Looks
+from crawler.config import CrawlOptions
+from qa.config import BS, GATE_JOBS, SETTLE
+from train.config import LR, PretrainConfig, TrainConfig
 from stampcheck import errors
 from stampcheck.device import DeviceError, cpu_count
 from stampcheck.progress import console, printable, progress_bar, report, shown
@@ -26,7 +30,7 @@ DATA = Path("data")
 # what only the full install has (pip install 'stampcheck[full]'; pyproject.toml)
 FULL_ONLY = {"torch", "torchvision", "fastai", "accelerate", "icrawler", "protego", "imagehash", "pycocotools", "matplotlib",
              "yaml", "defusedxml"}
-L = Looks()
+L, T, P, C, D = Looks(), TrainConfig(), PretrainConfig(), CrawlOptions(), ComposeConfig()
 
 
 def fail(message: str, code: int = errors.USAGE):
@@ -44,12 +48,12 @@ def compose(
                                                "bad files are skipped and listed in dataset.json. "
                                                "Default: built-in generated product scenes."),
     out: Path = typer.Option(DATA / "dataset", help="Dataset folder to write."),
-    count: int = typer.Option(1000, min=1, help="Number of images."),
-    seed: int = typer.Option(0, help="Random seed: same seed and options give byte-identical output."),
+    count: int = typer.Option(D.count, min=1, help="Number of images."),
+    seed: int = typer.Option(D.seed, help="Random seed: same seed and options give byte-identical output."),
     workers: int = typer.Option(cpu_count(), min=1, help="Worker processes (output does not depend on it)."),
-    max_size: int = typer.Option(512, min=32, help="Long side of written images in pixels."),
-    valid_share: float = typer.Option(0.2, min=0.0, max=0.9, help="Share of backgrounds held out for valid."),
-    builtin_backgrounds: int = typer.Option(0, min=0, help="Number of built-in scenes (0: count/4)."),
+    max_size: int = typer.Option(D.max_size, min=32, help="Long side of written images in pixels."),
+    valid_share: float = typer.Option(D.valid_share, min=0.0, max=0.9, help="Share of backgrounds held out for valid."),
+    builtin_backgrounds: int = typer.Option(D.builtin_backgrounds, min=0, help="Number of built-in scenes (0: count/4)."),
     scale: Tuple[float, float] = typer.Option(L.scale, metavar="MIN MAX", help="Stamp long side / background short side (log-uniform)."),
     rotation: float = typer.Option(L.rotation, help="Rotation range, +- degrees."),
     perspective: float = typer.Option(L.perspective, help="Tilt: largest corner shift, share of stamp size."),
@@ -78,7 +82,7 @@ def compose(
                                    "files only; anything else there stays). Other folders are never written into."),
 ):
     """Superimpose the stamp on backgrounds and write a labelled dataset (images, labels.csv, coco.json, yolo/)."""
-    from compose.composer import ComposeConfig, ComposeError, compose_dataset
+    from compose.composer import ComposeError, compose_dataset
     from compose.stamps import DEFAULT_STAMP, StampError
     from stampcheck.dataset import PREVIEW_PNG
 
@@ -139,18 +143,18 @@ def crawl(
     from_dir: List[Path] = typer.Option(None, metavar="PATH", help="Bring your own photos through the same checks, repeatable; "
                                         "must lie outside --out. They are read, never changed."),
     out: Path = typer.Option(DATA / "backgrounds", help="Folder: images/, manifest.jsonl, rejected.jsonl."),
-    max_num: int = typer.Option(100, "--max", min=1, help="Images to keep per engine and keyword (or site/list)."),
-    min_size: int = typer.Option(128, min=16, help="Smallest short side kept, pixels."),
-    max_size: Optional[int] = typer.Option(1024, min=64, help="Downsize kept images to this long side (0: keep)."),
-    max_pixels: int = typer.Option(80_000_000, help="Refuse larger images (decompression bombs)."),
-    threads: int = typer.Option(4, min=1, help="Download threads."),
-    timeout: float = typer.Option(10.0, help="Per-request timeout (connect, and each read), seconds."),
-    deadline: float = typer.Option(30.0, help="Longest time for one URL, connect to last byte, retries "
+    max_num: int = typer.Option(C.max_num, "--max", min=1, help="Images to keep per engine and keyword (or site/list)."),
+    min_size: int = typer.Option(C.min_size, min=16, help="Smallest short side kept, pixels."),
+    max_size: Optional[int] = typer.Option(C.max_size, min=64, help="Downsize kept images to this long side (0: keep)."),
+    max_pixels: int = typer.Option(C.max_pixels, help="Refuse larger images (decompression bombs)."),
+    threads: int = typer.Option(C.threads, min=1, help="Download threads."),
+    timeout: float = typer.Option(C.timeout, help="Per-request timeout (connect, and each read), seconds."),
+    deadline: float = typer.Option(C.deadline, help="Longest time for one URL, connect to last byte, retries "
                                    "included, seconds."),
-    max_bytes: int = typer.Option(20_000_000, help="Largest download (or file of --from-dir), bytes."),
-    delay: float = typer.Option(0.0, min=0, help="Pause after each download per thread, seconds (politeness)."),
-    max_depth: int = typer.Option(3, min=0, help="--site: follow links this far from the given page."),
-    max_pages: int = typer.Option(200, min=1, help="--site: fetch at most this many pages."),
+    max_bytes: int = typer.Option(C.max_bytes, help="Largest download (or file of --from-dir), bytes."),
+    delay: float = typer.Option(C.delay, min=0, help="Pause after each download per thread, seconds (politeness)."),
+    max_depth: int = typer.Option(C.max_depth, min=0, help="--site: follow links this far from the given page."),
+    max_pages: int = typer.Option(C.max_pages, min=1, help="--site: fetch at most this many pages."),
     ignore_robots: bool = typer.Option(False, "--ignore-robots", help="--site: do not read or obey robots.txt."),
 ):
     """Pull background product images through icrawler, check and de-duplicate them, keep provenance.
@@ -166,7 +170,7 @@ def crawl(
     4 the tool failed; 5 nothing kept (no new image, none from earlier runs)."""
     from rich.table import Table
 
-    from crawler.run import CrawlOptions, check_request, empty_engines, read_list, run_crawl, site_url
+    from crawler.run import check_request, empty_engines, read_list, run_crawl, site_url
     from crawler.store import ImageStore
     from stampcheck.images import ImageLimits
 
@@ -220,7 +224,7 @@ def first_three(names: list[str], where: str) -> str:
 def train_cmd(
     dataset: Path = typer.Argument(..., metavar="DATASET", help="Dataset folder (from `stampcheck compose`, or labelled by hand)."),
     out: Path = typer.Option(DATA / "model", help="Model folder to write."),
-    arch: str = typer.Option("resnet18", help="ResNet body: resnet18, resnet34 or resnet50 (a shipped base "
+    arch: str = typer.Option(T.arch, help="ResNet body: resnet18, resnet34 or resnet50 (a shipped base "
                              "detector exists for resnet18)."),
     size: Optional[int] = typer.Option(None, min=64, max=2048, help="Input size in pixels (images are squished to "
                                        "size x size). Default: 256 (on a CPU trained on --crop 160 windows)."),
@@ -228,15 +232,15 @@ def train_cmd(
                                        "image (each holding a stamp whole or not at all); valid and qa see the whole "
                                        "image. Small stamps get the pixels of a large --size at the cost of --crop. Default: 160 on a "
                                        "CPU when --size is not given, none on a GPU; 0: the whole image."),
-    epochs: int = typer.Option(10, min=1, help="Epochs of fit_one_cycle (ignored with --minutes)."),
+    epochs: int = typer.Option(T.epochs, min=1, help="Epochs of fit_one_cycle (ignored with --minutes)."),
     minutes: Optional[float] = typer.Option(None, min=0.1, help="Train as well as possible within this many "
                                             "minutes on this machine: the speed of the first batches sets the "
                                             "epochs; the log says what it chose. On a CPU, `--minutes 15` with no "
                                             "other option is the recipe to run."),
-    bs: int = typer.Option(32, min=1, help="Batch size."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 3e-3)."),
-    lr_find: bool = typer.Option(False, "--lr-find", help="Run fastai's lr_find, save lr_find.png, use its suggestion."),
-    pretrained: str = typer.Option("base", help="Where the weights start: 'base' (the shipped stamp detector, "
+    bs: int = typer.Option(T.bs, min=1, help="Batch size."),
+    lr: Optional[float] = typer.Option(T.lr, help=f"Peak learning rate (default {LR:g})."),
+    lr_find: bool = typer.Option(T.lr_find, "--lr-find", help="Run fastai's lr_find, save lr_find.png, use its suggestion."),
+    pretrained: str = typer.Option(T.pretrained, help="Where the weights start: 'base' (the shipped stamp detector, "
                                    "data/weights/), 'imagenet' (torch's cache or a download) or 'none' (from "
                                    "scratch). Missing weights: a warning, then the next of base, imagenet, none."),
     no_pretrained: bool = typer.Option(False, "--no-pretrained", hidden=True, help="The same as --pretrained none."),
@@ -245,19 +249,19 @@ def train_cmd(
                                         "classes (fine-tune it on new photos or harder looks) instead of ResNet weights."),
     workers: Optional[int] = typer.Option(None, help="Data-loader processes (default: suited to the device)."),
     device: Optional[str] = typer.Option(None, help="cuda, cuda:1, cpu... (default: the GPU when there is one)."),
-    patience: int = typer.Option(0, min=0, help="Stop after this many epochs without a better valid 'correct' "
+    patience: int = typer.Option(T.patience, min=0, help="Stop after this many epochs without a better valid 'correct' "
                                  "share (0: never stop early)."),
-    seed: int = typer.Option(0, help="Random seed."),
-    augment: bool = typer.Option(True, help="Random small rotation, zoom, lighting and warp on each batch (never "
+    seed: int = typer.Option(T.seed, help="Random seed."),
+    augment: bool = typer.Option(T.augment, help="Random small rotation, zoom, lighting and warp on each batch (never "
                                  "flips). Composed data already varies its looks; augmenting also slows early learning."),
-    mixed_precision: bool = typer.Option(True, help="Autocast to bf16 (fp16 on GPUs without bf16) where the "
+    mixed_precision: bool = typer.Option(T.mixed_precision, help="Autocast to bf16 (fp16 on GPUs without bf16) where the "
                                          "hardware runs it natively: CUDA GPUs and CPUs with AVX512-BF16 or AMX."),
-    verifier: bool = typer.Option(False, help="Also train the second look: a classifier that judges a close "
+    verifier: bool = typer.Option(T.verifier, help="Also train the second look: a classifier that judges a close "
                                   "crop of each candidate the detector proposes (which stamp, or none of ours); "
                                   "with --minutes it gets 30% of them. It helps a weak detector; on the 15-minute "
                                   "CPU recipe the detector given all the minutes does as well (BENCHMARKS.md)."),
-    valid_images: Optional[int] = typer.Option(None, min=0, help="Judge on a fixed sample of this many valid "
-                                               "images (default 400; 0: all of them): each epoch's valid pass, and "
+    valid_images: int = typer.Option(T.valid_images, min=0, help="Judge on a fixed sample of this many valid "
+                                               "images (0: all of them): each epoch's valid pass, and "
                                                "the passes that choose the size and thresholds after training, "
                                                "cost one pass over them each."),
     overwrite: bool = typer.Option(False, help="Replace the model already in --out (only the files train writes; "
@@ -267,14 +271,13 @@ def train_cmd(
     """Train one ResNet detector for stamp presence and location; keeps the best epoch by the share of
     valid images judged right (presence, and IoU >= 0.5 for stamped ones)."""
     from stampcheck.dataset import DatasetError
-    from train.learner import TrainConfig, train
+    from train.learner import train
 
     cfg = TrainConfig(arch=arch, size=size, crop=crop, epochs=epochs, minutes=minutes, bs=bs, lr=lr, lr_find=lr_find,
                       pretrained="none" if no_pretrained else pretrained,
                       weights=str(weights) if weights else None, init=str(init) if init else None, workers=workers, device=device,
                       patience=patience, seed=seed, augment=augment,
-                      mixed_precision=mixed_precision, verifier=verifier,
-                      **({} if valid_images is None else {"valid_images": valid_images}))
+                      mixed_precision=mixed_precision, verifier=verifier, valid_images=valid_images)
     try:
         metrics = train(dataset, out, cfg, log=report.print, overwrite=overwrite)
     except (DatasetError, ValueError, FileNotFoundError) as e:
@@ -290,25 +293,25 @@ def pretrain(
     out: Path = typer.Option(DATA / "pretrain", help="Run folder: checkpoint.pth, state.json, base.pth, card.md."),
     backgrounds: List[Path] = typer.Option(None, metavar="PATH", help="Folders of real product photos (no stamps on them), "
                                            "repeatable; built-in scenes are always used too."),
-    arch: str = typer.Option("resnet18", help="ResNet body: resnet18, resnet34 or resnet50."),
-    size: int = typer.Option(128, min=64, max=1024, help="Input size in pixels (the shipped base: 128, then 256 on 160 px windows)."),
+    arch: str = typer.Option(P.arch, help="ResNet body: resnet18, resnet34 or resnet50."),
+    size: int = typer.Option(P.size, min=64, max=1024, help="Input size in pixels (the shipped base: 128, then 256 on 160 px windows)."),
     crop: Optional[int] = typer.Option(None, min=0, help="Train on random windows of this many pixels of the "
                                        "--size image, as `train --crop` does (valid: the whole image; 0: none)."),
     init: Optional[Path] = typer.Option(None, help="Start from this base file (e.g. the shipped one, to go on "
                                         "at another size) instead of random weights; no clear-stamp warm-up."),
-    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs of the one-cycle schedule (default 50). With "
+    epochs: Optional[int] = typer.Option(None, min=1, help=f"Epochs of the one-cycle schedule (default {P.epochs}). With "
                                          "--resume: a new length for the run's schedule."),
-    epoch_images: int = typer.Option(2000, min=8, help="New images composed per epoch."),
-    valid_images: int = typer.Option(300, min=8, help="Composed valid images (the same every epoch)."),
-    bs: int = typer.Option(32, min=1, help="Batch size."),
-    lr: float = typer.Option(3e-3, min=1e-6, max=1.0, help="Peak learning rate."),
-    seed: int = typer.Option(0, help="Same seed, same images."),
+    epoch_images: int = typer.Option(P.epoch_images, min=8, help="New images composed per epoch."),
+    valid_images: int = typer.Option(P.valid_images, min=8, help="Composed valid images (the same every epoch)."),
+    bs: int = typer.Option(P.bs, min=1, help="Batch size."),
+    lr: float = typer.Option(P.lr, min=1e-6, max=1.0, help="Peak learning rate."),
+    seed: int = typer.Option(P.seed, help="Same seed, same images."),
     workers: Optional[int] = typer.Option(None, min=0, help="Composing processes (default: the cores but one; "
                                           "16 at most on a GPU)."),
     device: Optional[str] = typer.Option(None, help="cuda, cpu... (default: the GPU when there is one)."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its last finished epoch "
                                 "(weights, optimiser and schedule position); its own settings are kept."),
-    mixed_precision: bool = typer.Option(True, help="bf16/fp16 autocast where the hardware runs it natively."),
+    mixed_precision: bool = typer.Option(P.mixed_precision, help="bf16/fp16 autocast where the hardware runs it natively."),
     ship: bool = typer.Option(False, help="Only copy the finished run's base.pth and card into data/weights/, "
                               "where `train` takes its base from (a maintainer's step: each copy stays in git)."),
 ):
@@ -316,7 +319,6 @@ def pretrain(
     designs with every compose look); `train` starts from it. Ctrl-C stops after the current batch;
     --resume continues."""
     from stampcheck.paths import refuse_overlap
-    from train.pretrain import PretrainConfig
     from train.pretrain import pretrain as run_pretrain
     from train.pretrain import ship as ship_base
 
@@ -327,7 +329,7 @@ def pretrain(
         refuse_overlap(out, list(backgrounds or []))
         if init and not init.is_file():
             raise FileNotFoundError(f"--init {init}: {'not a file' if init.exists() else 'no such file'}")
-        cfg = PretrainConfig(arch=arch, size=size, crop=crop or None, init=str(init) if init else None, epochs=epochs or 50, epoch_images=epoch_images,
+        cfg = PretrainConfig(arch=arch, size=size, crop=crop or None, init=str(init) if init else None, epochs=epochs or P.epochs, epoch_images=epoch_images,
                              valid_images=valid_images, bs=bs, lr=lr, seed=seed,
                              backgrounds=[str(b) for b in backgrounds or []], workers=workers, device=device,
                              mixed_precision=mixed_precision)
@@ -349,7 +351,7 @@ def qa(
     out: Path = typer.Option(DATA / "qa", help="Report folder: results.csv, results.jsonl, index.html."),
     threshold: Optional[float] = typer.Option(None, min=0, max=1, help="Stamp score threshold "
                                               "(default: the one stored with the model, chosen on its valid set)."),
-    bs: int = typer.Option(32, min=1, help="Batch size."),
+    bs: int = typer.Option(BS, min=1, help="Batch size."),
     workers: Optional[int] = typer.Option(None, min=0, help="Photo-decoding threads."),
     device: Optional[str] = typer.Option(None, help="cuda, cpu... (default: the GPU when there is one)."),
     annotate: bool = typer.Option(False, help="Also write full-size annotated photos to REPORT/annotated/."),
@@ -360,9 +362,9 @@ def qa(
                                          "restart with the same --out goes on where it stopped."),
     on_missing: Optional[str] = typer.Option(None, help="--watch: run this command (no shell) with the path of "
                                              "each photo that is missing its stamp or unreadable appended."),
-    on_missing_jobs: int = typer.Option(4, min=1, help="--watch: --on-missing commands running at once; the "
+    on_missing_jobs: int = typer.Option(GATE_JOBS, min=1, help="--watch: --on-missing commands running at once; the "
                                         "others wait their turn, in order."),
-    settle: float = typer.Option(5.0, min=0.1, help="--watch: seconds a photo that does not decode must stay "
+    settle: float = typer.Option(SETTLE, min=0.1, help="--watch: seconds a photo that does not decode must stay "
                                  "unchanged before it is reported unreadable (longer than the camera's pauses)."),
 ):
     """Check photos for the stamp. Every photo given gets a row in the report; those that cannot be
@@ -472,7 +474,7 @@ def evaluate(
                                        "detections as COCO files (coco_gt.json, coco_detections.json)."),
     split: Optional[str] = typer.Option(None, help="Only this split (train or valid; test in a YOLO set); "
                                         "default all images."),
-    bs: int = typer.Option(32, min=1, help="Photos per batch."),
+    bs: int = typer.Option(BS, min=1, help="Photos per batch."),
     workers: Optional[int] = typer.Option(None, min=0, help="Photo-decoding threads."),
     device: Optional[str] = typer.Option(None, help="cuda, cpu... (default: the GPU when there is one)."),
 ):

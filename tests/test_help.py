@@ -35,3 +35,44 @@ def test_the_command_list_gives_each_command_whole():
     listed = help_text().split("Commands:")[1].strip().splitlines()
     assert sorted(line.split()[0] for line in listed) == COMMANDS
     assert not [line for line in listed if line.endswith("...")], listed
+
+
+# Each command's options and the settings object that holds their defaults; an option of the same
+# name must default to the object's value (stated once, there).
+SETTINGS = {"compose": ("compose.composer", "ComposeConfig"), "train": ("train.config", "TrainConfig"),
+            "pretrain": ("train.config", "PretrainConfig"), "crawl": ("crawler.config", "CrawlOptions")}
+RENAMED = {"max": "max_num"}  # --max is CrawlOptions.max_num
+
+
+@pytest.mark.parametrize("command", sorted(SETTINGS))
+def test_every_default_is_the_settings_own(command):
+    import importlib
+    from dataclasses import fields
+
+    from compose.looks import Looks
+
+    module, name = SETTINGS[command]
+    settings = getattr(importlib.import_module(module), name)()
+    own = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    if command == "compose":  # the looks are compose's options too
+        own.update((f.name, getattr(Looks(), f.name)) for f in fields(Looks))
+        own["ink_colour"] = list(own.pop("ink_colours"))
+    params = {p.name: p for p in get_command(app).commands[command].params}
+    shared = {RENAMED.get(k, k): p for k, p in params.items() if RENAMED.get(k, k) in own}
+    assert len(shared) >= 8, sorted(params)
+    for key, param in shared.items():
+        default = param.default
+        if default is None and key in ("epochs",):  # pretrain --epochs: None keeps a resumed run's own
+            continue
+        if getattr(param, "multiple", False) and default is None and own[key] == []:  # none given: none
+            continue
+        if isinstance(own[key], tuple):
+            default = tuple(default)
+        assert default == own[key], (command, key, default, own[key])
+
+
+def test_qa_and_watch_defaults_are_stated_once():
+    from qa import config
+
+    params = {p.name: p.default for p in get_command(app).commands["qa"].params}
+    assert (params["bs"], params["settle"], params["on_missing_jobs"]) == (config.BS, config.SETTLE, config.GATE_JOBS)

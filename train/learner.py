@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle / lr_find)
@@ -36,6 +36,7 @@ from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from stampcheck.files import read_text
 from stampcheck.paths import MARKER, lock_output, refuse_held, refuse_overlap
 from train.budget import BatchTimer, TimeBudget
+from train.config import LR, TrainConfig
 from train.data import MEAN, STD, ImagePath, predict_at, stamp_dataloaders
 from train.detect import StampLoss
 from train.distributed import distributed_training, leave_process_group
@@ -54,32 +55,6 @@ OUTPUTS = ("model.pth", "config.json", "model.pkl", "metrics.json", "curves.png"
            "verifier.pth")
 MONITOR = "correct"  # see train.metrics: share of valid images judged right, presence and box;
 # ties (common once it reaches 1.0 on small sets) go to the epoch with the better mean IoU
-
-
-@dataclass
-class TrainConfig:
-    arch: str = "resnet18"         # the shipped base detector's
-    size: int | None = None        # None: suited to the device (CPU_SIZE, GPU_SIZE)
-    crop: int | None = None        # train on random crop x crop windows of the size x size image;
-    # None with size None: CPU_CROP on a CPU; 0: never
-    epochs: int = 10
-    minutes: float | None = None   # train as well as possible in this time: sets the epochs
-    bs: int = 32
-    lr: float | None = None        # None: 3e-3, or lr_find's suggestion with lr_find=True
-    lr_find: bool = False
-    pretrained: str | bool = "base"  # base, imagenet or none (see train.model.build_model)
-    weights: str | None = None
-    init: str | None = None        # an earlier stampcheck model folder to start from (fine-tuning)
-    workers: int | None = None     # data-loader processes; None: picked for the device
-    device: str | None = None      # None: cuda if available
-    patience: int = 0              # early stopping after this many epochs without improvement
-    seed: int = 0
-    augment: bool = True
-    mixed_precision: bool = True   # bf16/fp16 autocast where the hardware runs it natively
-    # a second look at each candidate (train.verifier_training): asked for, as on the 15-minute CPU
-    # recipe it adds nothing to the detector that the whole budget trains (BENCHMARKS.md)
-    verifier: bool = False
-    valid_images: int = 400        # of the valid split, a fixed sample (0: all): every valid pass costs
 
 
 class KeepBest(Callback):
@@ -439,7 +414,7 @@ def _fit(learn: Learner, cfg: TrainConfig, keep: KeepBest, budget: TimeBudget | 
         log(f"lr_find suggests {lr:.2e}")
         if budget is not None:
             budget.spent_before_fit(time.time() - began)
-    lr = lr or 3e-3
+    lr = lr or LR
     keep.config = {**keep.config, "lr": lr}
     cbs = [keep, stop]
     if cfg.patience:

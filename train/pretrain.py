@@ -23,7 +23,7 @@ import platform
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
@@ -43,31 +43,13 @@ from train.learner import EpochLog, StopOnInterrupt, make_folder, remove_made
 from train.metrics import detection_metrics
 from train.model import base_path, build_model, load_base
 from train.precision import set_precision
+from train.config import PretrainConfig
 from train.data import check_crop
 from train.synthetic import DESIGNS, Loader, SyntheticStamps, collate, draw_designs, load_backgrounds
 
 COMMAND = "pretrain"  # the marker's name for a pretraining folder
 OWN_FILES = ("checkpoint.pth", "state.json", "base.pth", "card.md")
 VALID_OFFSET = 10 ** 9  # valid images are indices no training epoch reaches
-
-
-@dataclass
-class PretrainConfig:
-    arch: str = "resnet18"
-    size: int = 128
-    crop: int | None = None  # train on windows of the size image (valid: the whole image)
-    init: str | None = None  # a base file to start from instead of random weights
-    init_sha256: str | None = None  # of that file when the run began (the shipped base may be replaced)
-    epochs: int = 50
-    epoch_images: int = 2000
-    valid_images: int = 300
-    bs: int = 32
-    lr: float = 3e-3
-    seed: int = 0
-    backgrounds: list[str] = field(default_factory=list)
-    workers: int | None = None
-    device: str | None = None
-    mixed_precision: bool = True
 
 
 # The settings a run may have, whether from the command line or a state.json written by hand: a
