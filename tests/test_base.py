@@ -20,7 +20,8 @@ from compose.composer import ComposeConfig, compose_dataset
 from compose.looks import Looks
 from compose.seals import seal_design
 from tests.conftest import photo
-from train.learner import TimeBudget, TrainConfig, build_learner, train
+from train.budget import TimeBudget
+from train.learner import TrainConfig, build_learner, train
 from train.model import ModelError, base_path, build_model, load_base
 from train import synthetic
 from train.pretrain import PretrainConfig, pretrain, save_base

@@ -173,7 +173,7 @@ def test_labels_saved_with_a_bom_are_read(tmp_path):
 
 def model_folder(path: Path, classes: list[str]) -> Path:
     """A real (untrained) model folder, as train writes it, without spending a training run."""
-    from train.learner import save_weights
+    from train.callbacks import save_weights
     from train.model import build_model
 
     model, _ = build_model("resnet18", len(classes), pretrained=False)

@@ -31,7 +31,8 @@ from stampcheck.images import ImageRejected, may_be_photo, open_checked
 from tests.conftest import dead_pid, huge_header_png, photo
 from train.data import MEAN, STD
 from train.detect import detect, to_pixels
-from train.learner import plot_samples, save_weights
+from train.callbacks import save_weights
+from train.plots import plot_samples
 from train.model import ModelError, build_model, load_model_dir
 from train.predict import PhotoResult
 

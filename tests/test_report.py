@@ -383,7 +383,7 @@ SPOOFED = "invoice\u202egpj.exe\nsecond line.jpg"
 def forced_model(folder: Path) -> Path:
     """An untrained model folder that qa loads in a second (no training: the page is under test)."""
     from tests.test_hostile_qa import CONFIG, forced_net
-    from train.learner import save_weights
+    from train.callbacks import save_weights
 
     folder.mkdir()
     save_weights(forced_net(), folder, CONFIG)

@@ -19,7 +19,8 @@ from stampcheck.dataset import DatasetError, ImageLabels, read_labels
 from train.data import _cut, _window_range, stamp_dataloaders, valid_sample
 from train.detect import StampLoss, assign, plain
 from stampcheck.device import cpu_has_bf16
-from train.learner import CPU_CROP, CPU_SIZE, EpochLog, TrainConfig, build_learner, train
+from train.callbacks import EpochLog
+from train.learner import CPU_CROP, CPU_SIZE, TrainConfig, build_learner, train
 from train.model import build_model
 from train.predict import Predictor
 from train.views import pick_view, view_sizes

@@ -19,7 +19,8 @@ from stampcheck import errors
 from stampcheck.paths import MARKER
 from tests.test_hostile_inputs import cli, files, refused
 from tests.test_train import EASY
-from train.learner import TrainConfig, save_weights, train
+from train.callbacks import save_weights
+from train.learner import TrainConfig, train
 from train.model import build_model
 from train.pretrain import PretrainConfig, pretrain
 

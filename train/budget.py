@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 from fastai.callback.core import Callback, CancelFitException, CancelTrainException, CancelValidException
 
 
@@ -30,6 +31,20 @@ class BatchTimer(Callback):
         self.mark = now
         if len(times) >= self.n:
             raise CancelTrainException() if self.training else CancelValidException()
+
+
+def batch_seconds(learn) -> tuple[float, float]:
+    """Median seconds of a training and of a valid batch of ``learn`` on this machine, from its first
+    batches (real steps at learning rate 0); its weights, batch-norm statistics included, are left
+    as they were, and so is its optimiser (none)."""
+    state = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
+    timer = BatchTimer()
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1, lr=0.0, cbs=[timer])
+    learn.model.load_state_dict(state)
+    learn.opt = None
+    return (float(np.median(timer.train_times)) if timer.train_times else 0.0,
+            float(np.median(timer.valid_times)) if timer.valid_times else 0.0)
 
 
 class TimeBudget(Callback):

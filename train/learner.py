@@ -9,40 +9,38 @@ and only once the new run's first epoch is there to take their place.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
 import re
-import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle / lr_find)
 import numpy as np
 import torch
-from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.learner import Learner
 from fastai.optimizer import Adam
 from fastai.torch_core import rank_distrib
 
-from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_json, json_text, remove_own_partials
+from stampcheck.atomic import atomic_path, atomic_write_json, remove_own_partials
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from stampcheck.files import read_text
 from stampcheck.paths import MARKER, lock_output, refuse_held, refuse_overlap
-from train.budget import BatchTimer, TimeBudget
+from train.budget import TimeBudget, batch_seconds
+from train.callbacks import MONITOR, EpochLog, KeepBest, StopOnInterrupt, unwrap
 from train.config import LR, TrainConfig
 from train.data import MEAN, STD, ImagePath, predict_at, stamp_dataloaders
 from train.detect import StampLoss
 from train.distributed import distributed_training, leave_process_group
-from train.metrics import METRIC_KEYS, detection_metrics
+from train.metrics import detection_metrics
 from train.model import ModelError, build_model, load_model_dir
 from train.precision import set_precision
+from train.plots import current_figure_png, plot_curves, plot_samples
 from train.views import choose_view, view_sizes
 
 VERIFIER_SHARE = 0.3  # of --minutes: mining crops for the verifier, training and judging it
@@ -53,78 +51,6 @@ VERIFIER_SHARE = 0.3  # of --minutes: mining crops for the verifier, training an
 CPU_SIZE, CPU_CROP, GPU_SIZE = 256, 160, 256
 OUTPUTS = ("model.pth", "config.json", "model.pkl", "metrics.json", "curves.png", "samples.png", "lr_find.png",
            "verifier.pth")
-MONITOR = "correct"  # see train.metrics: share of valid images judged right, presence and box;
-# ties (common once it reaches 1.0 on small sets) go to the epoch with the better mean IoU
-
-
-class KeepBest(Callback):
-    """After each epoch, if MONITOR improved (ties broken by mean IoU), write model.pth and
-    config.json (atomically). The first time, the earlier model's files (``replaces``) go, and this
-    run's ``first_files`` (name: bytes, made before training) are written: until then the folder
-    holds the earlier model as it was, whatever ends the run."""
-
-    order = 70  # after the Recorder has the epoch's metrics
-
-    def __init__(self, out: Path, config: dict, replaces: list[Path] = (), first_files: dict | None = None):
-        self.out, self.config, self.best, self.best_epoch = Path(out), config, (-math.inf, -math.inf), -1
-        self.replaces, self.first_files = list(replaces), dict(first_files or {})
-
-    def after_epoch(self):
-        row = dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1]))
-        value = (float(row[MONITOR]), float(row["mean_iou"]))
-        if rank_distrib() != 0 or math.isnan(value[0]) or not value > self.best:
-            return
-        first = self.best_epoch < 0
-        # the threshold it was judged at: a run killed before finish() leaves a model that calls as chosen
-        save_weights(self.learn.model, self.out, {**self.config, "best_epoch": self.epoch, MONITOR: value[0],
-                                                  "threshold": float(row["threshold"])},
-                     replaces=self.replaces if first else ())
-        self.best, self.best_epoch = value, self.epoch
-        if first:
-            for name, data in self.first_files.items():
-                atomic_write_bytes(self.out / name, data)
-
-
-class StopOnInterrupt(Callback):
-    """Ctrl-C ends training after the current batch, through fastai's CancelFitException.
-
-    A KeyboardInterrupt raised wherever Python happens to be can land in a bare ``except`` of
-    library code (fastai's Recorder has one around each metric's ``.item()``); it is then swallowed
-    and the run goes on as if nothing was asked. A handler that only sets a flag cannot be lost.
-    A second Ctrl-C interrupts at once."""
-
-    order = 90  # after the other callbacks have finished their batch (autocast, Recorder)
-
-    def __init__(self):
-        self.requested, self.previous = False, None
-
-    def before_fit(self):
-        if threading.current_thread() is threading.main_thread():  # only there can handlers be set
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self.previous)
-
-    def after_batch(self):
-        if self.requested:
-            raise CancelFitException()
-
-    def after_fit(self):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
-
-    @contextmanager
-    def loader_workers(self):
-        """A stop sent to the whole process group (a service manager's SIGTERM) ends the data
-        loader's workers too: the RuntimeError their end raises here is that interruption, not a
-        failure (the signal reached this process first: handlers run in signal-number order)."""
-        try:
-            yield
-        except RuntimeError as e:
-            if not (self.requested and "DataLoader worker" in str(e)):
-                raise
 
 
 def make_folder(out: Path) -> list[Path]:
@@ -149,71 +75,6 @@ def remove_made(made: list[Path], *own: Path) -> None:
             folder.rmdir()
         except OSError:
             return
-
-
-class EpochLog(Callback):
-    """One line per epoch where stdout is a log or a pipe: there fastai's redrawn progress bar
-    would pile up into one unreadable line."""
-
-    order = 75
-
-    def __init__(self, log, start_epoch: int = 0, every: float = 60.0):
-        """``every``: seconds between lines within an epoch (a log silent for minutes looks hung)."""
-        self.log, self.start, self.saved_logger, self.start_epoch = log, 0.0, None, start_epoch
-        self.every, self.said = every, 0.0
-
-    def before_fit(self):
-        # without fastai's bar its Recorder prints each epoch's raw list; this line replaces it
-        self.saved_logger, self.learn.logger = self.learn.logger, _silent
-
-    def after_fit(self):
-        self.learn.logger = self.saved_logger
-
-    def before_epoch(self):
-        self.start = self.said = time.time()
-
-    def _of(self) -> str:
-        budget = next((cb for cb in self.learn.cbs if isinstance(cb, TimeBudget)), None)
-        return f" ({budget.progress():.0%} of the training time)" if budget else f"/{self.n_epoch}"
-
-    def after_batch(self):
-        now = time.time()
-        if rank_distrib() != 0 or now - self.said < self.every or self.epoch < self.start_epoch:
-            return
-        self.said = now
-        part = f"batch {self.iter + 1}/{self.n_iter}" if self.training else f"valid batch {self.iter + 1}/{self.n_iter}"
-        self.log(f"  epoch {self.epoch + 1}{self._of()}: {part}, {now - self.start:.0f} s into the epoch")
-
-    def after_epoch(self):
-        if rank_distrib() != 0 or self.epoch < self.start_epoch:  # skipped by a resumed run
-            return
-        names, values = self.recorder.metric_names[1:-1], self.recorder.values[-1]
-        figures = "  ".join(f"{n} {float(v):.3f}" for n, v in zip(names, values))
-        self.log(f"epoch {self.epoch + 1}{self._of()}  {figures}  ({time.time() - self.start:.0f} s)")
-
-
-def _silent(*args):
-    pass
-
-
-def _unwrap(model):
-    return getattr(model, "module", model)
-
-
-def save_weights(model, out: Path, config: dict, replaces: list[Path] = ()) -> None:
-    """model.pth, then config.json, each written whole beside before it takes its place. An earlier
-    run's files (``replaces``) go only once both are written: a kill or a full disk before that
-    leaves them as they were. Its config.json goes with them, before the weights are replaced, so
-    that at no moment does the folder pair one run's weights with the other's config."""
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}, buf)
-    with atomic_path(out / "config.json") as new_config:
-        new_config.write_text(json_text(config))
-        with atomic_path(out / "model.pth") as new_weights:
-            new_weights.write_bytes(buf.getvalue())
-            for f in replaces:
-                if f.name != "model.pth":  # replaced by the rename
-                    f.unlink(missing_ok=True)
 
 
 def build_learner(dataset: Path, out: Path, cfg: TrainConfig, log=print):
@@ -249,15 +110,8 @@ def plan_epochs(learn: Learner, budget: float, size: int, log=print, before_fit:
     machine's first batches, as a one-cycle schedule must know its length before it starts. ``size``:
     the training size, which the valid passes after training start from; ``before_fit``: training
     batches run between the plan and the fit (lr_find's), whose time the plan sets aside."""
-    state = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
     t0 = time.time()
-    timer = BatchTimer()
-    with learn.no_bar(), learn.no_logging():
-        learn.fit(1, lr=0.0, cbs=[timer])  # lr 0: real steps, weights unchanged (BN stats restored below)
-    learn.model.load_state_dict(state)
-    learn.opt = None
-    t_train = float(np.median(timer.train_times)) if timer.train_times else 0.0
-    t_valid = float(np.median(timer.valid_times)) if timer.valid_times else 0.0
+    t_train, t_valid = batch_seconds(learn)
     n_train, n_valid = len(learn.dls.train), len(learn.dls.valid)
     valid_s = n_valid * t_valid
     # the best epoch's valid pass at each size it may predict at (as pixels cost), export, plots
@@ -409,7 +263,7 @@ def _fit(learn: Learner, cfg: TrainConfig, keep: KeepBest, budget: TimeBudget | 
         if stop.requested:
             raise KeyboardInterrupt
         # written with the first epoch: until then the folder is the earlier model's
-        keep.first_files["lr_find.png"] = _current_figure_png()
+        keep.first_files["lr_find.png"] = current_figure_png()
         lr = float(suggestion.valley)
         log(f"lr_find suggests {lr:.2e}")
         if budget is not None:
@@ -467,7 +321,7 @@ def finish(learn: Learner, out: Path, dataset: Path, classes: list[str], dls, de
     """Reload the best epoch, choose on valid the size it predicts at and the threshold, export, plot
     and write metrics."""
     config = json.loads((out / "config.json").read_text())
-    model = _unwrap(learn.model)
+    model = unwrap(learn.model)
     model.load_state_dict(torch.load(out / "model.pth", map_location=device, weights_only=True))
     items = list(dls.valid.items)
     view = choose_view(out, config["size"], items, [ImagePath(dataset)(i) for i in items], MONITOR, device,
@@ -498,74 +352,3 @@ def finish(learn: Learner, out: Path, dataset: Path, classes: list[str], dls, de
 def _num(v):
     v = float(v) if v is not None else float("nan")
     return None if math.isnan(v) else v
-
-
-def _current_figure_png() -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    plt.gcf().savefig(buf, format="png", dpi=100)
-    plt.close("all")
-    return buf.getvalue()
-
-
-def plot_curves(history: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = range(1, len(history) + 1)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("train_loss", "valid_loss"):
-        ax1.plot(epochs, [h.get(key) for h in history], marker="o", label=key)
-    ax1.set_xlabel("epoch"); ax1.set_title("loss"); ax1.legend()
-    for key in (*METRIC_KEYS, "threshold"):
-        ax2.plot(epochs, [h.get(key) for h in history], marker=".", label=key, ls="--" if key == "threshold" else "-")
-    ax2.set_xlabel("epoch"); ax2.set_ylim(0, 1.02); ax2.set_title("valid metrics (each epoch at its best threshold)")
-    ax2.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-
-
-@torch.no_grad()
-def plot_samples(model, dl, n_classes: int, device, threshold: float, path: Path, n: int = 12) -> None:
-    """Valid images with true boxes (green) and the top predicted box (red, or orange below the
-    threshold; its score at the top left), under a legend of the colours."""
-    from PIL import Image, ImageDraw
-
-    from stampcheck.draw import draw_boxes, font
-    from train.detect import detect, plain, to_pixels
-
-    model.eval()
-    xb, boxes, labels = next(iter(dl))
-    xb, boxes, labels = plain(xb)[:n], plain(boxes)[:n], plain(labels)[:n]
-    found = detect(model(xb).float(), n_classes, threshold)
-    mean = torch.tensor(MEAN, device=xb.device)[:, None, None]
-    std = torch.tensor(STD, device=xb.device)[:, None, None]
-    tiles = []
-    for b in range(len(xb)):
-        arr = ((xb[b].float() * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).cpu().numpy()
-        h, w = arr.shape[:2]
-        truth = [to_pixels(box, w, h) for box, lab in zip(boxes[b], labels[b]) if lab > 0]
-        img = draw_boxes(Image.fromarray(arr), truth)
-        f = found[b]
-        colour = (255, 40, 40) if f["score"] >= threshold else (255, 200, 0)
-        img = draw_boxes(img, [to_pixels(f["box"], w, h)], colour=colour)
-        ImageDraw.Draw(img).text((3, 3), f"{f['score']:.2f}", fill=colour, font=font(14))
-        tiles.append(img)
-    cols = 4
-    size = tiles[0].size
-    legend = 60  # a line a colour: tiles of a small --size leave no room for them side by side
-    grid = Image.new("RGB", (cols * size[0], ((len(tiles) + cols - 1) // cols) * size[1] + legend), "white")
-    for k, t in enumerate(tiles):
-        grid.paste(t, ((k % cols) * size[0], legend + (k // cols) * size[1]))
-    draw = ImageDraw.Draw(grid)
-    for y, (colour, words) in zip((4, 22, 40), (((0, 230, 0), "labelled stamp"),
-                                                ((255, 40, 40), f"found: score >= {threshold:.2f}"),
-                                                ((255, 200, 0), "best guess, below it"))):
-        draw.rectangle((4, y, 16, y + 12), outline=colour, width=3)
-        draw.text((22, y - 1), words, fill=(0, 0, 0), font=font(12))
-    with atomic_path(path) as tmp:
-        grid.save(tmp, format="PNG")

@@ -39,7 +39,8 @@ from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from stampcheck.files import read_bytes
 from stampcheck.paths import MARKER, OutputLock, check_output, claim_output
 from train.detect import StampLoss
-from train.learner import EpochLog, StopOnInterrupt, make_folder, remove_made
+from train.callbacks import EpochLog, StopOnInterrupt
+from train.learner import make_folder, remove_made
 from train.metrics import detection_metrics
 from train.model import base_path, build_model, load_base
 from train.precision import set_precision

@@ -45,7 +45,7 @@ from stampcheck.dataset import IMAGES_DIR
 from stampcheck.images import open_checked
 from stampcheck.modelconfig import DETAILS
 from stampcheck.second_look import LookConfig, crop, detail_view
-from train.budget import BatchTimer, TimeBudget
+from train.budget import TimeBudget, batch_seconds
 from train.data import MEAN, STD
 from train.metrics import ImageResult, best_threshold, summarise
 from train.predict import PHOTO_LIMITS, Predictor, predict_photos
@@ -235,7 +235,7 @@ def train_verifier(model_dir: Path, dataset: Path, train_items: list, valid_item
     epochs, cbs = EPOCHS, []
     if seconds is not None:
         left = seconds - (time.time() - t0)
-        epoch_s = _epoch_seconds(learn, BatchTimer)
+        epoch_s = (batch_seconds(learn)[0] or 0.1) * len(learn.dls.train)  # 0: too few batches to time
         judge_s = epoch_s * len(dls.valid) / max(1, len(dls.train)) + 5
         if left < judge_s + epoch_s / 4:
             log(f"verifier: {max(0.0, left):.0f} s of --minutes left, less than a quarter of its epoch "
@@ -259,18 +259,6 @@ def train_verifier(model_dir: Path, dataset: Path, train_items: list, valid_item
     return {"look": asdict(look), "valid": metrics, "seconds": round(time.time() - t0, 1),
             "epochs": len(learn.recorder.values), "train_crops": int(len(train_set[1])),
             "positive_crops": n_pos}
-
-
-def _epoch_seconds(learn: Learner, timer_cls) -> float:
-    """One training epoch's time on this machine, from its first batches (weights left as they were)."""
-    state = {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
-    timer = timer_cls()
-    with learn.no_bar(), learn.no_logging():
-        learn.fit(1, lr=0.0, cbs=[timer])
-    learn.model.load_state_dict(state)
-    learn.opt = None
-    per_batch = float(np.median(timer.train_times)) if timer.train_times else 0.1
-    return per_batch * len(learn.dls.train)
 
 
 def _detail_size(root: Path, items: list, n: int = 64) -> int:
