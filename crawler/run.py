@@ -20,9 +20,12 @@ from icrawler.builtin.flickr import FlickrFeeder
 from icrawler.builtin.google import GoogleFeeder
 
 from crawler.config import CrawlOptions
-from crawler.download import (CheckedDownloader, CountingBaiduParser, CountingBingParser, CountingFlickrParser,
-                              CountingGoogleParser, CrawlStats, DeadlineSession, ListFeeder, ListParser)
+from crawler.download import CheckedDownloader
+from crawler.http import DeadlineSession
+from crawler.parsers import (CountingBaiduParser, CountingBingParser, CountingFlickrParser, CountingGoogleParser,
+                             ListFeeder, ListParser)
 from crawler.site import Robots, SiteFeeder, SiteParser
+from crawler.stats import CrawlStats
 from crawler.store import ImageStore
 from stampcheck.files import NotAFile, open_regular, read_bytes
 from stampcheck.images import IMAGE_SUFFIXES
