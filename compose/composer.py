@@ -12,11 +12,9 @@ run at a time writes it (stampcheck.paths.lock_output), from its first change to
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import pickle
-import re
 import sys
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -25,22 +23,18 @@ from pathlib import Path
 import numpy as np
 
 from compose.backgrounds import BackgroundSource, builtin_source, scan_folder
+from compose.folder import PARTS_DIR, is_dataset, remove_dataset
 from compose.looks import Looks, compose_image
 from compose.preview import write_preview
 from compose.stamps import DEFAULT_STAMP, Stamp, load_stamp
 from compose.workers import WorkerPool
 from stampcheck.atomic import atomic_write_bytes, atomic_write_text, remove_own_partials
-from stampcheck.dataset import (COCO_JSON, DATASET_JSON, IMAGES_DIR, LABELS_CSV, PREVIEW_PNG, Box,
-                                ImageLabels, write_label_files, yolo_dataset_files, yolo_files,
-                                yolo_folders)
+from stampcheck.dataset import DATASET_JSON, IMAGES_DIR, Box, ImageLabels, write_label_files, yolo_folders
 from stampcheck.images import ImageLimits, ImageRejected, jpeg_bytes
 from stampcheck.paths import holds_files, lock_output, refuse_held, refuse_links, refuse_overlap
 from stampcheck.progress import no_progress
-from stampcheck.tool_files import tool_dataset_files, tool_files, tool_folders, write_tool_files
+from stampcheck.tool_files import tool_folders, write_tool_files
 
-PARTS_DIR = ".parts"
-IMAGE_NAME = re.compile(r"\d{6,}\.jpg")  # the names render_one gives; nothing else is ever removed
-PART_NAME = re.compile(r"\d{6,}\.json")
 
 
 @dataclass
@@ -253,44 +247,3 @@ def write_dataset(out: Path, cfg: ComposeConfig, stamps: list[Stamp], source: Ba
     }
     atomic_write_text(out / DATASET_JSON, json.dumps(summary, indent=2))
     return summary
-
-
-def is_dataset(folder: Path) -> bool:
-    """Whether compose wrote ``folder``: it holds compose's dataset.json or, unfinished, .parts/fingerprint."""
-    if (folder / PARTS_DIR / "fingerprint").is_file():
-        return True
-    try:
-        summary = json.loads((folder / DATASET_JSON).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(summary, dict) and {"parameters", "images", "classes"} <= set(summary)
-
-
-def remove_dataset(out: Path) -> None:
-    """Remove what compose wrote in ``out``: the NNNNNN.jpg images its part records and labels.csv
-    list, their yolo files, the label files, preview.png and .parts/. A file of the user's beside
-    them, even in images/ or yolo/, stays."""
-    parts, images = out / PARTS_DIR, out / IMAGES_DIR
-    records = [p for p in parts.glob("*.json") if PART_NAME.fullmatch(p.name)]
-    names = set()
-    for record in records:
-        try:
-            names.add(json.loads(record.read_text()).get("file"))
-        except (OSError, ValueError, AttributeError):
-            pass
-    try:
-        with (out / LABELS_CSV).open(newline="", encoding="utf-8-sig") as f:
-            names.update(row.get("file") for row in csv.DictReader(f))
-    except (OSError, ValueError, csv.Error):
-        pass
-    for name in names:
-        if isinstance(name, str) and IMAGE_NAME.fullmatch(name):
-            for f in [images / name, *yolo_files(out, name), *tool_files(out, name)]:
-                f.unlink(missing_ok=True)
-    for f in [out / LABELS_CSV, out / COCO_JSON, out / DATASET_JSON, out / PREVIEW_PNG, *yolo_dataset_files(out),
-              *tool_dataset_files(out),
-              parts / "fingerprint", parts / "state.pkl", *records]:
-        f.unlink(missing_ok=True)
-    for folder in (out, images, parts, *yolo_folders(out), *tool_folders(out)):
-        if folder.is_dir():
-            remove_own_partials(folder, ".+")

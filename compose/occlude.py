@@ -23,7 +23,6 @@ def add_occluder(canvas: np.ndarray, box: tuple[int, int, int, int], rng: np.ran
     H, W = canvas.shape[:2]
     x0, y0, x1, y1 = box
     bw, bh = max(1, x1 - x0), max(1, y1 - y0)
-    size = max(bw, bh)
     side = int(rng.integers(4))  # the occluder comes in from the left, right, top or bottom
     inward = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]][side])
     depth = rng.uniform(*DEPTH) * (bw if side < 2 else bh)

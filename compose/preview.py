@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, PngImagePlugin
 
+from compose.folder import is_dataset
 from stampcheck.atomic import atomic_path
 from stampcheck.dataset import IMAGES_DIR, PREVIEW_PNG, ImageLabels, read_labels
 from stampcheck.draw import draw_boxes, font
@@ -35,7 +36,6 @@ def is_preview(path: Path) -> bool:
 def may_replace(path: Path, dataset: Path) -> bool:
     """Whether a preview may be written to ``path``: nothing there, a preview stampcheck wrote, or
     the preview.png of a dataset compose made (compose's own file, whichever version wrote it)."""
-    from compose.composer import is_dataset  # the composer writes previews: imported when asked
 
     path = Path(path)
     if not os.path.lexists(path) or is_preview(path):

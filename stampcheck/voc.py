@@ -11,8 +11,9 @@ from pathlib import Path
 
 from stampcheck.dataset import Box, DatasetError, ImageLabels, box_problem, upright_size
 from stampcheck.files import read_text
-from stampcheck.formats import VOC_ANNOTATIONS, LabelledSet, _find_files, _raise_problems, _snap, _unlabelled
+from stampcheck.labelled import LabelledSet, find_files, raise_problems, snap, unlabelled
 
+VOC_ANNOTATIONS = "Annotations"
 IMAGE_FOLDERS = ("JPEGImages", "images")
 SPLITS = {"train": "train", "val": "valid", "test": "test"}  # ImageSets/Main/NAME.txt; others ("default"): no split
 MAX_XML_BYTES = 5_000_000
@@ -39,7 +40,7 @@ def read_voc(folder: Path) -> LabelledSet:
             continue
         name = (tree.findtext("filename") or "").strip() or xml.stem + ".jpg"
         entries.append((source, name, tree))
-    found, by_base = _find_files(root, [name for _, name, _ in entries])
+    found, by_base = find_files(root, [name for _, name, _ in entries])
     items = []
     for source, name, tree in entries:
         if name not in found:
@@ -53,9 +54,9 @@ def read_voc(folder: Path) -> LabelledSet:
             if problem:
                 problems.append(f"{source} object {k}: {problem}")
         items.append(item)
-    _raise_problems(folder, problems)
+    raise_problems(folder, problems)
     notes = [f"{by_base} of {len(entries)} images were found in {root} by their base name"] if by_base else []
-    return LabelledSet(root, items, "Pascal VOC", _unlabelled(root, items), notes)
+    return LabelledSet(root, items, "Pascal VOC", unlabelled(root, items), notes)
 
 
 def _object_box(obj, item: ImageLabels) -> str | None:
@@ -65,7 +66,7 @@ def _object_box(obj, item: ImageLabels) -> str | None:
         values = [float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
     except (AttributeError, TypeError, ValueError):
         return "needs <bndbox> with numbers <xmin> <ymin> <xmax> <ymax>"
-    snapped = _snap(tuple(values), item)
+    snapped = snap(tuple(values), item)
     problem = box_problem(snapped, (item.width, item.height) if item.width else None)
     if problem:
         return problem

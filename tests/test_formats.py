@@ -143,7 +143,7 @@ def test_label_studio_and_cvat_open_a_composed_dataset_as_it_is(two_class_datase
     """Label Studio's `import yolo` (classes.txt, flat images/ and labels/) and CVAT's YOLO 1.1
     (obj.data, obj.names, the subset lists, each label beside its image), read back by our readers of
     those formats: the same boxes as labels.csv, and no image copied."""
-    from stampcheck.formats import read_darknet, read_yolo
+    from stampcheck.yolo import read_darknet, read_yolo
 
     ds = two_class_dataset
     truth = {i.file: sorted((b.label, *b.as_tuple()) for b in i.boxes) for i in read_labels(ds)}
