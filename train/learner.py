@@ -99,10 +99,17 @@ def build_learner(dataset: Path, out: Path, cfg: TrainConfig, log=print):
     else:
         model, weights_source = build_model(cfg.arch, len(classes), cfg.pretrained,
                                             Path(cfg.weights) if cfg.weights else None, log=log)
-    learn = Learner(dls, model, loss_func=StampLoss(len(classes)), opt_func=Adam,
-                    metrics=detection_metrics(len(classes)), path=out, model_dir=".")
-    set_precision(learn, device, cfg.mixed_precision)
+    learn = stamp_learner(dls, model, len(classes), out, device, cfg.mixed_precision)
     return learn, dls, classes, device, weights_source
+
+
+def stamp_learner(dls, model, n_classes: int, out: Path, device, mixed_precision: bool) -> Learner:
+    """The detector's Learner, for training and pretraining alike: its loss, Adam, its metrics, files
+    under ``out``, and the precision the device runs natively."""
+    learn = Learner(dls, model, loss_func=StampLoss(n_classes), opt_func=Adam, metrics=detection_metrics(n_classes),
+                    path=out, model_dir=".")
+    set_precision(learn, device, mixed_precision)
+    return learn
 
 
 def plan_epochs(learn: Learner, budget: float, size: int, log=print, before_fit: int = 0) -> tuple[int, TimeBudget]:

@@ -31,19 +31,15 @@ import torch
 from fastai.callback.core import Callback
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner
-from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
 
 from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_text, remove_own_partials
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from stampcheck.files import read_bytes
 from stampcheck.paths import MARKER, OutputLock, check_output, claim_output
-from train.detect import StampLoss
 from train.callbacks import EpochLog, StopOnInterrupt
-from train.learner import make_folder, remove_made
-from train.metrics import detection_metrics
+from train.learner import make_folder, remove_made, stamp_learner
 from train.model import base_path, build_model, load_base
-from train.precision import set_precision
 from train.config import PretrainConfig
 from train.data import check_crop
 from train.synthetic import DESIGNS, Loader, SyntheticStamps, collate, draw_designs, load_backgrounds
@@ -280,9 +276,7 @@ def pretrain(out: Path, cfg: PretrainConfig, resume: bool = False, epochs_change
               persistent_workers=False)
     # Not shuffled: the indices are random images already, and EpochOffset moves them each epoch.
     dls = DataLoaders(Loader(train_ds, shuffle=False, drop_last=True, **kw), Loader(valid_ds, **kw), device=device)
-    learn = Learner(dls, model, loss_func=StampLoss(1), opt_func=Adam, metrics=detection_metrics(1),
-                    path=out, model_dir=".")
-    set_precision(learn, device, cfg.mixed_precision)
+    learn = stamp_learner(dls, model, 1, out, device, cfg.mixed_precision)
     start_epoch = 0
     if resume:
         load_checkpoint(learn, ck, out / "checkpoint.pth")
