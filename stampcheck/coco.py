@@ -39,7 +39,8 @@ def read_coco(path: Path, images: Path | None = None) -> LabelledSet:
     for im in entries.values():
         name = str(im["file_name"])
         file = found.get(name, as_written(name) or name)
-        size = upright_size(root / file)  # None for what is no regular file, which is never opened
+        # read from the header; None for what is no regular file (never opened) or not found
+        size = upright_size(root / file) if name in found else None
         if name not in found:
             problems.append(f"image {name}: " + (f"not a regular file in {root}" if (root / file).exists()
                                                  else f"not found in {root}, as written or by its base name"))
