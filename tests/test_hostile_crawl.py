@@ -1,4 +1,4 @@
-"""`stampcheck crawl` against what users and hostile servers really do (issue 13): the CLI for real,
+"""`stampcheck crawl` against what users and hostile servers really do: the CLI for real,
 servers on 127.0.0.1, every input accounted for, nothing it did not write changed or removed."""
 
 import email.utils

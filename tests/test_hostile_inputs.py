@@ -1,4 +1,4 @@
-"""What users and attackers fed compose, preview, train and evaluate (issue 13), through the CLI
+"""What users and attackers fed compose, preview, train and evaluate, through the CLI
 as they ran it: each must end with one clear line and its documented exit code, never a
 traceback, and change no file the command did not write."""
 

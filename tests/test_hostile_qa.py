@@ -1,4 +1,4 @@
-"""qa against what users and attackers actually fed it (issue 13): the CLI must end with the
+"""qa against what users and attackers actually fed it: the CLI must end with the
 documented exit code, report every input, never print a traceback and never touch the inputs.
 
 The model is not trained: its head is forced (zero weights, chosen biases) so that it scores a

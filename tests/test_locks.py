@@ -1,4 +1,4 @@
-"""One writer per folder (issue 31): every command that writes a folder holds a lock on its
+"""One writer per folder: every command that writes a folder holds a lock on its
 `.stampcheck` from its first change there to its end. Real processes: a first run is caught once it
 has begun writing and frozen there (SIGSTOP), a second one into the same folder must end with exit 2
 and one line naming the first one's pid, and change nothing; the first then finishes as if alone.

@@ -1,4 +1,4 @@
-"""The QA report (issue 15): a folder that opens from disk and stays light at thousands of photos,
+"""The QA report: a folder that opens from disk and stays light at thousands of photos,
 counts that agree with results.csv, the score heatmap, and the page in real headless Chromium."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""train and pretrain as an attacker and a careless user find them (issue 31): no code runs from a
+"""train and pretrain as an attacker and a careless user find them: no code runs from a
 checkpoint, a refused or interrupted run leaves an earlier model byte for byte as it was, a folder
 of someone else's is never written into, and an interrupted run says so with exit 130."""
 

@@ -4,7 +4,7 @@ The smallest stamps want more pixels than the training size gives them, and trai
 stamp a little larger than a photo squished to that size shows it (the zoom augmentation only
 enlarges). A somewhat larger view finds small stamps far more often and large ones a little less;
 the valid split weighs the two, each size at its own threshold. On the three test stamps 1.125x or
-1.25x the training size was chosen (BENCHMARKS.md, session 12); 1.5x lost too many of the largest.
+1.25x the training size is chosen (BENCHMARKS.md, "Transfer"); 1.5x loses too many of the largest.
 """
 
 from __future__ import annotations
