@@ -187,7 +187,10 @@ def test_yolo_round_trips_to_the_same_pixels(small_dataset):
         assert sorted(b.as_tuple() for b in back) == sorted(b.as_tuple() for b in item.boxes)
         # the image beside it is the dataset's own file, linked, not a second copy
         assert (yolo / "images" / split / item.file).samefile(small_dataset / "images" / item.file)
-    assert not any(yolo.glob("*.txt"))  # no absolute split lists
+    # the split lists are CVAT's, relative to the folder (its "data/" prefix): none is absolute
+    lists = sorted(p.name for p in yolo.glob("*.txt"))
+    assert lists == ["train.txt", "valid.txt"]
+    assert all(line.startswith("data/images/") for f in lists for line in (yolo / f).read_text().splitlines())
     assert "path:" not in (yolo / "data.yaml").read_text() and "qc-passed" in (yolo / "data.yaml").read_text()
 
 
