@@ -8,7 +8,7 @@ import time
 
 from icrawler import ImageDownloader
 
-from crawler.http import fetch, retry_wait
+from crawler.http import fetch_trying
 from crawler.stats import CrawlStats
 from crawler.store import ImageStore
 
@@ -43,18 +43,9 @@ class CheckedDownloader(ImageDownloader):
         if self.store.seen(url):
             self.stats.add(self.key, "known")
             return
-        start = time.monotonic()
-        for attempt in range(max(1, max_retry)):  # the deadline is for the URL, all tries together
-            got = fetch(self.session, url, timeout, self.max_bytes, self.deadline - (time.monotonic() - start),
-                        self.robots.refusal if self.robots else None)
-            wait = retry_wait(got, attempt)
-            left = self.deadline - (time.monotonic() - start)
-            if wait is None or self.signal.get("reach_max_num") or wait + 1 > left:
-                if wait is not None and wait + 1 > left and got.retry_after:
-                    got.problem = (got.problem[0], f"{got.problem[1]}, Retry-After {got.retry_after} is past the "
-                                   f"--deadline")
-                break
-            time.sleep(wait)
+        got = fetch_trying(self.session, url, timeout, self.max_bytes, self.deadline,
+                           self.robots.refusal if self.robots else None, max_retry,
+                           stop=lambda: self.signal.get("reach_max_num"))
         if self.delay:
             time.sleep(self.delay)
         if got.problem:

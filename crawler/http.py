@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import urldefrag, urljoin, urlsplit
 
@@ -244,3 +245,24 @@ def retry_wait(got: Fetched, attempt: int) -> float | None:
         except urllib3.exceptions.InvalidHeader:  # not seconds nor a date: as if it were not there
             pass
     return backoff
+
+
+TRIES = 3  # of one URL, within its deadline (CrawlOptions.retries sets the downloader's)
+
+
+def fetch_trying(session: requests.Session, url: str, timeout: float, max_bytes: int, deadline: float, check=None,
+                 tries: int = TRIES, stop=lambda: False) -> Fetched:
+    """:func:`fetch`, asked again as :func:`retry_wait` says, up to ``tries`` times, all within
+    ``deadline`` seconds; a wait past the deadline, the last try or ``stop()`` ends it."""
+    start = time.monotonic()
+    for attempt in range(max(1, tries)):
+        got = fetch(session, url, timeout, max_bytes, deadline - (time.monotonic() - start), check)
+        wait = retry_wait(got, attempt)
+        if wait is None or attempt == max(1, tries) - 1 or stop():
+            break
+        if wait + 1 > deadline - (time.monotonic() - start):
+            if got.retry_after:
+                got.problem = (got.problem[0], f"{got.problem[1]}, Retry-After {got.retry_after} is past the --deadline")
+            break
+        time.sleep(wait)
+    return got

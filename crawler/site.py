@@ -21,7 +21,7 @@ from icrawler.builtin.greedy import GreedyParser
 from PIL import Image
 from protego import Protego
 
-from crawler.http import fetch
+from crawler.http import fetch_trying
 from crawler.parsers import CountingParser, fed, hand_over
 from stampcheck.images import IMAGE_SUFFIXES
 
@@ -166,9 +166,9 @@ class Robots:
         return self.why.get(origin, ("robots", f"disallowed by {origin}/robots.txt"))
 
     def _load(self, origin: str) -> HostRules:
-        got = fetch(self.session, origin + "/robots.txt", self.timeout, 500_000, self.deadline)
+        got = fetch_trying(self.session, origin + "/robots.txt", self.timeout, 500_000, self.deadline)
         if got.problem is None:
-            return HostRules(Protego.parse(got.content.decode("utf-8", "replace")))
+            return HostRules(Protego.parse(got.content.decode("utf-8-sig", "replace")))  # a BOM is no rule
         if 400 <= got.status < 500 and got.status not in (401, 403):
             return HostRules(allow=True)
         # the host's own problem (no answer, a timeout) says more than "robots"
@@ -223,8 +223,9 @@ class SiteParser(CountingParser, GreedyParser):
             url, depth = frontier.popleft()
             if not self._allowed(url):
                 continue
-            page = fetch(self.session, url, self.timeout, self.max_bytes, self.deadline,
-                         self.robots.refusal if self.robots else None)
+            page = fetch_trying(self.session, url, self.timeout, self.max_bytes, self.deadline,
+                                self.robots.refusal if self.robots else None,
+                                stop=lambda: self.signal.get("reach_max_num"))
             fetched += 1
             if page.problem:
                 self._reject(url, *page.problem)

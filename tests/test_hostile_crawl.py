@@ -360,6 +360,24 @@ def test_robots_wildcards_and_the_longest_rule_are_kept_as_rfc_9309_reads_them(h
     assert not refused & {path for _, path in Hostile.requests}
 
 
+def test_a_site_page_that_is_busy_once_is_asked_again(hostile, tmp_path):
+    start, times = answers((503, {"Retry-After": "1"}), then=b'<img src="/a.jpg">')
+    Hostile.files.update({"/": start, "/a.jpg": jpeg(photo(421))})
+    r, _ = cli("--site", hostile + "/", "--out", tmp_path / "out", "--min-size", "64", "--timeout", "2",
+               "--deadline", "6", timeout=90)
+    assert r.returncode == errors.OK, clean(r)
+    assert len(times) == 2 and by_name(tmp_path / "out")["a.jpg"] == "kept"
+
+
+def test_a_robots_txt_written_with_a_byte_order_mark_is_obeyed(hostile, tmp_path):
+    Hostile.files.update({"/robots.txt": "\ufeffUser-agent: *\nDisallow: /\n".encode(),  # Windows Notepad's
+                          "/": b'<img src="/a.jpg">', "/a.jpg": jpeg(photo(420))})
+    r, _ = cli("--site", hostile + "/", "--out", tmp_path / "out", "--min-size", "64", "--timeout", "2",
+               "--deadline", "4", timeout=90)
+    assert r.returncode == errors.CRAWL_EMPTY, clean(r)
+    assert {path for _, path in Hostile.requests} == {"/robots.txt"}
+
+
 def test_site_crawl_stops_at_max_pages_and_can_ignore_robots(hostile, tmp_path):
     Hostile.files.update(shop(hostile))
     store = ImageStore(tmp_path / "out", ImageLimits(min_side=64))
