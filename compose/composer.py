@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from compose.backgrounds import BackgroundSource, builtin_source, scan_folder
-from compose.folder import PARTS_DIR, is_dataset, remove_dataset
+from compose.folder import PARTS_DIR, is_dataset, remove_dataset, summary_of
 from compose.looks import Looks, compose_image
 from compose.preview import write_preview
 from compose.stamps import DEFAULT_STAMP, Stamp, load_stamp
@@ -33,7 +33,7 @@ from stampcheck.dataset import DATASET_JSON, IMAGES_DIR, Box, ImageLabels, write
 from stampcheck.images import ImageLimits, ImageRejected, jpeg_bytes
 from stampcheck.paths import holds_files, lock_output, refuse_held, refuse_links, refuse_overlap
 from stampcheck.progress import no_progress
-from stampcheck.tool_files import tool_folders, write_tool_files
+from stampcheck.tool_files import tool_files_problem, tool_folders, write_tool_files
 
 
 
@@ -150,6 +150,9 @@ def compose_dataset(cfg: ComposeConfig, out: Path, workers: int = 1, overwrite: 
                            "compose writes only into a new or empty folder or a dataset it composed: "
                            "choose another --out")
     refuse_held(out)  # another run writing there: said now, not after the backgrounds are read
+    problem = tool_files_problem(out, not is_dataset(out) or summary_of(out).get("tool_files", False))
+    if problem:
+        raise ComposeError(problem)
     stamps = [load_stamp(p) for p in cfg.stamps]
     if len({s.name for s in stamps}) != len(stamps):
         raise ComposeError("two stamps share a file name; the name is the class, so rename one")
@@ -244,6 +247,7 @@ def write_dataset(out: Path, cfg: ComposeConfig, stamps: list[Stamp], source: Ba
         "backgrounds": [{"name": n, "split": splits[n]} for n in source.names],
         "skipped_backgrounds": source.skipped,
         "failed_images": failed,
+        "tool_files": True,  # classes.txt, labels/ and yolo/'s CVAT files are compose's (stampcheck.tool_files)
     }
     atomic_write_text(out / DATASET_JSON, json.dumps(summary, indent=2))
     return summary

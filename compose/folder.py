@@ -18,6 +18,15 @@ IMAGE_NAME = re.compile(r"\d{6,}\.jpg")  # the names the composer gives; nothing
 PART_NAME = re.compile(r"\d{6,}\.json")
 
 
+def summary_of(folder: Path) -> dict:
+    """The dataset.json compose wrote in ``folder``; {} when there is none to read."""
+    try:
+        summary = json.loads((Path(folder) / DATASET_JSON).read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
 def is_dataset(folder: Path) -> bool:
     """Whether compose wrote ``folder``: it holds compose's dataset.json or, unfinished, .parts/fingerprint."""
     if (folder / PARTS_DIR / "fingerprint").is_file():

@@ -12,6 +12,7 @@ image is copied):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from stampcheck.atomic import atomic_write_text
@@ -55,4 +56,24 @@ def write_tool_files(dataset: Path, items: list[ImageLabels], classes: list[str]
 
 def tool_folders(dataset: Path) -> list[Path]:
     return [Path(dataset) / LABELS_DIR]
+
+
+def tool_files_problem(dataset: Path, written_by_us: bool) -> str | None:
+    """Why the tool files cannot be written into ``dataset`` (None: they can), checked before
+    anything there changes: a path that is not what they are (a ``labels`` file, a ``classes.txt``
+    folder), or, in a dataset made before compose wrote them (``written_by_us`` False), a
+    ``classes.txt`` or ``labels/`` of the user's, which would be replaced."""
+    dataset = Path(dataset)
+    for folder in tool_folders(dataset):
+        if os.path.lexists(folder) and not folder.is_dir():
+            return f"{folder} is not a folder (compose writes its labels there): move it, or choose another --out"
+    for f in tool_dataset_files(dataset):
+        if os.path.lexists(f) and not f.is_file():
+            return f"{f} is not a regular file (compose writes it): move it, or choose another --out"
+    if not written_by_us:
+        own = [p for p in (dataset / CLASSES_TXT, dataset / LABELS_DIR) if os.path.lexists(p)]
+        if own:
+            return (f"{' and '.join(map(str, own))} in {dataset} were not written by compose (the dataset predates "
+                    "them) and would be replaced: move them, or choose another --out")
+    return None
 

@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -336,6 +337,41 @@ def test_other_parameters_in_same_folder_are_refused(tmp_path):
     with pytest.raises(Exception, match="other parameters"):
         compose_dataset(ComposeConfig(count=4, seed=2), tmp_path)
     compose_dataset(ComposeConfig(count=4, seed=2), tmp_path, overwrite=True)
+
+
+def test_the_tool_files_never_replace_a_users_nor_half_remove_a_dataset(tmp_path):
+    from compose.composer import ComposeError
+
+    def tree(folder):
+        return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+    cfg = ComposeConfig(count=4, seed=1, max_size=96)
+    for odd in ("labels-file", "classes-folder"):
+        out = tmp_path / odd
+        compose_dataset(cfg, out)
+        if odd == "labels-file":
+            shutil.rmtree(out / "labels")
+            (out / "labels").write_text("the user's")
+        else:
+            (out / "classes.txt").unlink()
+            (out / "classes.txt").mkdir()
+            (out / "classes.txt" / "mine").write_text("keep")
+        before = tree(out)
+        for again in (cfg, ComposeConfig(count=4, seed=2, max_size=96)):  # the same run, and another with --overwrite
+            with pytest.raises(ComposeError, match="move it, or choose another --out"):
+                compose_dataset(again, out, overwrite=True)
+            assert tree(out) == before  # refused before anything changed
+    # a dataset made before compose wrote the tool files: the user's classes.txt and labels/ stay
+    out = tmp_path / "older"
+    compose_dataset(cfg, out)
+    summary = json.loads((out / "dataset.json").read_text())
+    del summary["tool_files"]
+    (out / "dataset.json").write_text(json.dumps(summary))
+    (out / "classes.txt").write_text("stamp\nlogo\n")
+    before = tree(out)
+    with pytest.raises(ComposeError, match="were not written by compose"):
+        compose_dataset(ComposeConfig(count=4, seed=2, max_size=96), out, overwrite=True)
+    assert tree(out) == before
 
 
 def test_preview_draws_a_grid(small_dataset, tmp_path):
