@@ -7,7 +7,8 @@ from pathlib import Path
 
 from stampcheck.dataset import IMAGES_DIR, Box, DatasetError, ImageLabels, box_problem, upright_size
 from stampcheck.files import read_text
-from stampcheck.labelled import LabelledSet, as_written, find_files, raise_problems, snap, unlabelled
+from stampcheck.labelled import (LabelledSet, as_written, find_files, raise_problems, same_file_problems, snap,
+                                 unlabelled)
 
 
 def read_coco(path: Path, images: Path | None = None) -> LabelledSet:
@@ -48,6 +49,8 @@ def read_coco(path: Path, images: Path | None = None) -> LabelledSet:
             problems.append(f"image {name}: the JSON says {im.get('width')}x{im.get('height')}, the photo is "
                             f"{size[0]}x{size[1]} upright: labelled turned or scaled")
         items[im["id"]] = ImageLabels(file, "", "", width=size[0] if size else 0, height=size[1] if size else 0)
+    problems += same_file_problems([(f"image {im['file_name']} (id {im['id']})", found[str(im["file_name"])])
+                                    for im in entries.values() if str(im["file_name"]) in found])
     for k, ann in enumerate(data.get("annotations", [])):
         problem = _coco_box(ann, entries, cats, items)
         if problem:

@@ -75,3 +75,15 @@ def find_files(root: Path, names: list[str]) -> tuple[dict[str, str], int]:
             found[name] = hits[0].relative_to(root).as_posix()
             by_base += 1
     return found, by_base
+
+
+def same_file_problems(claims: list[tuple[str, str]]) -> list[str]:
+    """For (label, file) pairs: a problem per file that two labels claim (a photo scored twice,
+    against different boxes, would move every figure)."""
+    first, problems = {}, []
+    for label, file in claims:
+        if file in first:
+            problems.append(f"{label} and {first[file]} are both {file}")
+        else:
+            first[file] = label
+    return problems

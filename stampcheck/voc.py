@@ -11,7 +11,7 @@ from pathlib import Path
 
 from stampcheck.dataset import Box, DatasetError, ImageLabels, box_problem, upright_size
 from stampcheck.files import read_text
-from stampcheck.labelled import LabelledSet, find_files, raise_problems, snap, unlabelled
+from stampcheck.labelled import LabelledSet, find_files, raise_problems, same_file_problems, snap, unlabelled
 
 VOC_ANNOTATIONS = "Annotations"
 IMAGE_FOLDERS = ("JPEGImages", "images")
@@ -42,6 +42,7 @@ def read_voc(folder: Path) -> LabelledSet:
         entries.append((source, name, tree))
     found, by_base = find_files(root, [name for _, name, _ in entries])
     items = []
+    problems += same_file_problems([(str(source), found[name]) for source, name, _ in entries if name in found])
     for source, name, tree in entries:
         if name not in found:
             problems.append(f"{source}: its image {name} is not in {root}")

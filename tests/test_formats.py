@@ -403,6 +403,16 @@ def test_coco_file_names_as_cvat_label_studio_and_windows_write_them(tiny, tmp_p
             assert sorted(b.as_tuple() for b in item.boxes) == truth[Path(item.file).name], (path, item.file)
         # which rule matched is said: the file names were found by their base name
         assert bool(found.notes) == by_base and all("by their base name" in n for n in found.notes), found.notes
+    # two labels that come to one photo (one as written, one by base name): refused, both named
+    twice = json.loads((tmp_path / "windows" / "result.json").read_text())
+    twice["images"].append({**twice["images"][0], "id": 9999, "file_name": "../../upload/2/000000.jpg"})
+    (tmp_path / "windows" / "twice.json").write_text(json.dumps(twice))
+    with pytest.raises(DatasetError, match=r"image ../../upload/2/000000.jpg \(id 9999\) and image .*000000.jpg .*are both"):
+        read_labelled_set(tmp_path / "windows" / "twice.json")
+    voc = voc_export(ds, tmp_path / "voc-twice")
+    shutil.copy(voc / "Annotations" / "000000.xml", voc / "Annotations" / "copy.xml")
+    with pytest.raises(DatasetError, match="Annotations/copy.xml and Annotations/000000.xml are both 000000.jpg"):
+        read_labelled_set(voc)
     # two images of one base name: which one is meant cannot be known, and the photo is named
     (tmp_path / "cvat" / "images" / "other").mkdir()
     shutil.copy(tmp_path / "cvat" / "images" / "default" / "000003.jpg", tmp_path / "cvat" / "images" / "other")
