@@ -128,7 +128,7 @@ def coco_ap(gt: dict, dets: list[dict]) -> dict:
         coco = COCO()
         coco.dataset = gt
         coco.createIndex()
-        ev = COCOeval(coco, coco.loadRes(dets), "bbox")
+        ev = COCOeval(coco, coco.loadRes([dict(d) for d in dets]), "bbox")  # loadRes adds fields to what it gets
         ev.evaluate(); ev.accumulate(); ev.summarize()
     return {"ap50": float(ev.stats[1]), "ap": float(ev.stats[0])}
 

@@ -7,7 +7,7 @@
   [x, y, w, h], score}]``, as Ultralytics' save_json, detectron2 and mmdetection write), ids of the first;
 - ``label-studio.json``: one Label Studio task per photo read, the stamps found as its predictions
   (pre-annotations a reviewer accepts or corrects). Images are served by Label Studio's local files
-  (``/data/local-files/?d=PATH``, PATH the photo's absolute path without its leading "/"): start it
+  (``/data/local-files/?d=PATH``, PATH the photo's absolute path without its leading "/", percent-encoded): start it
   with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=/.
   Its labelling config: ``<RectangleLabels name="label" toName="image">`` over ``<Image name="image"
   value="$image"/>``, one ``<Label>`` per class.
@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 from stampcheck.atomic import atomic_write_json
 
@@ -62,7 +63,7 @@ def label_studio_tasks(records: list[dict], model: str) -> list[dict]:
                              "rotation": 0, "rectanglelabels": [d["class"]]}}
                   for k, d in enumerate(r["detections"])]
         path = str(Path(r["file"]).resolve()).lstrip("/")
-        tasks.append({"data": {"image": f"/data/local-files/?d={path}"},
+        tasks.append({"data": {"image": f"/data/local-files/?d={quote(path)}"},
                       "predictions": [{"model_version": model, "score": r["score"], "result": result}]})
     return tasks
 

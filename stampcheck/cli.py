@@ -33,8 +33,13 @@ FULL_ONLY = {"torch", "torchvision", "fastai", "accelerate", "icrawler", "proteg
 L, T, P, C, D = Looks(), TrainConfig(), PretrainConfig(), CrawlOptions(), ComposeConfig()
 
 
-def fail(message: str, code: int = errors.USAGE):
-    console.print(f"[bold red]error:[/] {escape(shown(message))}")  # names in it are anyone's bytes
+def fail(message, code: int = errors.USAGE):
+    """One line saying what is wrong (an exception's message, or text), and exit ``code``. Names in
+    it are anyone's bytes: escaped, so no name can start a line of its own; a DatasetError's list of
+    bad rows is printed a row a line, each escaped alike."""
+    lines = getattr(message, "lines", None) or []
+    head = message.head if lines else str(message)
+    console.print(f"[bold red]error:[/] {escape(shown(head))}" + "".join(f"\n  {escape(shown(line))}" for line in lines))
     raise typer.Exit(code)
 
 
@@ -98,7 +103,7 @@ def compose(
         summary = compose_dataset(cfg, out, workers=workers, overwrite=overwrite, progress=progress_bar,
                                   preview=preview)
     except (ComposeError, StampError, FileNotFoundError, ValueError) as e:
-        fail(str(e))
+        fail(e)
     for s in summary["skipped_backgrounds"]:
         console.print(f"[yellow]skipped background[/] {s['file']}: {s['reason']} {s['detail']}")
     for f in summary["failed_images"]:
@@ -128,7 +133,7 @@ def preview_cmd(dataset: Path = typer.Argument(..., metavar="DATASET", help="Dat
             refuse_overlap(out, [dataset / IMAGES_DIR])  # a PNG among the images would be taken for one
         report.print(f"preview: {write_preview(dataset, out, n=n)}")
     except (DatasetError, ValueError) as e:
-        fail(str(e))
+        fail(e)
 
 
 @app.command(short_help="Fetch background product photos.")
@@ -186,7 +191,7 @@ def crawl(
         # holds --out from here to the end of the process (kill -9 included): one crawl at a time writes it
         store = ImageStore(out, ImageLimits(min_side=min_size, max_pixels=max_pixels), max_size or None)
     except (ValueError, OSError) as e:
-        fail(str(e))
+        fail(e)
     if store.foreign:
         console.print(f"[yellow]note:[/] {store.images} holds {len(store.foreign)} files that crawl did not write "
                       "(not in manifest.jsonl); left as they are")
@@ -281,7 +286,7 @@ def train_cmd(
     try:
         metrics = train(dataset, out, cfg, log=report.print, overwrite=overwrite)
     except (DatasetError, ValueError, FileNotFoundError) as e:
-        fail(str(e))
+        fail(e)
     except KeyboardInterrupt:  # raised by train (stopped before its first epoch), not by a signal handler of
         raise typer.Abort() from None  # main's, which Typer would turn into a silent 130; main says "interrupted"
     if metrics.get("interrupted"):  # the best epoch is kept, but a script must not take it for a finished run
@@ -335,7 +340,7 @@ def pretrain(
                              mixed_precision=mixed_precision)
         result = run_pretrain(out, cfg, resume=resume, epochs_changed=epochs if resume else None, log=report.print)
     except (ValueError, FileNotFoundError) as e:
-        fail(str(e))
+        fail(e)
     except KeyboardInterrupt:  # as in train: said by main as "interrupted"
         raise typer.Abort() from None
     report.print(f"base: {out / 'base.pth'} (sha256 {result['sha256'][:16]}...), card: {out / 'card.md'}")
@@ -405,7 +410,7 @@ def qa(
             summary = run_qa(model, photos, out, threshold, bs, workers, device, annotate, progress=progress_bar,
                              engine=engine)
     except (UsageError, OverlapError) as e:  # a model folder that cannot be used is a UsageError
-        fail(str(e))
+        fail(e)
 
     if summary.not_photos:
         names = first_three([escape(shown(str(p))) for p in summary.not_photos], "the report lists them")
@@ -452,7 +457,7 @@ def export(
     try:
         path, difference = run_export(model, fmt, out)
     except (ModelError, ValueError, OSError) as e:
-        fail(str(e))
+        fail(e)
     checked = ("not checked (no onnxruntime installed)" if difference is None else
                f"checked: scores within {difference[0]:.1g}, boxes within {difference[1]:.1g} px of torch's")
     report.print(f"[green]exported[/] {escape(str(path))} ({path.stat().st_size / 1e6:.1f} MB); {checked}")
@@ -490,7 +495,7 @@ def evaluate(
         result = run_evaluate(model, dataset, out, split, bs, workers, device, progress=progress_bar, images=images,
                               log=note)
     except ValueError as e:  # DatasetError, ModelError, OverlapError: bad input, named
-        fail(str(e))
+        fail(e)
     m = result["metrics"]
     report.print(" ".join(f"{k} {m[k]:.3f}" for k in ("accuracy", "precision", "recall", "f1", "mean_iou",
                                                        "iou50", "ap50", "ap")))

@@ -6,15 +6,16 @@ import json
 from pathlib import Path
 
 from stampcheck.dataset import IMAGES_DIR, Box, DatasetError, ImageLabels, box_problem, upright_size
-from stampcheck.files import read_text
 from stampcheck.labelled import (LabelledSet, as_written, find_files, raise_problems, same_file_problems, snap,
-                                 unlabelled)
+                                 read_label_text, unlabelled, why_not_found)
 
 
 def read_coco(path: Path, images: Path | None = None) -> LabelledSet:
     try:
-        data = json.loads(read_text(path, encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+        data = json.loads(read_label_text(path, "coco"))
+    except DatasetError:
+        raise
+    except (OSError, ValueError) as e:
         raise DatasetError(f"{path}: not a readable JSON file ({e})") from e
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or \
             not isinstance(data.get("annotations", []), list) or not isinstance(data.get("categories", []), list):
@@ -43,8 +44,7 @@ def read_coco(path: Path, images: Path | None = None) -> LabelledSet:
         # read from the header; None for what is no regular file (never opened) or not found
         size = upright_size(root / file) if name in found else None
         if name not in found:
-            problems.append(f"image {name}: " + (f"not a regular file in {root}" if (root / file).exists()
-                                                 else f"not found in {root}, as written or by its base name"))
+            problems.append(f"image {name[:300]}: {why_not_found(root, name)}")
         elif size and im.get("width") and im.get("height") and (im["width"], im["height"]) != size:
             problems.append(f"image {name}: the JSON says {im.get('width')}x{im.get('height')}, the photo is "
                             f"{size[0]}x{size[1]} upright: labelled turned or scaled")
@@ -79,6 +79,8 @@ def _coco_root(path: Path, images: Path | None, names: list[str]) -> tuple[Path,
 def _coco_box(ann, entries: dict, cats: dict, items: dict) -> str | None:
     if not isinstance(ann, dict):
         return "not an object"
+    if not all(isinstance(ann.get(k), (int, str)) for k in ("image_id", "category_id")):
+        return f"image_id and category_id must be numbers, got {ann.get('image_id')!r} and {ann.get('category_id')!r}"[:200]
     if ann.get("image_id") not in entries:
         return f"image_id {ann.get('image_id')!r} is not among the images"
     if ann.get("category_id") not in cats:

@@ -50,7 +50,12 @@ YOLO_SPLITS = {"train": "train", "valid": "val"}  # our split -> the folder name
 
 
 class DatasetError(ValueError):
-    """A dataset that breaks the contract; the message names the bad rows."""
+    """A dataset that breaks the contract; the message names the bad rows. ``lines``: the problems,
+    one a line under the first (the CLI prints each on its own line, each escaped as a name is)."""
+
+    def __init__(self, message: str, lines: list[str] = ()):
+        self.head, self.lines = message, list(lines)
+        super().__init__(message + "".join("\n  " + line for line in self.lines))
 
 
 @dataclass(frozen=True)
@@ -158,9 +163,8 @@ def read_labels(dataset: Path, default_class: str = "stamp") -> list[ImageLabels
                 coords = [int(float(row[k])) for k in ("x0", "y0", "x1", "y1")]
                 item.boxes.append(Box(*coords, label=row.get("class") or default_class))
     if errors:
-        shown = "\n  ".join(errors[:20])
-        more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        raise DatasetError(f"{path}: {len(errors)} bad rows:\n  {shown}{more}")
+        more = [f"... and {len(errors) - 20} more"] if len(errors) > 20 else []
+        raise DatasetError(f"{path}: {len(errors)} bad rows:", errors[:20] + more)
     if not items:
         raise DatasetError(f"{path} has no rows")
     return list(items.values())

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from stampcheck.dataset import DatasetError, ImageLabels
+from stampcheck.files import NotAFile, read_text
 from stampcheck.images import find_images
 
 NAMED = 20  # problems named one per line; more are counted
@@ -31,9 +32,8 @@ def unlabelled(folder: Path, items: list[ImageLabels]) -> list[str]:
 
 def raise_problems(source: Path, problems: list[str], hint: str = "") -> None:
     if problems:
-        shown = "\n  ".join(problems[:NAMED])
-        more = f"\n  ... and {len(problems) - NAMED} more" if len(problems) > NAMED else ""
-        raise DatasetError(f"{source}: {len(problems)} bad labels{hint}:\n  {shown}{more}")
+        more = [f"... and {len(problems) - NAMED} more"] if len(problems) > NAMED else []
+        raise DatasetError(f"{source}: {len(problems)} bad labels{hint}:", problems[:NAMED] + more)
 
 
 def snap(box, item: ImageLabels, slack: float = 1.0) -> tuple:
@@ -59,11 +59,12 @@ def as_written(name: str) -> str | None:
 
 def find_files(root: Path, names: list[str]) -> tuple[dict[str, str], int]:
     """Each name's file under ``root``, relative to it: as written, else the one image under it
-    (at any depth: CVAT's images/default/) with the name's base name; and how many came by base name."""
+    (at any depth: CVAT's images/default/) with the name's base name; and how many came by base name.
+    A name that two images under ``root`` share, or that no path can hold, is not found."""
     found, by_base, index = {}, 0, None
     for name in names:
         written = as_written(name)
-        if written and (root / written).is_file():
+        if written and os.path.isfile(root / written):  # False, not a raise, for a name too long for a path
             found[name] = written
             continue
         if index is None:
@@ -77,6 +78,22 @@ def find_files(root: Path, names: list[str]) -> tuple[dict[str, str], int]:
     return found, by_base
 
 
+def why_not_found(root: Path, name: str) -> str:
+    """Why ``name`` has no file under ``root``, in a few words."""
+    written = as_written(name)
+    if written is None:
+        where = "an absolute path or one out of it"
+    else:
+        try:
+            where = "not a regular file there" if os.path.lexists(root / written) else "not there as written"
+        except (OSError, ValueError):
+            where = "not a path there"
+    base = PurePosixPath(name.replace("\\", "/")).name
+    same = sum(f.name == base for f in find_images([root])) if len(base) < 256 else 0
+    return f"not found in {root} ({where}; " + (f"{same} images there share its base name)" if same > 1
+                                                else "no image there has its base name)")
+
+
 def same_file_problems(claims: list[tuple[str, str]]) -> list[str]:
     """For (label, file) pairs: a problem per file that two labels claim (a photo scored twice,
     against different boxes, would move every figure)."""
@@ -87,3 +104,26 @@ def same_file_problems(claims: list[tuple[str, str]]) -> list[str]:
         else:
             first[file] = label
     return problems
+
+
+# The most a labelling tool's text file may hold before it is refused unread: a label file is a few
+# KB, a list of images a few MB, a COCO JSON of 100,000 photos some 100 MB. A file read whole costs
+# several times its size in memory.
+TEXT_LIMITS = {"label": 10 << 20, "list": 200 << 20, "coco": 1 << 30}
+
+
+def read_label_text(path: Path, kind: str, encoding: str = "utf-8-sig", errors: str | None = None) -> str:
+    """A labelling tool's text file, or a DatasetError naming it: larger than ``TEXT_LIMITS[kind]``,
+    not a regular file (a named pipe is never opened), unreadable, or not UTF-8."""
+    try:
+        size = os.stat(path).st_size
+        if size > TEXT_LIMITS[kind]:
+            raise DatasetError(f"{path}: {size} bytes, more than a {kind} file of a labelled set holds "
+                               f"({TEXT_LIMITS[kind]} at most)")
+        return read_text(path, encoding=encoding, errors=errors)
+    except NotAFile as e:
+        raise DatasetError(f"{path}: not a regular file ({e.kind})") from e
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except OSError as e:
+        raise DatasetError(f"{path}: cannot be read ({e.strerror or e})") from e

@@ -12,8 +12,9 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 
 # Never wrapped: an error or a result line stays one line in logs, pipes and greps. Tables get
 # room for their headers where the output is not a terminal (rich would assume 80 columns).
-console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
-report = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+# emoji off: a name such as lot:x:42.jpg is printed as it is, not as an emoji
+console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 200, emoji=False)
+report = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200, emoji=False)
 
 
 @contextmanager

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from stampcheck.dataset import Box, DatasetError, ImageLabels, box_problem, upright_size
-from stampcheck.files import read_text
-from stampcheck.labelled import LabelledSet, find_files, raise_problems, same_file_problems, snap, unlabelled
+from stampcheck.files import NotAFile, read_bytes
+from stampcheck.labelled import (LabelledSet, find_files, raise_problems, read_label_text, same_file_problems, snap,
+                                 unlabelled, why_not_found)
 
 VOC_ANNOTATIONS = "Annotations"
 IMAGE_FOLDERS = ("JPEGImages", "images")
@@ -23,7 +24,7 @@ def read_voc(folder: Path) -> LabelledSet:
     from defusedxml import ElementTree
     from defusedxml.common import DefusedXmlException
 
-    xmls = sorted(p for p in (folder / VOC_ANNOTATIONS).glob("*.xml") if p.is_file())
+    xmls = sorted((folder / VOC_ANNOTATIONS).glob("*.xml"))
     if not xmls:
         raise DatasetError(f"{folder / VOC_ANNOTATIONS}: no .xml annotations")
     root = next((folder / n for n in IMAGE_FOLDERS if (folder / n).is_dir()), folder)
@@ -34,9 +35,15 @@ def read_voc(folder: Path) -> LabelledSet:
         try:
             if xml.stat().st_size > MAX_XML_BYTES:
                 raise ValueError(f"over {MAX_XML_BYTES} bytes")
-            tree = ElementTree.fromstring(read_text(xml, encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError, ValueError, SyntaxError, DefusedXmlException) as e:
+            tree = ElementTree.fromstring(read_bytes(xml))  # bytes: the file's own encoding declaration holds
+        except NotAFile as e:
+            problems.append(f"{source}: not a regular file ({e.kind})")
+            continue
+        except (OSError, ValueError, SyntaxError, DefusedXmlException) as e:
             problems.append(f"{source}: not a readable VOC annotation ({type(e).__name__}: {e})"[:300])
+            continue
+        if tree.tag != "annotation":
+            problems.append(f"{source}: not a VOC annotation (its root is <{tree.tag[:40]}>, not <annotation>)")
             continue
         name = (tree.findtext("filename") or "").strip() or xml.stem + ".jpg"
         entries.append((source, name, tree))
@@ -45,11 +52,15 @@ def read_voc(folder: Path) -> LabelledSet:
     problems += same_file_problems([(str(source), found[name]) for source, name, _ in entries if name in found])
     for source, name, tree in entries:
         if name not in found:
-            problems.append(f"{source}: its image {name} is not in {root}")
+            problems.append(f"{source}: its image {name[:300]} is {why_not_found(root, name)}")
             continue
         size = upright_size(root / found[name])
         item = ImageLabels(found[name], split_of.get(Path(name).stem, ""), "",
                            width=size[0] if size else 0, height=size[1] if size else 0)
+        said = [tree.findtext(f"size/{k}") for k in ("width", "height")]
+        if size and all(v and v.strip().isdigit() and int(v) > 0 for v in said) and tuple(map(int, said)) != size:
+            problems.append(f"{source}: says {said[0]}x{said[1]}, the photo is {size[0]}x{size[1]} upright: "
+                            "labelled turned or scaled")
         for k, obj in enumerate(tree.iter("object"), start=1):
             problem = _object_box(obj, item)
             if problem:
@@ -81,7 +92,7 @@ def _splits(folder: Path) -> dict[str, str]:
     for name, split in SPLITS.items():
         listing = folder / "ImageSets" / "Main" / f"{name}.txt"
         if listing.is_file():
-            for line in read_text(listing).splitlines():
+            for line in read_label_text(listing, "list").splitlines():
                 if line.split():
                     out.setdefault(line.split()[0], split)
     return out

@@ -10,7 +10,7 @@ from pathlib import Path
 from stampcheck.dataset import IMAGES_DIR, Box, DatasetError, ImageLabels, box_problem, upright_size, yolo_pixels
 from stampcheck.files import read_text
 from stampcheck.images import find_images
-from stampcheck.labelled import LabelledSet, raise_problems, snap
+from stampcheck.labelled import LabelledSet, raise_problems, read_label_text, snap
 
 YOLO_SPLIT_NAMES = {"train": "train", "val": "valid", "test": "test"}
 
@@ -25,7 +25,7 @@ def read_yolo(path: Path) -> LabelledSet:
     if yaml_file is None:  # Label Studio's export: images/, labels/, classes.txt
         root = path
         names_file = path / "classes.txt"
-        names = dict(enumerate(n.strip() for n in read_text(names_file).splitlines() if n.strip())) \
+        names = dict(enumerate(n.strip() for n in read_label_text(names_file, "list").splitlines() if n.strip())) \
             if names_file.is_file() else None
         images = {str(f): "" for f in find_images([path / IMAGES_DIR])}
     else:
@@ -55,7 +55,7 @@ def _yolo_labels(root: Path, names: dict[int, str] | None, images: dict[str, str
             else:
                 without += 1
             continue
-        for lineno, line in enumerate(read_text(label, errors="replace").splitlines(), start=1):
+        for lineno, line in enumerate(read_label_text(label, "label", errors="replace").splitlines(), start=1):
             problem = _yolo_line(line, item, names)
             if problem:
                 problems.append(f"{os.path.relpath(label, root)} line {lineno}: {problem}")
@@ -74,26 +74,28 @@ def read_darknet(path: Path) -> LabelledSet:
     obj_data = path if path.is_file() else path / "obj.data"
     root = obj_data.parent
     try:
-        keys = dict(line.split("=", 1) for line in read_text(obj_data, encoding="utf-8-sig").splitlines() if "=" in line)
+        keys = dict(line.split("=", 1) for line in read_label_text(obj_data, "list").splitlines() if "=" in line)
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{obj_data}: not readable ({e})") from e
     keys = {k.strip(): v.strip() for k, v in keys.items()}
 
     def inside(entry: str) -> Path:  # "data/obj.names" is the export's folder's obj.names
         entry = entry.replace("\\", "/")
-        return root / entry if (root / entry).exists() or not entry.startswith("data/") else root / entry[5:]
+        return root / entry if os.path.exists(root / entry) or not entry.startswith("data/") else root / entry[5:]
 
     names_file = inside(keys.get("names", "obj.names"))
-    if not names_file.is_file():
-        raise DatasetError(f"{obj_data}: its names file {names_file} is not there")
-    names = dict(enumerate(n.strip() for n in read_text(names_file).splitlines() if n.strip()))
+    if not os.path.isfile(names_file):
+        raise DatasetError(f"{obj_data}: its names file {names_file} is " + ("not a regular file" if os.path.lexists(names_file)
+                                                                              else "not there"))
+    names = dict(enumerate(n.strip() for n in read_label_text(names_file, "list").splitlines() if n.strip()))
     images: dict[str, str] = {}
     for key, split in DARKNET_LISTS.items():
         if key in keys:
             listing = inside(keys[key])
-            if not listing.is_file():
-                raise DatasetError(f"{obj_data}: its {key} list {listing} is not there")
-            for line in read_text(listing).splitlines():
+            if not os.path.isfile(listing):
+                raise DatasetError(f"{obj_data}: its {key} list {listing} is " + ("not a regular file" if os.path.lexists(listing)
+                                                                                 else "not there"))
+            for line in read_label_text(listing, "list").splitlines():
                 if line.strip():
                     images.setdefault(str(inside(line.strip())), split)
     if not images:
@@ -134,7 +136,7 @@ def _split_images(root: Path, entry: str, yaml_file: Path) -> list[str]:
     if p.is_dir():
         return [str(f) for f in find_images([p])]
     if p.is_file() and p.suffix.lower() == ".txt":
-        lines = [line.strip() for line in read_text(p).splitlines() if line.strip()]
+        lines = [line.strip() for line in read_label_text(p, "list").splitlines() if line.strip()]
         return [str(p.parent / line) for line in lines]
     raise DatasetError(f"{yaml_file}: {entry} not found (relative to {root})")
 
@@ -157,7 +159,7 @@ def _yolo_line(line: str, item: ImageLabels, names: dict[int, str] | None) -> st
     c, coords = values[0], values[1:]
     if len(coords) != 4 and (len(coords) < 6 or len(coords) % 2):
         return "expected 'class cx cy w h' (or a class and polygon points)"
-    if c != int(c) or c < 0 or (names is not None and int(c) not in names):
+    if not math.isfinite(c) or c != int(c) or c < 0 or (names is not None and int(c) not in names):
         return f"class {parts[0]} is not among the names' numbers {sorted(names or [])}"
     if not all(map(math.isfinite, coords)) or min(coords) < -0.01 or max(coords) > 1.0:
         return f"coordinates must be normalised to 0..1, got {' '.join(parts[1:])}"
