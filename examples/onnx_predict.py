@@ -7,8 +7,9 @@ Prints one JSON line per photo: its score (the best cell's probability), whether
 at the model's threshold, and the stamps found (score, class, box in the photo's own pixels,
 x0 y0 x1 y1, x1/y1 exclusive). They are the numbers `stampcheck qa --engine onnx` gives, because
 the photo is read as qa reads it: a JPEG decoded at reduced scale (Pillow's draft mode, its short side
-at least max(size, 160)), turned upright by its EXIF orientation, transparency flattened on white,
-squished to size x size bilinearly with reducing_gap=2.0. A two-stage model's second look (its
+at least max(size, 160)); a 16-bit or float photo brought to 8 bits, transparency flattened on white
+(both reduced as far as that size allows); turned upright by its EXIF orientation; squished to size x
+size bilinearly with reducing_gap=2.0. A two-stage model's second look (its
 NAME.verifier.onnx) is not applied here: the lines are the detector's; use qa for both stages.
 """
 
@@ -26,6 +27,20 @@ NMS_IOU = 0.5   # a box overlapping a better one of its class by more than this 
 MAX_FOUND = 10  # stamps reported per photo
 
 
+def grey8(img: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float grey photo at 8 bits, as qa brings it: 16-bit spans 0..65535;
+    any other 0..255 when no value is above 255, else 0..65535."""
+    a = np.asarray(img)
+    if img.mode.startswith("I;16"):
+        return Image.fromarray(((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8), "L")
+    top = 65535 if (img.getextrema()[1] or 0) > 255 else 255
+    return Image.fromarray(np.nan_to_num(np.clip(a.astype(np.float64) / top * 255.0 + 0.5, 0, 255)).astype(np.uint8), "L")
+
+
+def on_white(img: Image.Image) -> Image.Image:
+    return Image.alpha_composite(Image.new("RGBA", img.size, "white"), img.convert("RGBA")).convert("RGB")
+
+
 def read_photo(path: str, size: int) -> tuple[np.ndarray, int, int]:
     """The model's input (uint8, 3 x size x size) and the photo's upright width and height."""
     img = Image.open(path)
@@ -34,11 +49,17 @@ def read_photo(path: str, size: int) -> tuple[np.ndarray, int, int]:
     if img.format == "JPEG" and min(w, h) > draft:
         k = min(w, h) / draft
         img.draft("RGB", (int(w / k), int(h / k)))
+    img.load()
     turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+    alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        img = grey8(img)  # then reduced as far as the draft size allows, as qa does, before turning
+        if min(img.size) >= 2 * draft:
+            img = img.reduce(min(img.size) // draft)
+    elif alpha and min(img.size) >= 2 * draft:
+        img = on_white(img).reduce(min(img.size) // draft)
     img = ImageOps.exif_transpose(img)
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        img = Image.alpha_composite(Image.new("RGBA", img.size, "white"), img.convert("RGBA"))
-    img = img.convert("RGB")
+    img = on_white(img) if alpha and img.mode != "RGB" else img.convert("RGB")
     x = np.asarray(img.resize((size, size), Image.BILINEAR, reducing_gap=2.0)).transpose(2, 0, 1)
     return x, (h if turned else w), (w if turned else h)
 

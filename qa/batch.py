@@ -282,6 +282,9 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
     from qa.report import Report, csv_row, write_annotated
     from stampcheck.runtime import PhotoResult, predict_photos
 
+    for name in EXPORTS:  # qa replaces these: a folder or a pipe of that name is not qa's
+        if os.path.lexists(out / name) and not (out / name).is_file():
+            raise UsageError(f"--out {out} holds {name}, which is not a file qa wrote; move it, or give another --out")
     predictor = open_engine(model_dir, engine, device)
     thr = predictor.threshold if threshold is None else threshold
     claim_output(out, "qa")

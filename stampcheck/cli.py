@@ -472,7 +472,8 @@ def export(
 def evaluate(
     model: Path = typer.Argument(..., metavar="MODEL", help="Model folder."),
     dataset: Path = typer.Argument(..., metavar="DATASET", help="Labelled set: a folder with labels.csv + images/, a COCO JSON "
-                                   "(CVAT, Label Studio, Roboflow), or a YOLO data.yaml / Ultralytics-layout folder."),
+                                   "(CVAT, Label Studio, Roboflow), a YOLO data.yaml / Ultralytics-layout folder, "
+                                   "CVAT's YOLO 1.1 obj.data, or a Pascal VOC folder (Annotations/)."),
     images: Optional[Path] = typer.Option(None, help="COCO only: the folder its file names are relative to "
                                           "(default: the JSON's folder, its images/ or ../images/)."),
     out: Optional[Path] = typer.Option(None, help="Folder for metrics.json, pr_curve.png, and the labels and "

@@ -35,7 +35,9 @@ def read_labelled_set(path: Path, images: Path | None = None) -> LabelledSet:
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path} not found")
-    coco = [path] if path.suffix.lower() == ".json" else sorted(path.glob("*.json")) if path.is_dir() else []
+    # a folder: its one JSON, or that of its annotations/ (CVAT's "COCO 1.0" export, images in images/default/)
+    coco = [path] if path.suffix.lower() == ".json" else (
+        sorted(path.glob("*.json")) or sorted((path / "annotations").glob("*.json"))) if path.is_dir() else []
     if path.is_dir() and (path / LABELS_CSV).is_file():
         kind = "labels.csv"
     elif path.suffix.lower() in (".yaml", ".yml") or path.is_dir() and data_yaml(path):

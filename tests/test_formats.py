@@ -394,7 +394,7 @@ def test_coco_file_names_as_cvat_label_studio_and_windows_write_them(tiny, tmp_p
     studio = export(tmp_path / "studio", "result.json", lambda n: f"../../label-studio/media/upload/1/{n}", "images")
     # written on Windows
     windows = export(tmp_path / "windows", "result.json", lambda n: "images\\" + n, "images")
-    for path, images, by_base in ((cvat, None, True), (cvat, tmp_path / "cvat" / "images", True),
+    for path, images, by_base in ((cvat, None, True), (tmp_path / "cvat", None, True), (cvat, tmp_path / "cvat" / "images", True),
                                   (cvat, tmp_path / "cvat" / "images" / "default", False), (studio, None, True),
                                   (windows, None, False)):
         found = read_labelled_set(path, images)

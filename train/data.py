@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 
 from stampcheck.dataset import IMAGES_DIR, DatasetError, ImageLabels, class_names, read_labels
 from stampcheck.files import open_regular
-from stampcheck.images import ImageRejected, open_checked
+from stampcheck.images import ImageRejected, open_checked, to_rgb8
 from train.detect import plain, to_pixels
 from train.predict import PHOTO_LIMITS
 
@@ -45,13 +45,14 @@ class UprightImage(PILImage):
     # path as a string or a Path, a PIL image or a numpy array, as a stock vision learner takes.
     @classmethod
     def create(cls, fn: Path | str | Image.Image | np.ndarray, **kwargs):
+        # to_rgb8: 16-bit and float photos scaled, transparency on white, as qa reads them
         if isinstance(fn, (str, Path)):
             with open_regular(fn) as f, Image.open(f) as img:  # a named pipe swapped in must not block a loader
-                fn = ImageOps.exif_transpose(img).convert("RGB")
+                fn = to_rgb8(ImageOps.exif_transpose(img))
         elif isinstance(fn, np.ndarray):
-            fn = Image.fromarray(fn).convert("RGB")
+            fn = to_rgb8(Image.fromarray(fn))
         elif isinstance(fn, Image.Image):
-            fn = ImageOps.exif_transpose(fn).convert("RGB")
+            fn = to_rgb8(ImageOps.exif_transpose(fn))
         return super().create(fn, **kwargs)
 
 
