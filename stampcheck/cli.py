@@ -6,6 +6,7 @@ start fast.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 from pathlib import Path
@@ -179,6 +180,9 @@ def crawl(
     from crawler.store import ImageStore
     from stampcheck.images import ImageLimits
 
+    for option, value in (("--timeout", timeout), ("--deadline", deadline), ("--delay", delay)):
+        if not math.isfinite(value) or value < 0 or (value == 0 and option != "--delay"):
+            fail(f"{option} {value}: give a finite number of seconds, above 0")
     keywords, folders, url_files = list(keyword or []), list(from_dir or []), list(urls or [])
     if not (keywords or keywords_file or site or url_files or folders):
         fail("nothing to crawl: give --keyword, --keywords-file, --site, --urls or --from-dir")

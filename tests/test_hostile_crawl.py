@@ -468,3 +468,10 @@ def test_a_chain_of_redirects_is_asked_of_robots_at_every_hop(two_hosts, tmp_pat
     got = accounted(tmp_path / "out")
     assert got[f"{shop_url}/a.jpg"] == "robots" and got[f"{shop_url}/b.jpg"] == "kept", got
     assert "/private/img.jpg" not in [path for _, path in other_host.requests], other_host.requests
+
+
+@pytest.mark.parametrize("option", [("--deadline", "0"), ("--deadline", "nan"), ("--deadline", "inf"), ("--timeout", "-1")])
+def test_times_that_are_no_seconds_are_one_line_and_exit_2(tmp_path, option):
+    r, _ = cli("--urls", tmp_path / "none.txt", "--out", tmp_path / "out", *option)
+    assert r.returncode == errors.USAGE and f"{option[0]} " in clean(r) and "Traceback" not in clean(r)
+    assert not (tmp_path / "out").exists()
