@@ -92,6 +92,7 @@ def test_designs_drawn_before_the_workers_start_are_not_drawn_again_in_them(monk
     assert seen.max() > drawn
 
 
+@pytest.mark.slow
 def test_on_the_fly_windows_are_crops_of_the_whole_image_holding_its_stamps(monkeypatch):
     """--crop: a window of the very image the uncropped dataset gives, placed around a stamp, its
     boxes the whole image's boxes moved by the window's corner. Only the window is JPEG-encoded and
@@ -124,6 +125,7 @@ def test_on_the_fly_windows_are_crops_of_the_whole_image_holding_its_stamps(monk
         _synthetic(crop=64)
 
 
+@pytest.mark.slow
 def test_pretrain_init_starts_from_the_given_base_and_its_card_says_so(tmp_path):
     cfg = PretrainConfig(size=64, crop=48, init=str(base_path("resnet18")), epochs=1, epoch_images=16,
                          valid_images=8, bs=8, lr=1e-6, workers=0)
@@ -155,6 +157,7 @@ def _state(out: Path) -> dict:
         return {}
 
 
+@pytest.mark.slow
 def test_pretrain_killed_mid_epoch_resumes_and_finishes(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "stampcheck", "pretrain", "--out", str(out), "--arch", "resnet18", "--size", "64",
@@ -183,6 +186,7 @@ def test_pretrain_killed_mid_epoch_resumes_and_finishes(tmp_path):
     assert "--epochs 4 " in card and "after epoch 4 lengthened to 5" in card
 
 
+@pytest.mark.slow
 def test_shipped_base_matches_its_card_and_loads():
     path = base_path("resnet18")
     card = path.with_suffix(".md").read_text()
@@ -199,6 +203,7 @@ def test_shipped_base_matches_its_card_and_loads():
     assert all(torch.isfinite(v.float()).all() for v in state.values()), "a non-finite value in the base"
 
 
+@pytest.mark.slow
 def test_base_keeps_batchnorm_statistics_past_fp16s_range(tmp_path):
     """The neck's running variances pass 65504; stored in fp16 they became inf, and an inf running
     variance never decays in fine-tuning: the channel is silenced at inference. A base holding one is refused."""
@@ -226,6 +231,7 @@ def small_set(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_training_from_the_base_beats_the_same_steps_from_scratch(small_set, tmp_path):
     cfg = dict(arch="resnet18", size=128, epochs=2, bs=16, lr=2e-3, workers=0, augment=False)
     base = train(small_set, tmp_path / "base", TrainConfig(verifier=False, pretrained="base", **cfg), log=lambda *a: None)
@@ -234,6 +240,7 @@ def test_training_from_the_base_beats_the_same_steps_from_scratch(small_set, tmp
     assert b["mean_iou"] > s["mean_iou"] + 0.1 and b["correct"] >= s["correct"], (b, s)
 
 
+@pytest.mark.slow
 def test_minutes_schedule_follows_the_clock_when_the_machine_slows(small_set, tmp_path):
     """A run planned for far more batches than the time allows (the machine slowed after the plan)
     still ends its one-cycle: the last training batch runs at the bottom of the schedule, and the
@@ -277,6 +284,7 @@ def test_a_slower_valid_pass_moves_the_end_of_training_earlier():
     assert budget.seconds == 20.0 + 25.0 * 4
 
 
+@pytest.mark.slow
 def test_minutes_stops_within_its_budget(small_set, tmp_path):
     logs = []
     start = time.time()

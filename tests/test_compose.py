@@ -54,6 +54,7 @@ def test_boxes_are_tight_around_visible_pixels(multiply):
     assert clipped >= 5  # truncated stamps were exercised, and clipped to the image
 
 
+@pytest.mark.slow
 def test_a_stamp_keeps_its_own_colours_half_the_time_and_fills_up_to_0_6_of_the_photo():
     rng = np.random.default_rng(0)
     draws = [ink_colour(Looks().ink_colours, rng) for _ in range(4000)]
@@ -85,6 +86,7 @@ def test_several_stamps_each_boxed():
         assert not (ink & ~covered).any()
 
 
+@pytest.mark.slow
 def test_an_occluder_hides_part_of_the_stamp_from_one_side_never_all_of_it():
     hidden = []
     for seed in range(100):
@@ -195,6 +197,7 @@ def test_yolo_round_trips_to_the_same_pixels(small_dataset):
     assert "path:" not in (yolo / "data.yaml").read_text() and "qc-passed" in (yolo / "data.yaml").read_text()
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_with_1_and_2_workers(tmp_path):
     cfg = ComposeConfig(count=12, seed=11, max_size=200)
     compose_dataset(cfg, tmp_path / "a", workers=1)
@@ -250,6 +253,7 @@ def test_stamp_without_alpha_is_keyed_and_bad_stamps_fail(tmp_path):
         load_stamp(tmp_path / "clear.png")
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_stamp_clearly(tmp_path):
     (tmp_path / "s.png").write_text("nope")
     r = subprocess.run([sys.executable, "-m", "stampcheck", "compose", "--stamp", str(tmp_path / "s.png"),
@@ -258,6 +262,7 @@ def test_cli_reports_bad_stamp_clearly(tmp_path):
     assert "not an image in a format" in r.stderr + r.stdout and "BytesIO" not in r.stderr + r.stdout
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_bytes(tmp_path):
     args = [sys.executable, "-m", "stampcheck", "compose", "--count", "60", "--seed", "4", "--max-size", "256",
             "--no-preview"]
@@ -283,6 +288,7 @@ def test_interrupted_run_resumes_to_the_same_bytes(tmp_path):
     assert (cut / "labels.csv").read_text() == (tmp_path / "clean" / "labels.csv").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_sent_to_the_workers_too_ends_the_run(tmp_path, sig):
     """A service manager's stop (SIGTERM to the process group) or Ctrl-C in a terminal (SIGINT to it)
@@ -314,6 +320,7 @@ def test_a_stop_sent_to_the_workers_too_ends_the_run(tmp_path, sig):
     assert len(list((out / "images").glob("*.jpg"))) == 2000 and not list((out / "images").glob(".*"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers in Linux's /proc")
 def test_a_worker_killed_alone_is_one_line_and_exit_4(tmp_path):
     """The OOM killer ends one worker: the run says so and stops (exit 4), no hang, no traceback."""
@@ -389,6 +396,7 @@ def test_compose_on_real_product_photos(tmp_path):
     assert len({b["name"] for b in summary["backgrounds"]}) > 20
 
 
+@pytest.mark.slow
 def test_several_stamp_classes(tmp_path):
     seal = Image.new("RGB", (120, 80), "white")
     seal.paste((20, 40, 200), (10, 10, 110, 70))

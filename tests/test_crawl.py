@@ -149,6 +149,7 @@ def check_good_and_bad(out, base):
     assert sorted(p.name for p in (out / "images").iterdir()) == sorted(k["file"] for k in kept)
 
 
+@pytest.mark.slow
 def test_url_list_keeps_exactly_the_good_unique_images(server, tmp_path):
     base, links = server
     (tmp_path / "urls.txt").write_text("".join(f"{base}{p}\n" for p in links) + "ftp://example.invalid/x.jpg\n")
@@ -172,6 +173,7 @@ def test_max_is_exact_with_many_threads(server, tmp_path):
     assert len(reasons) == 9 and set(reasons) <= {"over-max", "not-fetched"}, reasons
 
 
+@pytest.mark.slow
 def test_site_crawl_follows_links(server, tmp_path):
     base, _ = server
     store, stats = crawl(tmp_path / "out", sites=[base + "/"])
@@ -179,6 +181,7 @@ def test_site_crawl_follows_links(server, tmp_path):
     assert stats.rows[("site", base + "/")]["pages"] >= 2
 
 
+@pytest.mark.slow
 def test_second_run_adds_nothing(server, tmp_path):
     base, links = server
     (tmp_path / "urls.txt").write_text("".join(f"{base}{p}\n" for p in links))
@@ -233,6 +236,7 @@ def result_pages(base, links):
     return {"/images/async": bing, "/search": google, "/search/acjson": baidu}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["bing", "google", "baidu"])
 def test_search_engine_end_to_end(server, tmp_path, engine):
     base, links = server
@@ -244,6 +248,7 @@ def test_search_engine_end_to_end(server, tmp_path, engine):
     assert {k["keyword"] for k in manifest(tmp_path / "out")} == {"milk carton"}
 
 
+@pytest.mark.slow
 def test_zero_results_warn_and_name_the_engine(server, tmp_path):
     base, links = server
     Site.pages.update(result_pages(base, links))
@@ -279,6 +284,7 @@ def test_from_dir_goes_through_the_same_checks(tmp_path):
     assert [reasons.get(n) for n in ("again.png", "p0.jpg") if n in reasons] in (["duplicate"], ["near-duplicate"])
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_set(server, tmp_path):
     base, links = server
     Site.files.update({f"/img/extra{i}.jpg": jpeg(photo(300 + i)) for i in range(30)})

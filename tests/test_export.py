@@ -81,6 +81,7 @@ def assert_same_detections(a: PhotoResult, b: PhotoResult, score_tol=SCORE_TOL, 
         assert c1 == c2 and abs(s1 - s2) <= score_tol and np.allclose(b1, b2, atol=box_tol), a.path
 
 
+@pytest.mark.slow
 def test_onnx_gives_torchs_detections_on_real_and_generated_photos(tiny):
     files = find_images([tiny / "photos"]) + real_photos()
     torch_engine = Predictor(tiny / "model", "cpu", mixed_precision=False)
@@ -139,6 +140,7 @@ def test_the_onnx_example_gives_qas_numbers_with_numpy_pillow_and_onnxruntime_al
             assert c1 == c2 and abs(s1 - s2) < 1e-6 and np.allclose(b1, b2, atol=1e-3), g["file"]
 
 
+@pytest.mark.slow
 def test_qa_on_the_onnx_file_needs_no_torch_and_agrees_with_torch(tiny, tmp_path):
     expected = {r.path.name: r for r in predict_photos(Predictor(tiny / "model", "cpu", mixed_precision=False),
                                                        find_images([tiny / "photos"]), threshold=0.0)}
@@ -207,6 +209,7 @@ def test_import_stampcheck_is_cheap():
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_torchscript_export_runs_like_the_model(tiny, tmp_path):
     path, difference = export(tiny / "model", "torchscript", tmp_path / "m.torchscript")
     assert difference == (0.0, 0.0)
@@ -223,6 +226,7 @@ def test_torchscript_export_runs_like_the_model(tiny, tmp_path):
         assert np.abs(e - g.numpy()).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_export_replaces_only_its_own_files_and_a_stale_export_is_refused(tiny, tmp_path):
     notes = tmp_path / "notes.onnx"
     notes.write_text("not a model")
@@ -312,6 +316,7 @@ def bad_onnx(tiny, folder: Path, change: dict) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD_METADATA))
 def test_onnx_metadata_is_checked_as_config_json_is(tiny, tmp_path, case):
     change, why = BAD_METADATA[case]

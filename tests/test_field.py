@@ -88,6 +88,7 @@ def test_the_field_set_is_a_labelled_set_evaluate_reads(tmp_path):
             assert size == pytest.approx(meta[item.file]["look"]["size"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_scores_are_evaluates_and_groups_are_counted(tmp_path):
     from qa.evaluate import evaluate
 

@@ -127,6 +127,7 @@ def assert_ultralytics_sees_our_labels(view: dict, dataset: Path) -> None:
                 assert g[0] == t[0] and all(abs(a - b) < 0.5 for a, b in zip(g[1:], t[1:])), (g, t)
 
 
+@pytest.mark.slow
 def test_ultralytics_finds_every_label_and_the_moved_dataset_still_loads(two_class_dataset, tmp_path):
     moved = tmp_path / "elsewhere" / "two"
     shutil.copytree(two_class_dataset, moved)  # a copy: the module's dataset stays where it is
@@ -182,6 +183,7 @@ def test_compose_overwrite_replaces_its_yolo_files_and_keeps_the_users(tmp_path)
 
 # ---------------------------------------------------------------- fastai: model.pkl
 
+@pytest.mark.slow
 def test_model_pkl_predicts_and_gets_preds_as_fastai_users_expect(tiny):
     from fastai.learner import load_learner
 
@@ -278,6 +280,7 @@ def darknet_export(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.slow
 def test_evaluate_gives_the_same_figures_from_labels_csv_coco_and_yolo(tiny, tmp_path):
     ds = tiny / "ds"
     runs = {
@@ -309,6 +312,7 @@ def test_evaluate_gives_the_same_figures_from_labels_csv_coco_and_yolo(tiny, tmp
     assert metrics["YOLO"]["images"] == 24
 
 
+@pytest.mark.slow
 def test_bad_labels_are_named_before_the_model_loads(tiny, tmp_path):
     yolo = tmp_path / "yolo"
     shutil.copytree(tiny / "ds" / "yolo", yolo)

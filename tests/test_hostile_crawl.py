@@ -89,6 +89,7 @@ def hostile_folder(folder: Path) -> dict[str, str]:
             "bad.jpg": "not-an-image"}
 
 
+@pytest.mark.slow
 def test_crawl_never_removes_a_users_files_and_skips_unreadable_ones(tmp_path):
     photos = tmp_path / "photos"
     (photos / "images").mkdir(parents=True)
@@ -121,6 +122,7 @@ def test_crawl_that_keeps_nothing_exits_crawl_empty(tmp_path):
     assert by_name(tmp_path / "out") == {"x.jpg": "not-an-image"}
 
 
+@pytest.mark.slow
 def test_bad_inputs_and_overlapping_folders_are_usage_errors(tmp_path):
     photos = tmp_path / "photos"
     (photos / "images").mkdir(parents=True)
@@ -223,6 +225,7 @@ def answers(*first, then):
     return answer, times
 
 
+@pytest.mark.slow
 def test_a_busy_server_is_asked_again_when_it_says_and_never_past_the_deadline(hostile, tmp_path):
     def in_2_s():  # an HTTP date (whole seconds): 1-2 s after it is asked
         return 503, {"Retry-After": email.utils.formatdate(time.time() + 2, usegmt=True)}
@@ -254,6 +257,7 @@ def test_a_busy_server_is_asked_again_when_it_says_and_never_past_the_deadline(h
     assert time.monotonic() - start < 60
 
 
+@pytest.mark.slow
 def test_url_list_accounts_for_every_url_and_holds_the_deadline(hostile, tmp_path):
     base = hostile
     Hostile.files.update({f"/short{i}.jpg": jpeg(photo(60 + i)) for i in range(4)})
@@ -283,6 +287,7 @@ def test_url_list_accounts_for_every_url_and_holds_the_deadline(hostile, tmp_pat
 
 
 
+@pytest.mark.slow
 def test_one_thread_held_by_slow_servers_still_fetches_every_url(hostile, tmp_path):
     """Found by an attacker: with its only download thread held by slow servers, icrawler's queue
     dropped the URLs after them, and they were written off as not fetched."""
@@ -326,6 +331,7 @@ def shop(base: str) -> dict:
 SHOP_KEPT = {"/og.jpg", "/p0.jpg", "/p1-large.jpg", "/p2.jpg", "/p3-2x.jpg", "/p5.jpg", "/cat/p6.jpg", "/p7.jpg"}
 
 
+@pytest.mark.slow
 def test_site_crawl_finds_a_real_shops_images_and_keeps_to_the_rules(hostile, tmp_path):
     Hostile.files.update(shop(hostile))
     r, _ = cli("--site", hostile + "/", "--out", tmp_path / "out", "--max-depth", "2", "--min-size", "64",
@@ -342,6 +348,7 @@ def test_site_crawl_finds_a_real_shops_images_and_keeps_to_the_rules(hostile, tm
     assert sum(p == "/robots.txt" for p in asked) == 1
 
 
+@pytest.mark.slow
 def test_robots_wildcards_and_the_longest_rule_are_kept_as_rfc_9309_reads_them(hostile, tmp_path):
     """`*` and `$` in a rule, and an Allow longer than the Disallow it sits in (the standard library's
     parser lets the first two through and refuses the third)."""
@@ -378,6 +385,7 @@ def test_a_robots_txt_written_with_a_byte_order_mark_is_obeyed(hostile, tmp_path
     assert {path for _, path in Hostile.requests} == {"/robots.txt"}
 
 
+@pytest.mark.slow
 def test_site_crawl_stops_at_max_pages_and_can_ignore_robots(hostile, tmp_path):
     Hostile.files.update(shop(hostile))
     store = ImageStore(tmp_path / "out", ImageLimits(min_side=64))
@@ -429,6 +437,7 @@ def two_hosts():
         s.shutdown()
 
 
+@pytest.mark.slow
 def test_site_crawl_asks_robots_of_every_host_a_redirect_reaches_before_going(two_hosts, tmp_path):
     (shop_url, shop_host), (other_url, other_host) = two_hosts
     other_host.files.update({"/robots.txt": b"User-agent: *\nDisallow: /\n", "/img.jpg": jpeg(photo(301)),
@@ -452,6 +461,7 @@ def test_site_crawl_asks_robots_of_every_host_a_redirect_reaches_before_going(tw
     assert got[f"{shop_url}/own.jpg"] == "kept" and got[f"{shop_url}/endless.jpg"] == "kept", got
 
 
+@pytest.mark.slow
 def test_a_chain_of_redirects_is_asked_of_robots_at_every_hop(two_hosts, tmp_path):
     """Shop -> an allowed path on the other host -> a path its robots.txt disallows, and back from
     the other host to the shop: each hop is asked of its own host's robots before it is requested."""

@@ -61,6 +61,7 @@ def backgrounds(tmp_path) -> Path:
     return tmp_path / "bgs"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["out holds the backgrounds", "out inside the backgrounds", "stamp inside out"])
 def test_compose_never_writes_where_it_reads(tmp_path, backgrounds, layout):
     stamp = tmp_path / "work" / "seal.png"
@@ -110,6 +111,7 @@ def test_compose_overwrite_removes_only_what_the_dataset_wrote(tmp_path):
     assert json.loads((ds / "dataset.json").read_text())["seed"] == 2 and (ds / "preview.png").is_file()
 
 
+@pytest.mark.slow
 def test_bad_looks_are_refused_before_anything_is_written(tmp_path):
     out = tmp_path / "ds"
     for option, values in [("--scale", ("0", ".3")), ("--jpeg-quality", ("0", "200")), ("--scale", ("0.9", "0.1"))]:
@@ -190,6 +192,7 @@ def composed(tmp_path_factory) -> Path:
     return ds
 
 
+@pytest.mark.slow
 def test_train_refuses_to_replace_a_model_unless_asked(composed, tmp_path):
     out = model_folder(tmp_path / "m", ["qc-passed"])
     (out / "notes.txt").write_text("keep me")
@@ -210,6 +213,7 @@ def test_train_refuses_overlapping_folders(composed, tmp_path):
     assert files(composed, tmp_path) == before and not (composed / "model").exists()
 
 
+@pytest.mark.slow
 def test_train_skips_a_truncated_image_and_replaces_only_its_own_files(composed, tmp_path):
     ds = tmp_path / "ds"
     compose_dataset(ComposeConfig(count=16, seed=2, max_size=96, looks=EASY), ds)
@@ -231,6 +235,7 @@ def test_train_skips_a_truncated_image_and_replaces_only_its_own_files(composed,
                                                                    if i.file != broken.name)
 
 
+@pytest.mark.slow
 def test_evaluate_checks_classes_against_the_model(composed, tmp_path):
     from qa.evaluate import evaluate
 
@@ -249,6 +254,7 @@ def test_evaluate_checks_classes_against_the_model(composed, tmp_path):
 
 # Found by trying the safety fixes as an attacker would: outputs written over a user's files.
 
+@pytest.mark.slow
 def test_report_folders_of_other_owners_are_refused_and_untouched(composed, tmp_path):
     model = model_folder(tmp_path / "model", ["qc-passed"])
     site = tmp_path / "site"
@@ -269,6 +275,7 @@ def test_report_folders_of_other_owners_are_refused_and_untouched(composed, tmp_
     refused(cli("evaluate", model, composed, "--out", tmp_path / "rep"), "did not write")
 
 
+@pytest.mark.slow
 def test_links_out_of_the_tools_folders_are_refused(composed, tmp_path):
     user = tmp_path / "frames"
     user.mkdir()
@@ -300,6 +307,7 @@ def test_preview_never_replaces_an_existing_picture_and_fifo_stamps_are_refused(
     assert {k: v for k, v in files(tmp_path).items()} == before
 
 
+@pytest.mark.slow
 def test_devices_this_machine_lacks_are_usage_errors(composed, tmp_path):
     model = model_folder(tmp_path / "model", ["qc-passed"])
     photo = composed / "images" / "000000.jpg"
@@ -308,6 +316,7 @@ def test_devices_this_machine_lacks_are_usage_errors(composed, tmp_path):
         refused(cli("evaluate", model, composed, "--device", "cuda"), "no CUDA GPU")
 
 
+@pytest.mark.slow
 def test_evaluate_on_a_set_whose_every_image_is_unreadable_says_so(tmp_path):
     ds = tmp_path / "ds"
     (ds / "images").mkdir(parents=True)

@@ -145,6 +145,7 @@ def by_file(rows):
     return found
 
 
+@pytest.mark.slow
 def test_zero_width_boxes_neither_crash_nor_stop_the_batch(hostile):
     r = hostile["r"]
     assert r.returncode == errors.UNREADABLE, r.output  # all readable photos stamped, two unreadable
@@ -194,6 +195,7 @@ def test_inputs_and_model_are_untouched(hostile):
     assert hostile["after"] == hostile["before"]
 
 
+@pytest.mark.slow
 def test_glob_over_symlink_loops_ends_and_reports_broken_links(forced_model, tmp_path):
     x = tmp_path / "x"
     (x / "deep").mkdir(parents=True)
@@ -214,6 +216,7 @@ def test_glob_over_symlink_loops_ends_and_reports_broken_links(forced_model, tmp
     assert tree_state(x) == before
 
 
+@pytest.mark.slow
 def test_a_batch_of_only_unreadable_files_is_no_pass(forced_model, tmp_path):
     """What is named or made as a photo is checked, and one that cannot be read is an error row;
     only a file neither named nor made as an image (a README) is skipped, and named."""
@@ -286,6 +289,7 @@ def test_every_format_pillow_writes_and_reads_is_read_at_its_first_frame():
         assert open_checked(buf.getvalue()).getpixel((5, 5)) == (255, 0, 0), fmt
 
 
+@pytest.mark.slow
 def test_a_photo_folder_with_its_readme_checks_the_photos_alone(forced_model, good_photos, tmp_path):
     """A folder of photos as it is shared (README, LICENSE, labels.csv beside them), a camera's JPEG
     without a suffix, a photo in a format qa has no suffix for (PPM), a camera file that was never
@@ -350,6 +354,7 @@ def test_model_config_is_validated_on_load(forced_model, tmp_path, change, words
         load_model_dir(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_bad_model_config_is_one_line_and_exit_2(forced_model, tmp_path, good_photos):
     model = tmp_path / "model"
     model.mkdir()
@@ -478,6 +483,7 @@ def what_the_report_describes(out: Path) -> tuple[list[str], dict[str, list[str]
     return page, tables
 
 
+@pytest.mark.slow
 def test_a_rerun_killed_leaves_table_and_page_of_one_run(forced_model, tmp_path):
     """kill -9 of a qa run into an earlier run's report: results.csv, results.jsonl and the page never
     describe different runs (both the earlier run, or no table and the page of the new run so far)."""

@@ -109,6 +109,7 @@ def big(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_qa_checks_a_16_bit_photo_in_bounded_memory_and_refuses_a_float_one_by_its_bytes(big, tmp_path):
     model = model_folder(tmp_path / "model", ["qc-passed"])
     code, grew, output = measured(["qa.batch", "train.predict"], "qa", model, big, "--out", tmp_path / "qa",
@@ -121,6 +122,7 @@ def test_qa_checks_a_16_bit_photo_in_bounded_memory_and_refuses_a_float_one_by_i
     assert grew < 700 * MB, grew / MB
 
 
+@pytest.mark.slow
 def test_crawl_keeps_a_16_bit_photo_in_bounded_memory(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -154,6 +156,7 @@ def test_decoded_bytes_are_capped_by_the_mode(tmp_path):
         open_checked(tmp_path / "float.tif", limits)
 
 
+@pytest.mark.slow
 def test_qa_flattens_a_photo_with_alpha_in_bounded_memory(tmp_path):
     """A grey PNG with alpha of 100 MP decodes to 200 MB; flattened on white as a whole it took
     1.6 GB more (RGBA copy, a white RGBA page, their composite, then RGB)."""

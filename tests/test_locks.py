@@ -100,6 +100,7 @@ def cleanup():
             p.communicate()
 
 
+@pytest.mark.slow
 def test_a_second_compose_into_one_folder_is_refused_and_a_killed_one_lets_go(tmp_path, cleanup):
     ds = tmp_path / "ds"
     args = ["--count", 60, "--max-size", 64, "--workers", 1, "--out", ds]
@@ -138,6 +139,7 @@ def test_a_dataset_folder_holding_only_the_marker_is_composed_into(tmp_path):
     assert json.loads((ds / "dataset.json").read_text())["images"] == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["a file of someone else's", "a link", "a named pipe"])
 def test_a_marker_stampcheck_did_not_write_is_never_written_through(tmp_path, kind):
     photos, out, elsewhere = tmp_path / "photos", tmp_path / "out", tmp_path / "settings.txt"
@@ -158,6 +160,7 @@ def test_a_marker_stampcheck_did_not_write_is_never_written_through(tmp_path, ki
     assert state(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_a_second_crawl_into_one_folder_is_refused(tmp_path, cleanup):
     first_photos, second_photos, out = tmp_path / "a", tmp_path / "b", tmp_path / "bg"
     for folder, seed in ((first_photos, 100), (second_photos, 200)):
@@ -176,6 +179,7 @@ def test_a_second_crawl_into_one_folder_is_refused(tmp_path, cleanup):
     assert all(k["url"].startswith(first_photos.resolve().as_uri() + "/") for k in kept)
 
 
+@pytest.mark.slow
 def test_a_second_export_into_one_folder_is_refused(tmp_path, cleanup):
     from tests.test_hostile_inputs import model_folder
 
@@ -190,6 +194,7 @@ def test_a_second_export_into_one_folder_is_refused(tmp_path, cleanup):
     assert (model / "model.onnx").is_file() and not (model / "model.torchscript").exists()
 
 
+@pytest.mark.slow
 def test_a_second_train_into_one_folder_is_refused_and_so_is_an_export_there(tmp_path, cleanup):
     first_ds, second_ds = square_dataset(tmp_path / "a", n=8), square_dataset(tmp_path / "b", n=8)
     model = tmp_path / "model"
@@ -208,6 +213,7 @@ def test_a_second_train_into_one_folder_is_refused_and_so_is_an_export_there(tmp
     assert (model / "metrics.json").is_file() and not (model / "model.onnx").exists()
 
 
+@pytest.mark.slow
 def test_a_pretraining_run_is_not_resumed_while_it_runs(tmp_path, cleanup):
     out = tmp_path / "run"
     args = ["--out", out, "--size", 64, "--epochs", 2, "--epoch-images", 16, "--valid-images", 8, "--bs", 8,
@@ -260,6 +266,7 @@ print("imported", remove_own_partials(out, "results\\\\.csv"))
     assert r.returncode == 0 and r.stdout.strip() == "imported []", r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_preview_replaces_only_a_preview_stampcheck_wrote(tmp_path):
     ds = square_dataset(tmp_path / "hand", n=4)
     own = ds / "preview.png"

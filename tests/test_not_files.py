@@ -73,6 +73,7 @@ def coco(folder: Path, names: list[str]) -> Path:
     return folder / "coco.json"
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_pipes_named_as_images_or_label_files(tmp_path):
     """evaluate reads the labelled set before the model: a model folder is not even needed to be refused."""
     photo(1).save(tmp_path / "a.jpg")
@@ -104,6 +105,7 @@ def dataset(tmp_path_factory) -> Path:
     return square_dataset(tmp_path_factory.mktemp("squares") / "ds")
 
 
+@pytest.mark.slow
 def test_train_refuses_weights_that_are_no_torch_file(dataset, tmp_path):
     """A named pipe would block the read; a text file (/etc/hostname, say) is no torch file: the
     user's input, exit 2 in one line, and no model folder made."""

@@ -59,6 +59,7 @@ def rows_by_file(report: Path):
     return rows
 
 
+@pytest.mark.slow
 def test_qa_reports_every_photo_with_statuses_and_exit_codes(tiny_model, photo_folder, tmp_path):
     r = run_cli("qa", tiny_model / "model", photo_folder, "--out", tmp_path / "all", "--threshold", "0", "--workers", "1")
     # threshold 0: every readable photo "has" a stamp, but one could not be read, which is no pass;
@@ -173,6 +174,7 @@ def test_by_stamp_size_groups_stamped_images_by_their_largest_stamp():
     assert rows[0]["iou50"] == pytest.approx(0.5) and rows[2]["mean_iou"] == pytest.approx(0.9)
 
 
+@pytest.mark.slow
 def test_evaluate_writes_metrics_and_curve(tiny_model, tmp_path):
     r = run_cli("evaluate", tiny_model / "model", tiny_model / "ds", "--out", tmp_path, "--workers", "0")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -197,6 +199,7 @@ def test_evaluate_writes_metrics_and_curve(tiny_model, tmp_path):
     assert ev.stats[1] > 0
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_in_quick_mode(tmp_path):
     r = run_cli("demo", "--quick", "--out", tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

@@ -177,6 +177,7 @@ def hottest_in_box(heat: np.ndarray, width: int, height: int, box) -> tuple[bool
     return bool(inside[y, x]), float(heat[inside].mean() / max(heat[~inside].mean(), 1e-6))
 
 
+@pytest.mark.slow
 def test_the_heatmap_of_a_found_stamp_is_hottest_over_it(model):
     found = found_stamps(model)
     assert len(found) >= 3, "the model finds too few stamps to check where it looks"
@@ -192,6 +193,7 @@ def run_qa_cli(*args):
                           text=True, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_the_report_agrees_with_results_csv_and_works_in_chromium(model, tmp_path):
     photos = tmp_path / "photos"
     (photos / "line3" / "cam2").mkdir(parents=True)
@@ -390,6 +392,7 @@ def forced_model(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_folders_named_as_object_properties_and_spoofing_names_show_in_chromium(tmp_path):
     if not chromium_path():
         pytest.skip("chromium not installed: the page itself is not checked")

@@ -149,6 +149,7 @@ def easy_dataset(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_training_runs_and_loss_goes_down(easy_dataset, tmp_path):
     logs = []
     metrics = train(easy_dataset, tmp_path, TrainConfig(verifier=False, arch="resnet18", size=64, epochs=4, bs=8, pretrained=True,
@@ -181,6 +182,7 @@ def test_export_reload_predict_same_numbers(easy_dataset, tmp_path):
         assert torch.allclose(learn.model(xin), p1.model(xin), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_crop_training_predicts_on_the_whole_image(easy_dataset, tmp_path):
     logs = []
     metrics = train(easy_dataset, tmp_path, TrainConfig(verifier=False, arch="resnet18", size=96, crop=64, epochs=1, bs=8,
@@ -203,6 +205,7 @@ def test_crop_training_predicts_on_the_whole_image(easy_dataset, tmp_path):
     assert r.returncode == 2 and "must be smaller than --size" in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_the_size_a_model_predicts_at_is_the_best_valid_view_and_evaluate_agrees(easy_dataset, tmp_path):
     from qa.evaluate import evaluate
 
@@ -254,6 +257,7 @@ def test_cpu_defaults_see_small_stamps_at_full_size_and_train_on_windows(easy_da
     assert cfg.crop is None and dls.one_batch()[0].shape[-1] == 96  # a chosen --size is trained whole
 
 
+@pytest.mark.slow
 def test_init_from_an_earlier_model_goes_on_from_its_weights(easy_dataset, tmp_path):
     cfg = dict(arch="resnet18", size=64, bs=8, pretrained=False, workers=0)
     train(easy_dataset, tmp_path / "a", TrainConfig(verifier=False, epochs=1, **cfg))
@@ -293,6 +297,7 @@ def test_mixed_precision_autocasts_the_forward_pass_where_the_cpu_has_bf16(easy_
     assert learn.model.stem[0].weight.dtype == torch.float32  # master weights stay fp32
 
 
+@pytest.mark.slow
 def test_overfits_16_images(tmp_path):
     src = tmp_path / "ds"
     compose_dataset(ComposeConfig(count=16, seed=3, max_size=96, looks=Looks(**{**EASY.to_dict(), "negative_share": 0.0})), src)
@@ -311,6 +316,7 @@ def test_overfits_16_images(tmp_path):
     assert m["final"]["mean_iou"] > 0.8, m["final"]
 
 
+@pytest.mark.slow
 def test_bad_dataset_names_the_bad_rows(easy_dataset, tmp_path):
     shutil.copytree(easy_dataset, tmp_path / "d")
     lines = (tmp_path / "d" / "labels.csv").read_text().splitlines()
@@ -334,6 +340,7 @@ def test_local_weights_file_is_used(tmp_path):
         build_model("vgg16", 1)
 
 
+@pytest.mark.slow
 def test_interrupt_keeps_the_best_model(easy_dataset, tmp_path):
     out = tmp_path / "m"
     proc = subprocess.Popen([sys.executable, "-m", "stampcheck", "train", "--no-verifier", str(easy_dataset), "--out", str(out),
@@ -352,6 +359,7 @@ def test_interrupt_keeps_the_best_model(easy_dataset, tmp_path):
     Predictor(out, "cpu")  # the kept model loads
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_process_distributed_run(easy_dataset, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -365,6 +373,7 @@ def test_two_process_distributed_run(easy_dataset, tmp_path):
     assert len(json.loads((tmp_path / "m" / "metrics.json").read_text())["epochs"]) == 2
 
 
+@pytest.mark.slow
 def test_lr_find_and_early_stopping_from_the_cli(easy_dataset, tmp_path):
     # a relative --out, as users type it (fastai joins its own path with relative names)
     r = subprocess.run([sys.executable, "-m", "stampcheck", "train", "--no-verifier", str(easy_dataset), "--out", "model",

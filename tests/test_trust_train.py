@@ -49,6 +49,7 @@ def pretrain_folder(out: Path, checkpoint) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path):
     ran = tmp_path / "code-ran"
     model, _ = build_model("resnet18", 1, pretrained="none")
@@ -72,6 +73,7 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path):
 
 @pytest.mark.parametrize("setting, value", [("size", 999999), ("lr", float("nan")), ("epochs", -5), ("bs", 0),
                                             ("size", 128.5), ("epoch_images", True), ("lr", "0.1")])
+@pytest.mark.slow
 def test_resume_refuses_settings_a_state_json_was_edited_to(tmp_path, setting, value):
     """--resume takes the run's settings from state.json, held to the limits the command line has:
     a size that takes the machine's memory, a NaN rate that trains NaN and exits 0, are exit 2."""
@@ -85,6 +87,7 @@ def test_resume_refuses_settings_a_state_json_was_edited_to(tmp_path, setting, v
     assert files(out) == before
 
 
+@pytest.mark.slow
 def test_pretrain_writes_only_into_a_folder_of_its_own(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -132,6 +135,7 @@ def earlier_model(out: Path) -> dict:
     return files(out)
 
 
+@pytest.mark.slow
 def test_a_refused_training_leaves_the_earlier_model_as_it_was(dataset, tmp_path):
     keep = tmp_path / "keep"
     before = earlier_model(keep)
@@ -179,6 +183,7 @@ FIRST_EPOCH = ["--size", 192, "--bs", 4, "--epochs", 3, "--no-pretrained", "--wo
 
 @pytest.mark.parametrize("sig, overwrite, extra", [(signal.SIGINT, False, []), (signal.SIGTERM, True, []),
                                                    (signal.SIGINT, True, ["--lr-find"])])
+@pytest.mark.slow
 def test_interrupted_in_the_first_epoch_leaves_the_folder_as_it_was(long_epoch, tmp_path, sig, overwrite, extra):
     """Into a new folder: nothing is left. Over an earlier model (--overwrite): it stays, byte for byte,
     also when the signal comes while lr_find runs (its curve cut short, no suggestion)."""
@@ -199,6 +204,7 @@ def test_interrupted_in_the_first_epoch_leaves_the_folder_as_it_was(long_epoch, 
         assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow
 def test_pretrain_interrupted_exits_130_and_keeps_only_finished_epochs(tmp_path):
     out = tmp_path / "run"
     args = ["pretrain", "--out", out, "--epochs", 50, "--valid-images", 8, "--bs", 8, "--workers", 0]
@@ -220,6 +226,7 @@ def test_pretrain_interrupted_exits_130_and_keeps_only_finished_epochs(tmp_path)
     assert 1 <= state["epochs_done"] < 50 and (out / "card.md").is_file() and (out / "base.pth").is_file()
 
 
+@pytest.mark.slow
 def test_killed_while_its_first_epoch_is_written_the_earlier_model_stays(dataset, tmp_path):
     """kill -9 (or a full disk) while the new weights are being written: the earlier model is whole,
     its config.json beside its model.pth; its files go only once the new ones are written beside."""
@@ -254,6 +261,7 @@ def test_a_model_written_while_the_dataset_loads_is_not_replaced(dataset, tmp_pa
     assert before and files(out) == before | {str(out / MARKER): files(out)[str(out / MARKER)]}  # the pid it held it by
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["train", "pretrain"])
 def test_a_stop_sent_to_the_process_group_is_an_interruption(long_epoch, tmp_path, command):
     """SIGTERM to the whole process group (a service manager's stop, `kill -TERM -PGID`) ends the

@@ -61,6 +61,7 @@ def look_alikes(tmp_path_factory) -> Path:
     return look_alike_set(tmp_path_factory.mktemp("look-alikes") / "ds")
 
 
+@pytest.mark.slow
 def test_mined_negatives_come_from_stamp_free_images_and_positives_hold_the_stamp(look_alikes, tmp_path):
     """Mining with a real (untrained) detector: every crop labelled 'none' is cut from a stamp-free
     image, every positive overlaps a true box."""
@@ -114,6 +115,7 @@ def records(report: Path) -> dict:
     return {Path(r["file"]).name: r for r in map(json.loads, (report / "results.jsonl").read_text().splitlines())}
 
 
+@pytest.mark.slow
 def test_two_stages_beat_one_where_a_look_alike_is_the_only_negative(two_stage):
     out, metrics = two_stage
     one, two = metrics["one_stage"], metrics["final"]
@@ -125,6 +127,7 @@ def test_two_stages_beat_one_where_a_look_alike_is_the_only_negative(two_stage):
     assert config["valid"] == two and config["verifier"]["one_stage_valid"] == one
 
 
+@pytest.mark.slow
 def test_qa_torch_and_onnx_give_the_same_verdicts_and_onnx_needs_no_torch(two_stage, look_alikes, tmp_path):
     out, _ = two_stage
     r = cli("export", out)
@@ -146,6 +149,7 @@ def test_qa_torch_and_onnx_give_the_same_verdicts_and_onnx_needs_no_torch(two_st
         assert abs(a[name]["score"] - b[name]["score"]) <= 1e-3 and a[name]["detector_score"] is not None
 
 
+@pytest.mark.slow
 def test_a_one_stage_model_folder_still_runs_and_says_so(two_stage, look_alikes, tmp_path):
     """A folder as trained before the verifier (or with --no-verifier): no verifier.pth, no section."""
     import shutil
@@ -179,6 +183,7 @@ def test_the_python_api_judges_as_qa_does(two_stage, look_alikes, tmp_path):
             assert abs(found[0].score - qa[name]["detections"][0]["score"]) <= 1e-3
 
 
+@pytest.mark.slow
 def test_the_report_shows_the_crop_the_verifier_saw_beside_the_detectors_score(two_stage, look_alikes, tmp_path):
     from qa.batch import run_qa
     from tests.chromium import Chromium, chromium_path
@@ -242,6 +247,7 @@ def copy_model(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.slow
 def test_export_never_replaces_a_file_of_someone_elses_where_the_verifiers_graph_goes(hand_made, tmp_path):
     import os
 
@@ -270,6 +276,7 @@ class RunsCode:
         return (Path.touch, (self.marker,))
 
 
+@pytest.mark.slow
 def test_a_verifier_pth_that_is_a_pipe_or_runs_code_is_one_line_and_never_read_as_code(hand_made, tmp_path):
     import os
 
@@ -292,6 +299,7 @@ def test_a_verifier_pth_that_is_a_pipe_or_runs_code_is_one_line_and_never_read_a
     assert "Traceback" not in r.stdout + r.stderr and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_the_onnx_engine_holds_the_verifiers_graph_to_its_config_and_never_opens_a_pipe(hand_made, tmp_path):
     import os
     import shutil

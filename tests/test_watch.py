@@ -80,6 +80,7 @@ def csv_counts(out: Path) -> dict[str, int]:
     return {k: list(photos.values()).count(k) for k in ("stamped", "missing", "unreadable")}
 
 
+@pytest.mark.slow
 def test_watch_checks_each_photo_once_as_written_and_continues_after_a_restart(tiny_model, tmp_path):  # noqa: F811
     folder, out, gate_log = tmp_path / "camera", tmp_path / "report", tmp_path / "gate.log"
     (folder / "line3" / "cam2").mkdir(parents=True)
@@ -146,6 +147,7 @@ def test_watch_checks_each_photo_once_as_written_and_continues_after_a_restart(t
     assert page_counts(out / "index.html", tmp_path) == csv_counts(out)  # the report went on, too
 
 
+@pytest.mark.slow
 def test_watch_refuses_bad_input_in_one_line(tiny_model, tmp_path):  # noqa: F811
     folder = tmp_path / "camera"
     folder.mkdir()
@@ -172,6 +174,7 @@ SLOW_GATE = ("import sys, time; log, path = sys.argv[1:]; open(log, 'a').write('
              "time.sleep(1.5); open(log, 'a').write('end ' + ascii(path) + '\\n'); sys.exit(3 if 'bad' in path else 0)")
 
 
+@pytest.mark.slow
 def test_watch_on_a_hostile_folder_checks_each_name_once_and_gates_them_all(tiny_model, tmp_path):  # noqa: F811
     """Names a camera folder can hold on a bad day, a link into the report, and Ctrl-C from the
     terminal (its whole process group) while reject gates are running and queued."""
@@ -236,6 +239,7 @@ def test_watch_on_a_hostile_folder_checks_each_name_once_and_gates_them_all(tiny
     assert not problems and proc.returncode == 130, "\n".join(problems) + "\n" + output
 
 
+@pytest.mark.slow
 def test_watch_skips_a_document_and_checks_a_photo_written_over_it(tiny_model, tmp_path):  # noqa: F811
     """A camera's placeholder (text under a photo's future name) is skipped once it has settled, not
     an unreadable row; the photo written over it later is checked."""
@@ -253,6 +257,7 @@ def test_watch_skips_a_document_and_checks_a_photo_written_over_it(tiny_model, t
     assert output.count("skipped, not a photo by name or content: IMG_0001") == 1, output
 
 
+@pytest.mark.slow
 def test_one_watch_per_report_folder_and_a_removed_report_stops_it(tiny_model, tmp_path):  # noqa: F811
     folder, out = tmp_path / "camera", tmp_path / "report"
     folder.mkdir()
