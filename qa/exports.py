@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import quote
 
@@ -63,7 +64,8 @@ def label_studio_tasks(records: list[dict], model: str) -> list[dict]:
                              "rotation": 0, "rectanglelabels": [d["class"]]}}
                   for k, d in enumerate(r["detections"])]
         path = str(Path(r["file"]).resolve()).lstrip("/")
-        tasks.append({"data": {"image": f"/data/local-files/?d={quote(path)}"},
+        # the name's own bytes, percent-encoded (a name that is no UTF-8 too)
+        tasks.append({"data": {"image": f"/data/local-files/?d={quote(os.fsencode(path))}"},
                       "predictions": [{"model_version": model, "score": r["score"], "result": result}]})
     return tasks
 
