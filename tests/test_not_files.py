@@ -30,9 +30,11 @@ def cli(*args, timeout=90) -> subprocess.CompletedProcess:
 
 
 def refused(r, *words) -> None:
-    """Exit 2, one line, no traceback, naming ``words``."""
+    """Exit 2, one error line (and under it only the problems it lists, indented), no traceback, naming ``words``."""
     out = r.output.strip()
-    assert r.returncode == errors.USAGE and out.startswith("error:") and len(out.splitlines()) == 1, out[-2000:]
+    lines = out.splitlines()
+    assert r.returncode == errors.USAGE and out.startswith("error:"), out[-2000:]
+    assert all(line.startswith("  ") for line in lines[1:]) and "Traceback" not in out, out[-2000:]
     for w in words:
         assert w in out, out
 
