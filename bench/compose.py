@@ -1,7 +1,7 @@
 """Compose speed against its floor, measured in one run on the same backgrounds.
 
 floor:   decode (same draft scale) + resize to the output size + JPEG encode + write, nothing else
-compose: the same plus the stamp, distractors and looks (compose.composer.render_one)
+compose: the same plus the stamp, distractors and looks (stampcheck.compose.composer.render_one)
 Also the whole `compose_dataset` with 1 and 2 workers (background scan and label files included).
 
     python -m bench.compose [--backgrounds DIR] [--count N]   (from the project root)
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from compose.backgrounds import builtin_source, scan_folder
-from compose.composer import ComposeConfig, _init_worker, assign_splits, compose_dataset, plan_backgrounds, render_one
-from compose.stamps import load_stamp
+from stampcheck.compose.backgrounds import builtin_source, scan_folder
+from stampcheck.compose.composer import ComposeConfig, _init_worker, assign_splits, compose_dataset, plan_backgrounds, render_one
+from stampcheck.compose.stamps import load_stamp
 from stampcheck.atomic import atomic_write_bytes
 from stampcheck.images import ImageLimits, jpeg_bytes
 from stampcheck.progress import no_progress

@@ -18,8 +18,8 @@ import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from crawler.run import CrawlOptions, run_crawl
-from crawler.store import ImageStore
+from stampcheck.crawler.run import CrawlOptions, run_crawl
+from stampcheck.crawler.store import ImageStore
 from stampcheck.images import ImageLimits, find_images
 from stampcheck.progress import no_progress
 

@@ -20,11 +20,11 @@ from fastai.data.core import DataLoaders
 
 from bench.photos import split_photos
 from bench.train import TrainTimer
-from compose.composer import ComposeConfig, compose_dataset
+from stampcheck.compose.composer import ComposeConfig, compose_dataset
 from stampcheck.device import cpu_count, pick_device
 from stampcheck.progress import no_progress
-from train.learner import TrainConfig, build_learner
-from train.synthetic import PRETRAIN_LOOKS, Loader, SyntheticStamps, collate, draw_designs, load_backgrounds
+from stampcheck.train.learner import TrainConfig, build_learner
+from stampcheck.train.synthetic import PRETRAIN_LOOKS, Loader, SyntheticStamps, collate, draw_designs, load_backgrounds
 
 
 def images_per_second(learn) -> float:

@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from compose.composer import ComposeConfig, compose_dataset
-from qa.batch import run_qa
+from stampcheck.compose.composer import ComposeConfig, compose_dataset
+from stampcheck.qa.batch import run_qa
 from stampcheck.images import find_images, open_checked
 from stampcheck.progress import no_progress
 from stampcheck.runtime import PHOTO_LIMITS, to_input
-from train.export import export
-from train.learner import TrainConfig, train
-from train.predict import Predictor
+from stampcheck.train.export import export
+from stampcheck.train.learner import TrainConfig, train
+from stampcheck.train.predict import Predictor
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "product-photos"
 

@@ -22,11 +22,11 @@ import time
 from functools import partial
 from pathlib import Path
 
-from compose.composer import ComposeConfig, compose_dataset
-from compose.looks import Looks
+from stampcheck.compose.composer import ComposeConfig, compose_dataset
+from stampcheck.compose.looks import Looks
 from stampcheck.device import cpu_count
 from stampcheck.progress import no_progress
-from train.learner import TrainConfig, train
+from stampcheck.train.learner import TrainConfig, train
 
 log = partial(print, flush=True)  # epoch lines show up in a redirected log as they come
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "product-photos"

@@ -1,6 +1,6 @@
 """The QA report at a day's scale (2,000 and 20,000 photos), against floors in the same run.
 
-write:  the report fed photo by photo through qa.report.Report (thumbnail files, row chunks), one
+write:  the report fed photo by photo through stampcheck.qa.report.Report (thumbnail files, row chunks), one
         write at the end as a batch does; floor: the same thumbnails' JPEG encode and file writes
         alone, what any report with thumbnail files must do.
 watch:  one write() after a photo at the start and at the end of the day (a watched folder writes
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from qa.report import Report, thumbnail_jpeg
+from stampcheck.qa.report import Report, thumbnail_jpeg
 from stampcheck.atomic import atomic_write_bytes
 from stampcheck.runtime import PhotoResult
 from tests.chromium import Chromium, chromium_path

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from fastai.callback.core import Callback
 
-from compose.composer import ComposeConfig, compose_dataset
+from stampcheck.compose.composer import ComposeConfig, compose_dataset
 from stampcheck.device import autocast_dtype
-from train.detect import plain
-from train.learner import TrainConfig, build_learner
+from stampcheck.train.detect import plain
+from stampcheck.train.learner import TrainConfig, build_learner
 
 
 class TrainTimer(Callback):

@@ -21,13 +21,13 @@ from functools import partial
 from pathlib import Path
 
 from bench.photos import PHOTOS, link_folder, split_photos
-from compose.composer import ComposeConfig, compose_dataset
-from qa.evaluate import evaluate
+from stampcheck.compose.composer import ComposeConfig, compose_dataset
+from stampcheck.qa.evaluate import evaluate
 from stampcheck.atomic import atomic_write_text
 from stampcheck.device import cpu_count
 from stampcheck.progress import no_progress
-from train.learner import TrainConfig, train
-from train.predict import Predictor, predict_photos
+from stampcheck.train.learner import TrainConfig, train
+from stampcheck.train.predict import Predictor, predict_photos
 
 STAMPS = Path(__file__).resolve().parent / "stamps"
 log = partial(print, flush=True)

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 from stampcheck.device import pick_device
-from train.data import stamp_dataloaders
-from train.learner import TrainConfig, add_verifier
+from stampcheck.train.data import stamp_dataloaders
+from stampcheck.train.learner import TrainConfig, add_verifier
 
 
 def main() -> None:

@@ -36,13 +36,13 @@ from bench.field import FIELD_JSON, build_field, stamp_path
 from stampcheck.dataset import read_labels
 from stampcheck.device import pick_device
 from stampcheck.second_look import LookConfig
-from train.budget import TimeBudget
-from train.data import is_valid
-from train.metrics import best_threshold, summarise
-from train.model import build_model
-from train.predict import Predictor
-from train.verifier import Verifier, VerifierGraph, from_detector
-from train.verifier_training import (BS, LR, MINE_TRAIN, MINE_VALID, PREFERRED_THRESHOLD, _detail_size,
+from stampcheck.train.budget import TimeBudget
+from stampcheck.train.data import is_valid
+from stampcheck.train.metrics import best_threshold, summarise
+from stampcheck.train.model import build_model
+from stampcheck.train.predict import Predictor
+from stampcheck.train.verifier import Verifier, VerifierGraph, from_detector
+from stampcheck.train.verifier_training import (BS, LR, MINE_TRAIN, MINE_VALID, PREFERRED_THRESHOLD, _detail_size,
                                      candidate_threshold, crop_dataloaders, judge, mine, two_stage_results)
 
 STARTS = ("detector", "base", "mobilenet", "scratch")

@@ -25,7 +25,7 @@ from PIL import Image
 
 from bench.qa import tiny_model
 from stampcheck.runtime import read_photo
-from train.predict import Predictor
+from stampcheck.train.predict import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,7 @@ def main() -> None:
 def run(args, tmp: Path) -> None:
     model = args.model or tiny_model(tmp)
     if args.engine == "onnx":
-        from train.export import export
+        from stampcheck.train.export import export
 
         model, _ = export(model, "onnx", tmp / "onnx" / "model.onnx")
     photos = [twelve_mp(i) for i in range(args.photos + 1)]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from compose.looks import add_noise
+from stampcheck.compose.looks import add_noise
 from stampcheck.draw import font
 from stampcheck.images import ImageLimits, ImageRejected, find_images, fit_within, open_checked
 

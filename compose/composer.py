@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from compose.backgrounds import BackgroundSource, builtin_source, scan_folder
-from compose.folder import PARTS_DIR, is_dataset, remove_dataset, summary_of
-from compose.looks import Looks, compose_image
-from compose.preview import write_preview
-from compose.stamps import DEFAULT_STAMP, Stamp, load_stamp
-from compose.workers import WorkerPool
+from stampcheck.compose.backgrounds import BackgroundSource, builtin_source, scan_folder
+from stampcheck.compose.folder import PARTS_DIR, is_dataset, remove_dataset, summary_of
+from stampcheck.compose.looks import Looks, compose_image
+from stampcheck.compose.preview import write_preview
+from stampcheck.compose.stamps import DEFAULT_STAMP, Stamp, load_stamp
+from stampcheck.compose.workers import WorkerPool
 from stampcheck.atomic import atomic_write_bytes, atomic_write_text, remove_own_partials
 from stampcheck.dataset import DATASET_JSON, IMAGES_DIR, Box, ImageLabels, write_label_files, yolo_folders
 from stampcheck.images import ImageLimits, ImageRejected, jpeg_bytes

@@ -11,7 +11,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from compose.seals import seal_design
+from stampcheck.compose.seals import seal_design
 from stampcheck.draw import font
 
 DISTRACTOR_WORDS = ["ORGANIC", "BIO", "ECO", "NEW", "100%", "FRESH", "VEGAN", "SALE", "BEST",

@@ -15,9 +15,9 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageChops, ImageColor, ImageFilter
 
-from compose.draw import random_distractor
-from compose.occlude import add_occluder, random_spot
-from compose.stamps import Stamp
+from stampcheck.compose.draw import random_distractor
+from stampcheck.compose.occlude import add_occluder, random_spot
+from stampcheck.compose.stamps import Stamp
 from stampcheck.dataset import Box
 
 # A pixel is "visible" stamp when the stamp covers at least 10% of it; boxes enclose those pixels.

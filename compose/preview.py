@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, PngImagePlugin
 
-from compose.folder import is_dataset
+from stampcheck.compose.folder import is_dataset
 from stampcheck.atomic import atomic_path
 from stampcheck.dataset import IMAGES_DIR, PREVIEW_PNG, ImageLabels, read_labels
 from stampcheck.draw import draw_boxes, font

@@ -8,9 +8,9 @@ import time
 
 from icrawler import ImageDownloader
 
-from crawler.http import fetch_trying
-from crawler.stats import CrawlStats
-from crawler.store import ImageStore
+from stampcheck.crawler.http import fetch_trying
+from stampcheck.crawler.stats import CrawlStats
+from stampcheck.crawler.store import ImageStore
 
 
 class CheckedDownloader(ImageDownloader):

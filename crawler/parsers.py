@@ -11,7 +11,7 @@ from icrawler.builtin.bing import BingParser
 from icrawler.builtin.flickr import FlickrParser
 from icrawler.builtin.google import GoogleParser
 
-from crawler.stats import CrawlStats
+from stampcheck.crawler.stats import CrawlStats
 
 
 def fed(parser, queue_timeout: float):

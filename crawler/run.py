@@ -19,14 +19,14 @@ from icrawler.builtin.bing import BingFeeder
 from icrawler.builtin.flickr import FlickrFeeder
 from icrawler.builtin.google import GoogleFeeder
 
-from crawler.config import CrawlOptions
-from crawler.download import CheckedDownloader
-from crawler.http import DeadlineSession
-from crawler.parsers import (CountingBaiduParser, CountingBingParser, CountingFlickrParser, CountingGoogleParser,
+from stampcheck.crawler.config import CrawlOptions
+from stampcheck.crawler.download import CheckedDownloader
+from stampcheck.crawler.http import DeadlineSession
+from stampcheck.crawler.parsers import (CountingBaiduParser, CountingBingParser, CountingFlickrParser, CountingGoogleParser,
                              ListFeeder, ListParser)
-from crawler.site import Robots, SiteFeeder, SiteParser
-from crawler.stats import CrawlStats
-from crawler.store import ImageStore
+from stampcheck.crawler.site import Robots, SiteFeeder, SiteParser
+from stampcheck.crawler.stats import CrawlStats
+from stampcheck.crawler.store import ImageStore
 from stampcheck.files import NotAFile, open_regular, read_bytes
 from stampcheck.images import IMAGE_SUFFIXES
 from stampcheck.paths import refuse_overlap

@@ -21,8 +21,8 @@ from icrawler.builtin.greedy import GreedyParser
 from PIL import Image
 from protego import Protego
 
-from crawler.http import fetch_trying
-from crawler.parsers import CountingParser, fed, hand_over
+from stampcheck.crawler.http import fetch_trying
+from stampcheck.crawler.parsers import CountingParser, fed, hand_over
 from stampcheck.images import IMAGE_SUFFIXES
 
 LAZY_ATTRS = ("data-src", "data-original", "data-lazy-src", "data-lazy", "data-url", "src")

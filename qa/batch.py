@@ -24,8 +24,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qa.config import BS
-from qa.exports import EXPORTS, write_exports
+from stampcheck.qa.config import BS
+from stampcheck.qa.exports import EXPORTS, write_exports
 from stampcheck import errors
 from stampcheck.atomic import atomic_path, remove_own_partials
 from stampcheck.images import may_be_photo
@@ -228,8 +228,8 @@ def result_rows(record: dict) -> list[dict]:
 
 
 def open_engine(model_dir: Path, engine: str, device: str | None):
-    """qa.engines.load_engine, a model that cannot be used being the user's input error (exit 2)."""
-    from qa.engines import load_engine
+    """stampcheck.qa.engines.load_engine, a model that cannot be used being the user's input error (exit 2)."""
+    from stampcheck.qa.engines import load_engine
     from stampcheck.runtime import ModelError
 
     try:
@@ -279,7 +279,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         skipped = f" (skipped, not photos by name or content: {len(found.not_photos)})" if found.not_photos else ""
         raise UsageError("no photos found in " + ", ".join(inputs) + skipped)
     # the model loads in seconds: only now, so that a mistyped path is answered at once
-    from qa.report import Report, csv_row, write_annotated
+    from stampcheck.qa.report import Report, csv_row, write_annotated
     from stampcheck.runtime import PhotoResult, predict_photos
 
     for name in EXPORTS:  # qa replaces these: a folder or a pipe of that name is not qa's

@@ -17,7 +17,7 @@ def load_engine(model: Path, engine: str = "torch", device: str | None = None):
     if engine != "torch":
         raise ModelError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
     try:
-        from train.predict import Predictor
+        from stampcheck.train.predict import Predictor
     except ImportError as e:  # a runtime install (pip install 'stampcheck[runtime]') has no torch
         raise ModelError(f"the torch engine needs {e.name or 'torch'}, which is not installed: use "
                          "--engine onnx with an exported model, or pip install 'stampcheck[full]'") from e

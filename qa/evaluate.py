@@ -1,6 +1,6 @@
 """Evaluate a model on a labelled set: the dataset contract (composed, or real photos labelled by
 hand), a COCO JSON or a YOLO set (see stampcheck.formats). The presence and IoU metrics of
-train.metrics, COCO AP from pycocotools, and a threshold sweep with its precision-recall curve."""
+stampcheck.train.metrics, COCO AP from pycocotools, and a threshold sweep with its precision-recall curve."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qa.config import BS
+from stampcheck.qa.config import BS
 from stampcheck.atomic import atomic_path, atomic_write_json
 from stampcheck.dataset import coco_dict
 from stampcheck.formats import read_labelled_set
@@ -42,8 +42,8 @@ def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str
         if log:
             log(note)
     # torch and fastai load in seconds: only now, so that a bad labelled set is answered at once
-    from train.metrics import by_stamp_size, summarise
-    from train.predict import Predictor, judge_photos
+    from stampcheck.train.metrics import by_stamp_size, summarise
+    from stampcheck.train.predict import Predictor, judge_photos
 
     predictor = Predictor(model_dir, device)
     match_classes(items, predictor.classes, dataset)

@@ -70,7 +70,7 @@ class Report:
     (their heatmaps, read when a photo is opened), ``data/facts.js`` and ``data/manifest.js`` (how
     many rows). Thumbnails are files, ``thumbs/NNNNNN.jpg``, numbered as the rows.
 
-    ``facts``: the run's facts the page states (:func:`qa.batch.run_facts`). ``add`` takes a checked
+    ``facts``: the run's facts the page states (:func:`stampcheck.qa.batch.run_facts`). ``add`` takes a checked
     photo, writes its thumbnail and lets go of its preview; ``write`` brings the folder's files up to
     date, atomically, rewriting only the open chunk and the manifest: cheap after every photo.
     ``resume`` continues the rows an earlier run wrote into ``out``; otherwise the earlier run's

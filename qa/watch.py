@@ -25,9 +25,9 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from qa.batch import (QASummary, UsageError, csv_writer, entry_kind, open_engine, photo_record,
+from stampcheck.qa.batch import (QASummary, UsageError, csv_writer, entry_kind, open_engine, photo_record,
                       remove_stale_partials, result_rows, run_facts, why_not_a_file)
-from qa.config import GATE_JOBS, SETTLE
+from stampcheck.qa.config import GATE_JOBS, SETTLE
 from stampcheck.atomic import atomic_write_text
 from stampcheck.images import may_be_photo
 from stampcheck.paths import OutputLock, check_output, claim_output, refuse_overlap, under
@@ -233,7 +233,7 @@ def read_results(out: Path, prefix: str) -> tuple[list[dict], set[str]]:
 
 
 def csv_text(records: list[dict], header: bool = False) -> str:
-    from qa.report import csv_row
+    from stampcheck.qa.report import csv_row
 
     buf = io.StringIO()
     writer = csv_writer(buf)
@@ -264,7 +264,7 @@ def run_watch(model_dir: Path, folder: Path, out: Path, threshold: float | None 
     refuse_overlap(out, [folder])
     check_output(out, COMMAND)
     gate = Gate(on_missing, log, on_missing_jobs)
-    from qa.report import Report, ReportError
+    from stampcheck.qa.report import Report, ReportError
     from stampcheck.runtime import PhotoResult, predict_photos
 
     predictor = open_engine(model_dir, engine, device)

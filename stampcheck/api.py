@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from qa.engines import load_engine
+from stampcheck.qa.engines import load_engine
 from stampcheck.images import to_rgb8
 from stampcheck.runtime import Photo, judge_batch, open_photo, to_input
 from stampcheck.second_look import detail_view

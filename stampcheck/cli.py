@@ -15,11 +15,11 @@ from typing import List, Optional, Tuple
 import typer
 from rich.markup import escape
 
-from compose.composer import ComposeConfig
-from compose.looks import Looks
-from crawler.config import CrawlOptions
-from qa.config import BS, GATE_JOBS, SETTLE
-from train.config import LR, PretrainConfig, TrainConfig
+from stampcheck.compose.composer import ComposeConfig
+from stampcheck.compose.looks import Looks
+from stampcheck.crawler.config import CrawlOptions
+from stampcheck.qa.config import BS, GATE_JOBS, SETTLE
+from stampcheck.train.config import LR, PretrainConfig, TrainConfig
 from stampcheck import errors
 from stampcheck.device import DeviceError, cpu_count
 from stampcheck.progress import console, printable, progress_bar, report, shown
@@ -88,8 +88,8 @@ def compose(
                                    "files only; anything else there stays). Other folders are never written into."),
 ):
     """Superimpose the stamp on backgrounds and write a labelled dataset (images, labels.csv, coco.json, yolo/)."""
-    from compose.composer import ComposeError, compose_dataset
-    from compose.stamps import DEFAULT_STAMP, StampError
+    from stampcheck.compose.composer import ComposeError, compose_dataset
+    from stampcheck.compose.stamps import DEFAULT_STAMP, StampError
     from stampcheck.dataset import PREVIEW_PNG
 
     try:  # Looks checks every range (LooksError, a ValueError) before anything is written
@@ -123,7 +123,7 @@ def preview_cmd(dataset: Path = typer.Argument(..., metavar="DATASET", help="Dat
                                      "file is replaced only when it is a preview stampcheck wrote."),
                 n: int = typer.Option(16, min=1, help="Number of samples.")):
     """Write a PNG grid of dataset samples with their boxes drawn."""
-    from compose.preview import write_preview
+    from stampcheck.compose.preview import write_preview
     from stampcheck.dataset import IMAGES_DIR, DatasetError
     from stampcheck.paths import refuse_overlap
 
@@ -176,8 +176,8 @@ def crawl(
     4 the tool failed; 5 nothing kept (no new image, none from earlier runs)."""
     from rich.table import Table
 
-    from crawler.run import check_request, empty_engines, read_list, run_crawl, site_url
-    from crawler.store import ImageStore
+    from stampcheck.crawler.run import check_request, empty_engines, read_list, run_crawl, site_url
+    from stampcheck.crawler.store import ImageStore
     from stampcheck.images import ImageLimits
 
     for option, value in (("--timeout", timeout), ("--deadline", deadline), ("--delay", delay)):
@@ -280,7 +280,7 @@ def train_cmd(
     """Train one ResNet detector for stamp presence and location; keeps the best epoch by the share of
     valid images judged right (presence, and IoU >= 0.5 for stamped ones)."""
     from stampcheck.dataset import DatasetError
-    from train.learner import train
+    from stampcheck.train.learner import train
 
     cfg = TrainConfig(arch=arch, size=size, crop=crop, epochs=epochs, minutes=minutes, bs=bs, lr=lr, lr_find=lr_find,
                       pretrained="none" if no_pretrained else pretrained,
@@ -328,8 +328,8 @@ def pretrain(
     designs with every compose look); `train` starts from it. Ctrl-C stops after the current batch;
     --resume continues."""
     from stampcheck.paths import refuse_overlap
-    from train.pretrain import pretrain as run_pretrain
-    from train.pretrain import ship as ship_base
+    from stampcheck.train.pretrain import pretrain as run_pretrain
+    from stampcheck.train.pretrain import ship as ship_base
 
     try:
         if ship:
@@ -390,7 +390,7 @@ def qa(
     With --watch it runs until Ctrl-C (or SIGTERM), printing a line per photo, and exits 130."""
     from rich.table import Table
 
-    from qa.batch import UsageError, run_qa
+    from stampcheck.qa.batch import UsageError, run_qa
     from stampcheck.paths import OverlapError
 
     if watch is not None and (photos or annotate):
@@ -402,7 +402,7 @@ def qa(
         fail("--on-missing is for --watch; batch qa's exit code is its gate")
     try:
         if watch is not None:
-            from qa.watch import ReportRemoved, run_watch
+            from stampcheck.qa.watch import ReportRemoved, run_watch
 
             try:
                 summary = run_watch(model, watch, out, threshold, device, engine, on_missing, settle, bs=bs,
@@ -455,8 +455,8 @@ def export(
     """Write the model as one graph that other tools load: uint8 photos (B, 3, S, S), RGB, squished to
     the model's size, in; per-cell scores (B, HW, C) and boxes (B, HW, 4) in input pixels out. The
     model's config.json travels in the file's metadata. `qa --engine onnx` runs the ONNX file without torch."""
-    from train.export import export as run_export
-    from train.model import ModelError
+    from stampcheck.train.export import export as run_export
+    from stampcheck.train.model import ModelError
 
     try:
         path, difference = run_export(model, fmt, out)
@@ -490,7 +490,7 @@ def evaluate(
 ):
     """Presence accuracy, precision, recall, F1, mean IoU, IoU>=0.5 share and COCO AP on a labelled set,
     with recall and mean IoU by stamp size."""
-    from qa.evaluate import evaluate as run_evaluate
+    from stampcheck.qa.evaluate import evaluate as run_evaluate
 
     def note(line: str):
 

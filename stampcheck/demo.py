@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from compose.composer import ComposeConfig, compose_dataset
-from compose.looks import Looks
-from compose.preview import write_preview
+from stampcheck.compose.composer import ComposeConfig, compose_dataset
+from stampcheck.compose.looks import Looks
+from stampcheck.compose.preview import write_preview
 from stampcheck.atomic import atomic_write_text
 from stampcheck.device import cpu_count
 from stampcheck.progress import progress_bar
@@ -54,9 +54,9 @@ QUICK_PLAN = DemoPlan(train_images=24, holdout_images=8, max_size=96, arch="resn
 
 
 def run_demo(out: Path, quick: bool = False, log=print) -> dict:
-    from qa.batch import run_qa
-    from qa.evaluate import evaluate
-    from train.learner import TrainConfig, train
+    from stampcheck.qa.batch import run_qa
+    from stampcheck.qa.evaluate import evaluate
+    from stampcheck.train.learner import TrainConfig, train
 
     out = Path(out)
     plan = QUICK_PLAN if quick else GPU_PLAN if torch.cuda.is_available() else CPU_PLAN

@@ -1,5 +1,5 @@
 """What a model's config says, and when it can be trusted: one check for a model folder's
-config.json (train.model) and for the copy an ONNX export carries in its metadata
+config.json (stampcheck.train.model) and for the copy an ONNX export carries in its metadata
 (stampcheck.runtime), which someone else may have written. No torch here: the runtime imports it.
 """
 

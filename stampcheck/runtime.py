@@ -38,9 +38,9 @@ THUMB = 160  # report thumbnails' display size; small enough that JPEG draft dec
 # Draft decoding lands between 1x and 2x of that; up to 1.5x the photo is kept as decoded and the
 # page scales it: shrinking 174 px to 160 px cost qa about a tenth of its speed on shop photos.
 THUMB_MAX = THUMB * 3 // 2
-NMS_IOU, MAX_DETECTIONS = 0.5, 10  # as train.detect.detect, which chose the valid threshold
+NMS_IOU, MAX_DETECTIONS = 0.5, 10  # as stampcheck.train.detect.detect, which chose the valid threshold
 ONNX_NAME, TORCHSCRIPT_NAME = "model.onnx", "model.torchscript"
-VERIFIER_WEIGHTS = "verifier.pth"  # a model folder's second look (train.verifier)
+VERIFIER_WEIGHTS = "verifier.pth"  # a model folder's second look (stampcheck.train.verifier)
 META_KEY = "stampcheck"  # the exported file's metadata: the model's config.json, and what it was made from
 
 
@@ -156,7 +156,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, iou: float =
 
 def to_photo_pixels(box: np.ndarray, size: int, width: int, height: int) -> list[float]:
     """A box in the pixels of the S x S input -> pixels of a width x height photo (x1/y1 exclusive),
-    clipped to the photo and at least 1 px wide and high (as train.detect.to_pixels)."""
+    clipped to the photo and at least 1 px wide and high (as stampcheck.train.detect.to_pixels)."""
     x0, y0, x1, y1 = np.clip(np.nan_to_num(np.asarray(box, dtype=np.float64) / size, nan=0.0), 0, 1).tolist()
     x0, y0 = min(x0 * width, width - 1), min(y0 * height, height - 1)
     return [x0, y0, max(x1 * width, x0 + 1), max(y1 * height, y0 + 1)]

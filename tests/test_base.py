@@ -16,16 +16,16 @@ import torch
 from fastai.callback.core import Callback
 from PIL import Image
 
-from compose.composer import ComposeConfig, compose_dataset
-from compose.looks import Looks
-from compose.seals import seal_design
+from stampcheck.compose.composer import ComposeConfig, compose_dataset
+from stampcheck.compose.looks import Looks
+from stampcheck.compose.seals import seal_design
 from tests.conftest import photo
-from train.budget import TimeBudget
-from train.learner import TrainConfig, build_learner, train
-from train.model import ModelError, base_path, build_model, load_base
-from train import synthetic
-from train.pretrain import PretrainConfig, pretrain, save_base
-from train.synthetic import Loader, SyntheticStamps, collate
+from stampcheck.train.budget import TimeBudget
+from stampcheck.train.learner import TrainConfig, build_learner, train
+from stampcheck.train.model import ModelError, base_path, build_model, load_base
+from stampcheck.train import synthetic
+from stampcheck.train.pretrain import PretrainConfig, pretrain, save_base
+from stampcheck.train.synthetic import Loader, SyntheticStamps, collate
 
 ROOT = Path(__file__).resolve().parents[1]
 

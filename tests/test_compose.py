@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from compose.composer import ComposeConfig, compose_dataset
-from compose.looks import Looks, compose_image, ink_colour
-from compose.occlude import DEPTH, add_occluder
-from compose.preview import write_preview
-from compose.stamps import DEFAULT_STAMP, StampError, load_stamp
+from stampcheck.compose.composer import ComposeConfig, compose_dataset
+from stampcheck.compose.looks import Looks, compose_image, ink_colour
+from stampcheck.compose.occlude import DEPTH, add_occluder
+from stampcheck.compose.preview import write_preview
+from stampcheck.compose.stamps import DEFAULT_STAMP, StampError, load_stamp
 from stampcheck.dataset import read_labels, yolo_to_box
 from stampcheck.images import open_checked
 from tests.conftest import photo, write_bad_files, write_odd_good_files
@@ -347,7 +347,7 @@ def test_other_parameters_in_same_folder_are_refused(tmp_path):
 
 
 def test_the_tool_files_never_replace_a_users_nor_half_remove_a_dataset(tmp_path):
-    from compose.composer import ComposeError
+    from stampcheck.compose.composer import ComposeError
 
     def tree(folder):
         return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}

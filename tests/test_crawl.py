@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from requests.adapters import HTTPAdapter
 
-from crawler.run import CrawlOptions, run_crawl
-from crawler.store import NEAR_DISTANCE, ImageStore
+from stampcheck.crawler.run import CrawlOptions, run_crawl
+from stampcheck.crawler.store import NEAR_DISTANCE, ImageStore
 from stampcheck import errors
 from stampcheck.images import ImageLimits
 from stampcheck.progress import no_progress
@@ -257,7 +257,7 @@ import sys
 sys.argv = ['stampcheck', 'crawl', '-k', 'nothing', '--engine', 'google', '--out', {str(tmp_path / 'o')!r},
             '--timeout', '2']
 from tests.test_crawl import engine_hook
-import crawler.run as run
+import stampcheck.crawler.run as run
 original = run.crawl_engine
 run.crawl_engine = lambda *a, **k: original(*a[:5], session_hook=engine_hook({base!r}))
 from stampcheck.cli import main

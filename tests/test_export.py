@@ -13,17 +13,17 @@ import pytest
 import torch
 from PIL import Image
 
-from compose.composer import ComposeConfig, compose_dataset
+from stampcheck.compose.composer import ComposeConfig, compose_dataset
 from stampcheck.api import Detector
 from stampcheck.cli import FULL_ONLY
 from stampcheck.images import find_images
 from stampcheck.runtime import ModelError, OnnxModel, PhotoResult, find_stamps, predict_photos, read_photo
 from tests.conftest import SHARED_PHOTOS, dead_pid, photo, write_exif_rotated
 from tests.test_train import EASY
-from train.detect import detect, split_output, to_pixels
-from train.export import export
-from train.learner import TrainConfig, train
-from train.predict import Predictor
+from stampcheck.train.detect import detect, split_output, to_pixels
+from stampcheck.train.export import export
+from stampcheck.train.learner import TrainConfig, train
+from stampcheck.train.predict import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORE_TOL, BOX_TOL = 1e-3, 0.5  # what the ONNX engine may differ from torch's (fp32) by; boxes in px

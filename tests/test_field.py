@@ -12,11 +12,11 @@ from PIL import Image
 from bench.field import FIELD_JSON, STAMPS, main, render, score_field, write_field
 from bench.impression import SIZE_BANDS, random_look, stamp_photo
 from bench.photos import round_things, split_photos
-from compose.composer import ComposeConfig, compose_dataset
-from compose.looks import Looks
+from stampcheck.compose.composer import ComposeConfig, compose_dataset
+from stampcheck.compose.looks import Looks
 from stampcheck.formats import read_labelled_set
 from tests.conftest import SHARED_PHOTOS, photo
-from train.learner import TrainConfig, train
+from stampcheck.train.learner import TrainConfig, train
 
 TEST_STAMPS = ("round-seal", "passed-box", "logo-mark")
 GREY = 200  # lighter than every ink, so every inked pixel changes it
@@ -90,7 +90,7 @@ def test_the_field_set_is_a_labelled_set_evaluate_reads(tmp_path):
 
 @pytest.mark.slow
 def test_scores_are_evaluates_and_groups_are_counted(tmp_path):
-    from qa.evaluate import evaluate
+    from stampcheck.qa.evaluate import evaluate
 
     folder = small_field(tmp_path)
     easy = Looks(scale=(0.3, 0.5), opacity=(0.9, 1.0), fade=(0.0, 0.1), blur=(0.0, 0.3))

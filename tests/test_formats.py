@@ -19,15 +19,15 @@ import pytest
 import torch
 from PIL import Image
 
-from compose.composer import ComposeConfig, compose_dataset
-from compose.looks import Looks
-from qa.batch import run_qa
+from stampcheck.compose.composer import ComposeConfig, compose_dataset
+from stampcheck.compose.looks import Looks
+from stampcheck.qa.batch import run_qa
 from stampcheck.dataset import DatasetError, read_labels, yolo_lines
 from stampcheck.formats import read_labelled_set
 from stampcheck.progress import no_progress
 from tests.conftest import photo
 from tests.test_train import EASY
-from train.learner import TrainConfig, train
+from stampcheck.train.learner import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +68,7 @@ def two_class_dataset(module_dir):
     seal = photo(3, (120, 80))
     seal.paste((20, 40, 200), (10, 10, 110, 70))
     seal.save(module_dir / "lab-seal.png")
-    from compose.stamps import DEFAULT_STAMP
+    from stampcheck.compose.stamps import DEFAULT_STAMP
     cfg = ComposeConfig(count=24, seed=7, max_size=128, stamps=[DEFAULT_STAMP, module_dir / "lab-seal.png"],
                         looks=Looks(negative_share=0.3, multi_share=0.4))
     compose_dataset(cfg, module_dir / "two", workers=1)
@@ -187,7 +187,7 @@ def test_compose_overwrite_replaces_its_yolo_files_and_keeps_the_users(tmp_path)
 def test_model_pkl_predicts_and_gets_preds_as_fastai_users_expect(tiny):
     from fastai.learner import load_learner
 
-    from train.detect import detect
+    from stampcheck.train.detect import detect
 
     files = sorted((tiny / "ds" / "images").iterdir())[:5]
     config = json.loads((tiny / "model" / "config.json").read_text())

@@ -39,8 +39,8 @@ def test_the_command_list_gives_each_command_whole():
 
 # Each command's options and the settings object that holds their defaults; an option of the same
 # name must default to the object's value (stated once, there).
-SETTINGS = {"compose": ("compose.composer", "ComposeConfig"), "train": ("train.config", "TrainConfig"),
-            "pretrain": ("train.config", "PretrainConfig"), "crawl": ("crawler.config", "CrawlOptions")}
+SETTINGS = {"compose": ("stampcheck.compose.composer", "ComposeConfig"), "train": ("stampcheck.train.config", "TrainConfig"),
+            "pretrain": ("stampcheck.train.config", "PretrainConfig"), "crawl": ("stampcheck.crawler.config", "CrawlOptions")}
 RENAMED = {"max": "max_num"}  # --max is CrawlOptions.max_num
 
 
@@ -49,7 +49,7 @@ def test_every_default_is_the_settings_own(command):
     import importlib
     from dataclasses import fields
 
-    from compose.looks import Looks
+    from stampcheck.compose.looks import Looks
 
     module, name = SETTINGS[command]
     settings = getattr(importlib.import_module(module), name)()
@@ -72,7 +72,7 @@ def test_every_default_is_the_settings_own(command):
 
 
 def test_qa_and_watch_defaults_are_stated_once():
-    from qa import config
+    from stampcheck.qa import config
 
     params = {p.name: p.default for p in get_command(app).commands["qa"].params}
     assert (params["bs"], params["settle"], params["on_missing_jobs"]) == (config.BS, config.SETTLE, config.GATE_JOBS)

@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from crawler.run import CrawlOptions, run_crawl
-from crawler.store import ImageStore
+from stampcheck.crawler.run import CrawlOptions, run_crawl
+from stampcheck.crawler.store import ImageStore
 from stampcheck import errors
 from stampcheck.images import ImageLimits
 from stampcheck.progress import no_progress

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from compose.composer import ComposeConfig, compose_dataset
-from compose.looks import Looks, LooksError
+from stampcheck.compose.composer import ComposeConfig, compose_dataset
+from stampcheck.compose.looks import Looks, LooksError
 from stampcheck import errors
 from stampcheck.dataset import DatasetError, read_labels
 from stampcheck.progress import no_progress
@@ -175,8 +175,8 @@ def test_labels_saved_with_a_bom_are_read(tmp_path):
 
 def model_folder(path: Path, classes: list[str]) -> Path:
     """A real (untrained) model folder, as train writes it, without spending a training run."""
-    from train.callbacks import save_weights
-    from train.model import build_model
+    from stampcheck.train.callbacks import save_weights
+    from stampcheck.train.model import build_model
 
     model, _ = build_model("resnet18", len(classes), pretrained=False)
     path.mkdir(parents=True)
@@ -202,7 +202,7 @@ def test_train_refuses_to_replace_a_model_unless_asked(composed, tmp_path):
 
 
 def test_train_refuses_overlapping_folders(composed, tmp_path):
-    from train.learner import TrainConfig, train
+    from stampcheck.train.learner import TrainConfig, train
 
     model_folder(tmp_path / "a", ["qc-passed"])
     cfg = dict(arch="resnet18", size=64, epochs=1, bs=8, pretrained=False, workers=0, verifier=False)
@@ -237,7 +237,7 @@ def test_train_skips_a_truncated_image_and_replaces_only_its_own_files(composed,
 
 @pytest.mark.slow
 def test_evaluate_checks_classes_against_the_model(composed, tmp_path):
-    from qa.evaluate import evaluate
+    from stampcheck.qa.evaluate import evaluate
 
     before = files(composed)
     two = model_folder(tmp_path / "two", ["lab-seal", "other-seal"])

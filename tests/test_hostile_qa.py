@@ -24,17 +24,17 @@ import pytest
 import torch
 from PIL import Image
 
-from qa.batch import QASummary
-from qa.report import write_annotated
+from stampcheck.qa.batch import QASummary
+from stampcheck.qa.report import write_annotated
 from stampcheck import errors
 from stampcheck.images import ImageRejected, may_be_photo, open_checked
 from tests.conftest import dead_pid, huge_header_png, photo
-from train.data import MEAN, STD
-from train.detect import detect, to_pixels
-from train.callbacks import save_weights
-from train.plots import plot_samples
-from train.model import ModelError, build_model, load_model_dir
-from train.predict import PhotoResult
+from stampcheck.train.data import MEAN, STD
+from stampcheck.train.detect import detect, to_pixels
+from stampcheck.train.callbacks import save_weights
+from stampcheck.train.plots import plot_samples
+from stampcheck.train.model import ModelError, build_model, load_model_dir
+from stampcheck.train.predict import PhotoResult
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG_NAME = "L" * 236 + ".jpg"  # 240 bytes: with the annotated copy's prefix and temp suffix, over NAME_MAX

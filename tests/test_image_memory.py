@@ -112,7 +112,7 @@ def big(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_qa_checks_a_16_bit_photo_in_bounded_memory_and_refuses_a_float_one_by_its_bytes(big, tmp_path):
     model = model_folder(tmp_path / "model", ["qc-passed"])
-    code, grew, output = measured(["qa.batch", "train.predict"], "qa", model, big, "--out", tmp_path / "qa",
+    code, grew, output = measured(["stampcheck.qa.batch", "stampcheck.train.predict"], "qa", model, big, "--out", tmp_path / "qa",
                                   "--workers", "0")
     assert code == 1, output  # the untrained model finds no stamp: read, judged, missing
     rows = {Path(json.loads(line)["file"]).name: json.loads(line) for line in open(tmp_path / "qa" / "results.jsonl")}
@@ -127,7 +127,7 @@ def test_crawl_keeps_a_16_bit_photo_in_bounded_memory(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
     grey16_png(photos / "grey16-80mp.png", 10000, 8000)
-    code, grew, output = measured(["crawler.run", "crawler.store"], "crawl", "--from-dir", photos,
+    code, grew, output = measured(["stampcheck.crawler.run", "stampcheck.crawler.store"], "crawl", "--from-dir", photos,
                                   "--out", tmp_path / "crawl")
     assert code == 0 and len(list((tmp_path / "crawl" / "images").iterdir())) == 1, output
     # 160 MB decoded, 80 MB at 8 bits, 320 MB as RGB; the float64 steps took 2.1 GB
@@ -164,7 +164,7 @@ def test_qa_flattens_a_photo_with_alpha_in_bounded_memory(tmp_path):
     photos.mkdir()
     grey_alpha_png(photos / "grey-alpha-100mp.png", 10000, 10000)
     model = model_folder(tmp_path / "model", ["qc-passed"])
-    code, grew, output = measured(["qa.batch", "train.predict"], "qa", model, photos, "--out", tmp_path / "qa",
+    code, grew, output = measured(["stampcheck.qa.batch", "stampcheck.train.predict"], "qa", model, photos, "--out", tmp_path / "qa",
                                   "--workers", "0")
     assert code == 1, output
     row = json.loads(open(tmp_path / "qa" / "results.jsonl").readline())

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from compose.composer import ComposeConfig, compose_dataset
+from stampcheck.compose.composer import ComposeConfig, compose_dataset
 from stampcheck import errors
 from stampcheck.paths import MARKER
 from tests.conftest import photo
@@ -253,7 +253,7 @@ import sys
 sys.modules["fcntl"] = None  # import fcntl fails, as on Windows
 from pathlib import Path
 import stampcheck.paths, stampcheck.atomic, stampcheck.runtime, stampcheck.api
-import qa.batch, qa.engines, qa.report, qa.watch
+import stampcheck.qa.batch, stampcheck.qa.engines, stampcheck.qa.report, stampcheck.qa.watch
 from stampcheck.paths import check_output
 from stampcheck.atomic import remove_own_partials
 out = Path({str(tmp_path / "report")!r})

@@ -131,7 +131,7 @@ def test_train_refuses_weights_that_are_no_torch_file(dataset, tmp_path):
 
 def test_model_files_that_are_no_regular_files_are_refused(tmp_path):
     """--weights, --init's model folder and a base detector, as train and pretrain load them."""
-    from train.model import ModelError, build_model, load_base, load_model_dir
+    from stampcheck.train.model import ModelError, build_model, load_base, load_model_dir
 
     os.mkfifo(tmp_path / "pipe.pth")
     for weights in (tmp_path / "pipe.pth", tmp_path):

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from compose.composer import ComposeConfig, compose_dataset
-from qa.evaluate import coco_ap, coco_detections
+from stampcheck.compose.composer import ComposeConfig, compose_dataset
+from stampcheck.qa.evaluate import coco_ap, coco_detections
 from stampcheck.dataset import coco_dict, read_labels
 from tests.conftest import photo, write_exif_rotated
 from tests.test_train import EASY
-from train.learner import TrainConfig, train
-from train.metrics import DetectionMetric, ImageResult, best_threshold, by_stamp_size, detection_metrics, summarise
+from stampcheck.train.learner import TrainConfig, train
+from stampcheck.train.metrics import DetectionMetric, ImageResult, best_threshold, by_stamp_size, detection_metrics, summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 

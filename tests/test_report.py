@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from compose.composer import ComposeConfig, compose_dataset
-from compose.looks import Looks
-from qa.report import CHUNK, Report, ReportError, near_band
+from stampcheck.compose.composer import ComposeConfig, compose_dataset
+from stampcheck.compose.looks import Looks
+from stampcheck.qa.report import CHUNK, Report, ReportError, near_band
 from stampcheck.dataset import read_labels
 from stampcheck.runtime import PhotoResult, predict_photos
 from tests.chromium import Chromium, chromium_path
 from tests.test_train import EASY
-from train.learner import TrainConfig, train
-from train.predict import THUMB_MAX, Predictor
+from stampcheck.train.learner import TrainConfig, train
+from stampcheck.train.predict import THUMB_MAX, Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 # a file in a folder named "<": its path reads </script><img ...>, and must stay text everywhere
@@ -385,7 +385,7 @@ SPOOFED = "invoice\u202egpj.exe\nsecond line.jpg"
 def forced_model(folder: Path) -> Path:
     """An untrained model folder that qa loads in a second (no training: the page is under test)."""
     from tests.test_hostile_qa import CONFIG, forced_net
-    from train.callbacks import save_weights
+    from stampcheck.train.callbacks import save_weights
 
     folder.mkdir()
     save_weights(forced_net(), folder, CONFIG)

@@ -13,17 +13,17 @@ import pytest
 import torch
 from PIL import Image
 
-from compose.composer import ComposeConfig, compose_dataset
-from compose.looks import Looks
+from stampcheck.compose.composer import ComposeConfig, compose_dataset
+from stampcheck.compose.looks import Looks
 from stampcheck.dataset import DatasetError, ImageLabels, read_labels
-from train.data import _cut, _window_range, stamp_dataloaders, valid_sample
-from train.detect import StampLoss, assign, plain
+from stampcheck.train.data import _cut, _window_range, stamp_dataloaders, valid_sample
+from stampcheck.train.detect import StampLoss, assign, plain
 from stampcheck.device import cpu_has_bf16
-from train.callbacks import EpochLog
-from train.learner import CPU_CROP, CPU_SIZE, TrainConfig, build_learner, train
-from train.model import build_model
-from train.predict import Predictor
-from train.views import pick_view, view_sizes
+from stampcheck.train.callbacks import EpochLog
+from stampcheck.train.learner import CPU_CROP, CPU_SIZE, TrainConfig, build_learner, train
+from stampcheck.train.model import build_model
+from stampcheck.train.predict import Predictor
+from stampcheck.train.views import pick_view, view_sizes
 from tests.conftest import write_exif_rotated
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,7 +207,7 @@ def test_crop_training_predicts_on_the_whole_image(easy_dataset, tmp_path):
 
 @pytest.mark.slow
 def test_the_size_a_model_predicts_at_is_the_best_valid_view_and_evaluate_agrees(easy_dataset, tmp_path):
-    from qa.evaluate import evaluate
+    from stampcheck.qa.evaluate import evaluate
 
     logs = []
     metrics = train(easy_dataset, tmp_path, TrainConfig(verifier=False, arch="resnet18", size=64, epochs=2, bs=8, pretrained="base",

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from compose.composer import ComposeConfig, compose_dataset
+from stampcheck.compose.composer import ComposeConfig, compose_dataset
 from stampcheck import errors
 from stampcheck.paths import MARKER
 from tests.test_hostile_inputs import cli, files, refused
 from tests.test_train import EASY
-from train.callbacks import save_weights
-from train.learner import TrainConfig, train
-from train.model import build_model
-from train.pretrain import PretrainConfig, pretrain
+from stampcheck.train.callbacks import save_weights
+from stampcheck.train.learner import TrainConfig, train
+from stampcheck.train.model import build_model
+from stampcheck.train.pretrain import PretrainConfig, pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,8 @@ from PIL import Image, ImageDraw
 
 from stampcheck.dataset import ImageLabels, read_labels
 from tests.conftest import photo
-from train import verifier_training
-from train.learner import TrainConfig, train
+from stampcheck.train import verifier_training
+from stampcheck.train.learner import TrainConfig, train
 
 
 def ring(draw: ImageDraw.ImageDraw, box, ink, cross: bool) -> None:
@@ -67,7 +67,7 @@ def test_mined_negatives_come_from_stamp_free_images_and_positives_hold_the_stam
     image, every positive overlaps a true box."""
     train(look_alikes, tmp_path / "m", TrainConfig(arch="resnet18", size=64, epochs=1, bs=16, workers=0,
                                                    verifier=False), log=lambda *a: None)
-    from train.predict import Predictor
+    from stampcheck.train.predict import Predictor
     from stampcheck.second_look import LookConfig
 
     items = [i for i in read_labels(look_alikes) if i.split == "train"]
@@ -169,7 +169,7 @@ def test_a_one_stage_model_folder_still_runs_and_says_so(two_stage, look_alikes,
 
 
 def test_the_python_api_judges_as_qa_does(two_stage, look_alikes, tmp_path):
-    from qa.batch import run_qa
+    from stampcheck.qa.batch import run_qa
     from stampcheck.api import Detector
 
     out, _ = two_stage
@@ -185,7 +185,7 @@ def test_the_python_api_judges_as_qa_does(two_stage, look_alikes, tmp_path):
 
 @pytest.mark.slow
 def test_the_report_shows_the_crop_the_verifier_saw_beside_the_detectors_score(two_stage, look_alikes, tmp_path):
-    from qa.batch import run_qa
+    from stampcheck.qa.batch import run_qa
     from tests.chromium import Chromium, chromium_path
 
     if not chromium_path():
@@ -218,8 +218,8 @@ def hand_made(tmp_path_factory) -> Path:
     import torch
 
     from stampcheck.second_look import LookConfig
-    from train.model import build_model
-    from train.verifier import from_detector
+    from stampcheck.train.model import build_model
+    from stampcheck.train.verifier import from_detector
 
     out = tmp_path_factory.mktemp("hand-made") / "model"
     out.mkdir()
@@ -282,8 +282,8 @@ def test_a_verifier_pth_that_is_a_pipe_or_runs_code_is_one_line_and_never_read_a
 
     import torch
 
-    from train.model import ModelError
-    from train.verifier import load_verifier
+    from stampcheck.train.model import ModelError
+    from stampcheck.train.verifier import load_verifier
 
     model = copy_model(hand_made, tmp_path / "m")
     config = json.loads((model / "config.json").read_text())
@@ -307,7 +307,7 @@ def test_the_onnx_engine_holds_the_verifiers_graph_to_its_config_and_never_opens
     import onnx
 
     from stampcheck.runtime import ModelError, OnnxModel
-    from train.export import export
+    from stampcheck.train.export import export
 
     model = copy_model(hand_made, tmp_path / "m")
     export(model)

@@ -16,9 +16,9 @@ from fastai.callback.core import Callback, CancelFitException
 from fastai.torch_core import rank_distrib
 
 from stampcheck.atomic import atomic_path, atomic_write_bytes, json_text
-from train.budget import TimeBudget
+from stampcheck.train.budget import TimeBudget
 
-MONITOR = "correct"  # see train.metrics: share of valid images judged right, presence and box;
+MONITOR = "correct"  # see stampcheck.train.metrics: share of valid images judged right, presence and box;
 # ties (common once it reaches 1.0 on small sets) go to the epoch with the better mean IoU
 
 

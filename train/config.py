@@ -20,7 +20,7 @@ class TrainConfig:
     bs: int = 32
     lr: float | None = None        # None: LR, or lr_find's suggestion with lr_find=True
     lr_find: bool = False
-    pretrained: str | bool = "base"  # base, imagenet or none (see train.model.build_model)
+    pretrained: str | bool = "base"  # base, imagenet or none (see stampcheck.train.model.build_model)
     weights: str | None = None
     init: str | None = None        # an earlier stampcheck model folder to start from (fine-tuning)
     workers: int | None = None     # data-loader processes; None: picked for the device

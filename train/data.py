@@ -20,8 +20,8 @@ from PIL import Image, ImageOps
 from stampcheck.dataset import IMAGES_DIR, DatasetError, ImageLabels, class_names, read_labels
 from stampcheck.files import open_regular
 from stampcheck.images import ImageRejected, open_checked, to_rgb8
-from train.detect import plain, to_pixels
-from train.predict import PHOTO_LIMITS
+from stampcheck.train.detect import plain, to_pixels
+from stampcheck.train.predict import PHOTO_LIMITS
 
 MEAN, STD = imagenet_stats
 NAMED = 20  # unreadable images named one per line; more are counted

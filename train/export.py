@@ -20,9 +20,9 @@ from torch import nn
 from stampcheck.atomic import atomic_path, remove_own_partials
 from stampcheck.paths import lock_output, refuse_held
 from stampcheck.runtime import META_KEY, ONNX_NAME, TORCHSCRIPT_NAME, ModelError, source_digest, verifier_file
-from train.detect import split_output
-from train.model import load_model_dir
-from train.verifier import load_verifier
+from stampcheck.train.detect import split_output
+from stampcheck.train.model import load_model_dir
+from stampcheck.train.verifier import load_verifier
 
 FORMATS = {"onnx": ONNX_NAME, "torchscript": TORCHSCRIPT_NAME}
 OPSET = 17  # onnxruntime 1.14 and later, OpenCV 4.8, TensorRT 8.6 read it

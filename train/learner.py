@@ -31,17 +31,17 @@ from stampcheck.atomic import atomic_path, atomic_write_json, remove_own_partial
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from stampcheck.files import read_text
 from stampcheck.paths import MARKER, lock_output, refuse_held, refuse_overlap
-from train.budget import TimeBudget, batch_seconds
-from train.callbacks import MONITOR, EpochLog, KeepBest, StopOnInterrupt, unwrap
-from train.config import LR, TrainConfig
-from train.data import MEAN, STD, ImagePath, predict_at, stamp_dataloaders
-from train.detect import StampLoss
-from train.distributed import distributed_training, leave_process_group
-from train.metrics import detection_metrics
-from train.model import ModelError, build_model, load_model_dir
-from train.precision import set_precision
-from train.plots import current_figure_png, plot_curves, plot_samples
-from train.views import choose_view, view_sizes
+from stampcheck.train.budget import TimeBudget, batch_seconds
+from stampcheck.train.callbacks import MONITOR, EpochLog, KeepBest, StopOnInterrupt, unwrap
+from stampcheck.train.config import LR, TrainConfig
+from stampcheck.train.data import MEAN, STD, ImagePath, predict_at, stamp_dataloaders
+from stampcheck.train.detect import StampLoss
+from stampcheck.train.distributed import distributed_training, leave_process_group
+from stampcheck.train.metrics import detection_metrics
+from stampcheck.train.model import ModelError, build_model, load_model_dir
+from stampcheck.train.precision import set_precision
+from stampcheck.train.plots import current_figure_png, plot_curves, plot_samples
+from stampcheck.train.views import choose_view, view_sizes
 
 VERIFIER_SHARE = 0.3  # of --minutes: mining crops for the verifier, training and judging it
 
@@ -304,8 +304,8 @@ def _fit(learn: Learner, cfg: TrainConfig, keep: KeepBest, budget: TimeBudget | 
 def add_verifier(out: Path, dataset: Path, dls, classes: list[str], device, seconds: float | None,
                  cfg: TrainConfig, log=print) -> dict:
     """Train the second look on the finished detector in ``out`` and record it in config.json (how
-    photos are judged: train.predict reads it) and metrics.json (both stages' valid figures)."""
-    from train.verifier_training import train_verifier
+    photos are judged: stampcheck.train.predict reads it) and metrics.json (both stages' valid figures)."""
+    from stampcheck.train.verifier_training import train_verifier
 
     figures = train_verifier(out, dataset, list(dls.train.items), list(dls.valid.items), classes, device, seconds,
                              cfg.mixed_precision, cfg.seed, log)

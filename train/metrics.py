@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from fastai.learner import Metric
 
-from train.detect import best_iou, detect, plain
+from stampcheck.train.detect import best_iou, detect, plain
 
 METRIC_KEYS = ("accuracy", "precision", "recall", "mean_iou", "iou50", "correct")
 

@@ -35,7 +35,7 @@ class StampNet(nn.Module):
       (20 px on a 224 px input) inside a cell of their own.
     - Output: ``(B, n_classes + 4, H, W)``. Channels ``:n_classes`` are score logits; the last four
       are the log distances from the cell centre to the box's left, top, right and bottom edges,
-      in cells (see :func:`train.detect.decode_boxes`).
+      in cells (see :func:`stampcheck.train.detect.decode_boxes`).
     """
 
     def __init__(self, body: nn.Sequential, n_classes: int, width: int = 128):

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from stampcheck.atomic import atomic_path
-from train.data import MEAN, STD
-from train.metrics import METRIC_KEYS
+from stampcheck.train.data import MEAN, STD
+from stampcheck.train.metrics import METRIC_KEYS
 
 
 def current_figure_png() -> bytes:
@@ -48,7 +48,7 @@ def plot_samples(model, dl, n_classes: int, device, threshold: float, path: Path
     from PIL import Image, ImageDraw
 
     from stampcheck.draw import draw_boxes, font
-    from train.detect import detect, plain, to_pixels
+    from stampcheck.train.detect import detect, plain, to_pixels
 
     model.eval()
     xb, boxes, labels = next(iter(dl))

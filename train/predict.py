@@ -1,7 +1,7 @@
 """The torch engine: a trained model folder run by torch, for `qa`, `evaluate` and the Python API.
 
 Reading photos, decoding detections and the batch loop are stampcheck.runtime's, shared with the
-ONNX engine; this module only runs the network (train.export.InferenceGraph, the graph that export
+ONNX engine; this module only runs the network (stampcheck.train.export.InferenceGraph, the graph that export
 writes) on the CPU or a GPU, in mixed precision where the hardware does it natively.
 """
 
@@ -15,10 +15,10 @@ from PIL import Image
 
 from stampcheck.device import autocast_dtype, pick_device
 from stampcheck.runtime import JPEG_LIMITS, PHOTO_LIMITS, THUMB, THUMB_MAX, PhotoResult, predict_photos, to_input
-from train.detect import best_iou, detect
-from train.export import load_graph
-from train.metrics import ImageResult
-from train.verifier import load_verifier
+from stampcheck.train.detect import best_iou, detect
+from stampcheck.train.export import load_graph
+from stampcheck.train.metrics import ImageResult
+from stampcheck.train.verifier import load_verifier
 
 __all__ = ["Predictor", "PhotoResult", "predict_photos", "judge_photos", "PHOTO_LIMITS", "JPEG_LIMITS", "THUMB",
            "THUMB_MAX"]
@@ -29,7 +29,7 @@ class Predictor:
 
     ``mixed_precision`` None follows the training run (its valid threshold was chosen that way).
     ``size`` None is the model's own; training tries others (train.views). A folder with a verifier
-    (train.verifier) is run in two stages unless ``verifier`` is False; ``look`` then says how, and
+    (stampcheck.train.verifier) is run in two stages unless ``verifier`` is False; ``look`` then says how, and
     ``threshold`` is the verifier's."""
 
     def __init__(self, model_dir: Path, device: str | None = None, mixed_precision: bool | None = None,

@@ -37,12 +37,12 @@ from stampcheck.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
 from stampcheck.files import read_bytes
 from stampcheck.paths import MARKER, OutputLock, check_output, claim_output
-from train.callbacks import EpochLog, StopOnInterrupt
-from train.learner import make_folder, remove_made, stamp_learner
-from train.model import base_path, build_model, load_base
-from train.config import PretrainConfig
-from train.data import check_crop
-from train.synthetic import DESIGNS, Loader, SyntheticStamps, collate, draw_designs, load_backgrounds
+from stampcheck.train.callbacks import EpochLog, StopOnInterrupt
+from stampcheck.train.learner import make_folder, remove_made, stamp_learner
+from stampcheck.train.model import base_path, build_model, load_base
+from stampcheck.train.config import PretrainConfig
+from stampcheck.train.data import check_crop
+from stampcheck.train.synthetic import DESIGNS, Loader, SyntheticStamps, collate, draw_designs, load_backgrounds
 
 COMMAND = "pretrain"  # the marker's name for a pretraining folder
 OWN_FILES = ("checkpoint.pth", "state.json", "base.pth", "card.md")
@@ -388,7 +388,7 @@ def write_card(out: Path, cfg: PretrainConfig, device, backgrounds: list) -> dic
 Finds any ink stamp (one class, "stamp"); `stampcheck train` starts from it and learns which stamp
 is yours, the other seals becoming its hard negatives.
 
-- file: `{base.name}` (state dict of `train.model.StampNet`, 1 class: fp16 weights, fp32 BatchNorm statistics)
+- file: `{base.name}` (state dict of `stampcheck.train.model.StampNet`, 1 class: fp16 weights, fp32 BatchNorm statistics)
 - sha256: `{sha}`
 - command: `{command}`
 - schedule: {schedule}

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from compose.backgrounds import builtin_background
-from compose.looks import Looks, compose_image
-from compose.seals import seal_design
-from compose.stamps import Stamp
+from stampcheck.compose.backgrounds import builtin_background
+from stampcheck.compose.looks import Looks, compose_image
+from stampcheck.compose.seals import seal_design
+from stampcheck.compose.stamps import Stamp
 from stampcheck.images import ImageLimits, ImageRejected, find_images, fit_within, jpeg_bytes, open_checked
-from train.data import MEAN, STD, check_crop, choose_window
+from stampcheck.train.data import MEAN, STD, check_crop, choose_window
 
 # Pretraining looks: compose's defaults, but every mark is a stamp (class-agnostic: no unlabelled
 # seal may appear as a "distractor"), and a third of the images carry none. What is not a stamp

@@ -14,7 +14,7 @@ from fastai.vision.learner import num_features_model
 from torch import nn
 
 from stampcheck.second_look import LookConfig
-from train.model import ModelError, build_model, read_weights
+from stampcheck.train.model import ModelError, build_model, read_weights
 
 WEIGHTS_NAME = "verifier.pth"
 

@@ -45,11 +45,11 @@ from stampcheck.dataset import IMAGES_DIR
 from stampcheck.images import open_checked
 from stampcheck.modelconfig import DETAILS
 from stampcheck.second_look import LookConfig, crop, detail_view
-from train.budget import TimeBudget, batch_seconds
-from train.data import MEAN, STD
-from train.metrics import ImageResult, best_threshold, summarise
-from train.predict import PHOTO_LIMITS, Predictor, predict_photos
-from train.verifier import WEIGHTS_NAME, VerifierGraph, from_detector
+from stampcheck.train.budget import TimeBudget, batch_seconds
+from stampcheck.train.data import MEAN, STD
+from stampcheck.train.metrics import ImageResult, best_threshold, summarise
+from stampcheck.train.predict import PHOTO_LIMITS, Predictor, predict_photos
+from stampcheck.train.verifier import WEIGHTS_NAME, VerifierGraph, from_detector
 
 EPOCHS = 10          # without --minutes
 LR = 2e-3
@@ -212,7 +212,7 @@ def train_verifier(model_dir: Path, dataset: Path, train_items: list, valid_item
     or EPOCHS), choose its candidate threshold and its threshold on valid, and write verifier.pth.
     Returns its figures (``valid``: the two stages together, as qa judges photos), or None when
     ``seconds`` leave no time to train it."""
-    from train.precision import set_precision
+    from stampcheck.train.precision import set_precision
 
     t0 = time.time()
     detector = Predictor(model_dir, device, mixed_precision, verifier=False)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from stampcheck.modelconfig import SIZES
-from train.metrics import best_threshold, summarise, within_one_se
-from train.predict import Predictor, judge_photos
+from stampcheck.train.metrics import best_threshold, summarise, within_one_se
+from stampcheck.train.predict import Predictor, judge_photos
 
 SCALES = (1.0, 1.125, 1.25)  # of the training size; the grid's stride (16) rounds them
 
@@ -38,7 +38,7 @@ def choose_view(model_dir: Path, train_size: int, items: list, files: list[Path]
     """Score the valid ``items`` (their image ``files``) at each of :func:`view_sizes`, each at the
     threshold its own results prefer, and keep the view :func:`pick_view` picks. Among sizes the valid
     split cannot tell apart the strictest threshold wins, as among thresholds
-    (train.metrics.best_threshold): a stamp-free product passing the gate costs more than a stamped
+    (stampcheck.train.metrics.best_threshold): a stamp-free product passing the gate costs more than a stamped
     one sent to a person; then the smaller size, cheaper for qa. Returns ``{"size", "threshold",
     "metrics", "views"}``; ``views`` lists every size's metrics."""
     views = []
