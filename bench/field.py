@@ -15,7 +15,7 @@ images/kept-out/NNN.jpg and images/round-things/NNN.jpg, labels.csv in the datas
 `background` column names the source photo; `stampcheck evaluate MODEL OUT/STAMP` reads it as it
 is) and field.json (how it was made, each photo's group and look). OUT/preview-STAMP.png shows
 stamped photos with their boxes. With --model, the model runs through qa's engine
-(stampcheck.qa.engines.load_engine, then stampcheck.runtime.predict_photos, at the model's own threshold):
+(stampcheck.engine.load_engine, then stampcheck.engine.run.predict_photos, at the model's own threshold):
 accuracy, precision, recall, mean IoU (stampcheck.train.metrics: the top box over stamped photos, 0 where
 missed), recall by stamp size (its box's long side over the photo's short side), flags on the round
 things, the share of the kept-out stamp-free photos flagged, photos per second; a markdown row on
@@ -198,15 +198,15 @@ def score_field(model: Path, folder: Path, engine: str = "torch", device: str | 
                 one_stage: bool = False) -> dict:
     """The model's figures on a field set (see the module docstring); ``one_stage``: the torch
     engine without the model's verifier (the detector alone, from the same training run)."""
-    from stampcheck.qa.engines import load_engine
+    from stampcheck.engine import load_engine
     from stampcheck.qa.evaluate import match_classes
-    from stampcheck.train.metrics import by_stamp_size, summarise
-    from stampcheck.train.predict import judge_photos
+    from stampcheck.engine.scores import by_stamp_size, summarise
+    from stampcheck.engine.scores import judge_photos
 
     groups = {e["file"]: e["group"] for e in json.loads((folder / FIELD_JSON).read_text(encoding="utf-8"))["photos"]}
     items = read_labels(folder)
     if one_stage:
-        from stampcheck.train.predict import Predictor
+        from stampcheck.engine.torch_engine import Predictor
 
         runner = Predictor(model, device, verifier=False)
     else:

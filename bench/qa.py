@@ -26,10 +26,10 @@ from stampcheck.compose.composer import ComposeConfig, compose_dataset
 from stampcheck.qa.batch import run_qa
 from stampcheck.images import find_images, open_checked
 from stampcheck.progress import no_progress
-from stampcheck.runtime import PHOTO_LIMITS, to_input
+from stampcheck.engine.photos import PHOTO_LIMITS, to_input
 from stampcheck.train.export import export
 from stampcheck.train.learner import TrainConfig, train
-from stampcheck.train.predict import Predictor
+from stampcheck.engine.torch_engine import Predictor
 
 DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "product-photos"
 

@@ -27,7 +27,7 @@ from PIL import Image
 
 from stampcheck.qa.report import Report, thumbnail_jpeg
 from stampcheck.atomic import atomic_write_bytes
-from stampcheck.runtime import PhotoResult
+from stampcheck.engine.decode import PhotoResult
 from tests.chromium import Chromium, chromium_path
 
 FIRST_CARDS = """new Promise(function (done) {

@@ -27,7 +27,8 @@ from stampcheck.atomic import atomic_write_text
 from stampcheck.device import cpu_count
 from stampcheck.progress import no_progress
 from stampcheck.train.learner import TrainConfig, train
-from stampcheck.train.predict import Predictor, predict_photos
+from stampcheck.engine.run import predict_photos
+from stampcheck.engine.torch_engine import Predictor
 
 STAMPS = Path(__file__).resolve().parent / "stamps"
 log = partial(print, flush=True)

@@ -35,13 +35,13 @@ from fastai.vision.learner import num_features_model
 from bench.field import FIELD_JSON, build_field, stamp_path
 from stampcheck.dataset import read_labels
 from stampcheck.device import pick_device
-from stampcheck.second_look import LookConfig
+from stampcheck.engine.second_look import LookConfig
 from stampcheck.train.budget import TimeBudget
 from stampcheck.train.data import is_valid
-from stampcheck.train.metrics import best_threshold, summarise
+from stampcheck.engine.scores import best_threshold, summarise
 from stampcheck.train.model import build_model
-from stampcheck.train.predict import Predictor
-from stampcheck.train.verifier import Verifier, VerifierGraph, from_detector
+from stampcheck.engine.torch_engine import Predictor
+from stampcheck.engine.verifier import Verifier, VerifierGraph, from_detector
 from stampcheck.train.verifier_training import (BS, LR, MINE_TRAIN, MINE_VALID, PREFERRED_THRESHOLD, _detail_size,
                                      candidate_threshold, crop_dataloaders, judge, mine, two_stage_results)
 

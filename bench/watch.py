@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image
 
 from bench.qa import tiny_model
-from stampcheck.runtime import read_photo
-from stampcheck.train.predict import Predictor
+from stampcheck.engine.photos import read_photo
+from stampcheck.engine.torch_engine import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,7 +102,7 @@ def run(args, tmp: Path) -> None:
         proc.communicate(timeout=60)
     predictor = Predictor(model) if args.engine == "torch" else None
     if predictor is None:
-        from stampcheck.runtime import OnnxModel
+        from stampcheck.engine.onnx import OnnxModel
 
         predictor = OnnxModel(model)
     floor = []

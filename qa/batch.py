@@ -33,7 +33,7 @@ from stampcheck.paths import OutputLock, check_output, claim_output, refuse_link
 from stampcheck.progress import no_progress, shown
 
 if TYPE_CHECKING:
-    from stampcheck.runtime import PhotoResult
+    from stampcheck.engine.decode import PhotoResult
 
 RESULT_COLUMNS = ["file", "status", "has_stamp", "score", "class", "x0", "y0", "x1", "y1", "error"]
 # The temporary names this command's atomic writes use (stampcheck.atomic): .NAME.PID.part
@@ -201,7 +201,7 @@ class QASummary:
         return errors.UNREADABLE if self.unreadable else errors.OK
 
 
-def photo_record(r: PhotoResult, threshold: float) -> dict:
+def photo_record(r: PhotoResult) -> dict:
     """results.jsonl's record of one photo: the stamps found (``detections``, best first, boxes in the
     photo's upright pixels) and the top score; null where there is no value (a photo not read has
     no score, size or detections, which is not the same as none found)."""
@@ -209,7 +209,7 @@ def photo_record(r: PhotoResult, threshold: float) -> dict:
     if r.error:
         return {**base, "has_stamp": None, "score": None, "width": None, "height": None, "detections": None,
                 "detector_score": None, "error": r.error}
-    dets = [{"score": round(s, 4), "class": c, "box": [round(v) for v in b]} for s, c, b in r.found(threshold)]
+    dets = [{"score": round(s, 4), "class": c, "box": [round(v) for v in b]} for s, c, b in r.found()]
     detector = None if r.detector_score is None else round(r.detector_score, 4)
     return {**base, "has_stamp": bool(dets), "score": round(r.score, 4), "width": r.width, "height": r.height,
             "detections": dets, "detector_score": detector, "error": None}
@@ -227,13 +227,13 @@ def result_rows(record: dict) -> list[dict]:
             for d in record["detections"]]
 
 
-def open_engine(model_dir: Path, engine: str, device: str | None):
-    """stampcheck.qa.engines.load_engine, a model that cannot be used being the user's input error (exit 2)."""
-    from stampcheck.qa.engines import load_engine
-    from stampcheck.runtime import ModelError
+def open_engine(model_dir: Path, engine: str, device: str | None, threshold: float | None = None):
+    """stampcheck.engine.load_engine, a model that cannot be used being the user's input error (exit 2)."""
+    from stampcheck.engine import load_engine
+    from stampcheck.engine.config import ModelError
 
     try:
-        return load_engine(model_dir, engine, device)
+        return load_engine(model_dir, engine, device, threshold)
     except ModelError as e:
         raise UsageError(str(e)) from e
 
@@ -256,11 +256,11 @@ def run_facts(model_dir: Path, engine, inputs: list[str], threshold: float) -> d
         except (OSError, ValueError, AttributeError):
             valid = None
     valid = {k: v for k, v in (valid or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    from stampcheck.runtime import OnnxModel
+    from stampcheck.engine.onnx import OnnxModel
 
     return {"model": shown(str(model_dir)), "engine": "onnx" if isinstance(engine, OnnxModel) else "torch",
             "classes": [shown(str(c)) for c in engine.classes], "size": engine.size,
-            "threshold": threshold, "model_threshold": engine.threshold, "valid": valid,
+            "threshold": threshold, "model_threshold": engine.stored_threshold, "valid": valid,
             "date": datetime.now().astimezone().isoformat(timespec="seconds"),
             "inputs": [shown(str(i)) for i in inputs],
             "command": shown(shlex.join(["stampcheck", *sys.argv[1:]]))}
@@ -280,13 +280,14 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         raise UsageError("no photos found in " + ", ".join(inputs) + skipped)
     # the model loads in seconds: only now, so that a mistyped path is answered at once
     from stampcheck.qa.report import Report, csv_row, write_annotated
-    from stampcheck.runtime import PhotoResult, predict_photos
+    from stampcheck.engine.decode import PhotoResult
+    from stampcheck.engine.run import predict_photos
 
     for name in EXPORTS:  # qa replaces these: a folder or a pipe of that name is not qa's
         if os.path.lexists(out / name) and not (out / name).is_file():
             raise UsageError(f"--out {out} holds {name}, which is not a file qa wrote; move it, or give another --out")
-    predictor = open_engine(model_dir, engine, device)
-    thr = predictor.threshold if threshold is None else threshold
+    predictor = open_engine(model_dir, engine, device, threshold)
+    thr = predictor.threshold
     claim_output(out, "qa")
     with OutputLock(out, "qa"):  # released at the end; by the system if the run is killed
         if annotate:
@@ -302,7 +303,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
         report = Report(out, thr, {**facts, "not_photos": [shown(str(p)) for p in found.not_photos]},
                         tables=tables, reserve=total)
         unchecked = (PhotoResult(p, error=why) for p, why in sorted(found.problems.items()))
-        checked = predict_photos(predictor, found.files, bs=bs, workers=workers, threshold=thr, previews=True)
+        checked = predict_photos(predictor, found.files, bs=bs, workers=workers, previews=True)
         records = []
         with atomic_path(tables[0]) as csv_tmp, atomic_path(tables[1]) as jsonl_tmp:
             with csv_tmp.open("w", newline="") as fcsv, jsonl_tmp.open("w") as fjson, \
@@ -310,7 +311,7 @@ def run_qa(model_dir: Path, inputs: list[str], out: Path, threshold: float | Non
                 writer = csv_writer(fcsv)
                 writer.writeheader()
                 for r in heapq.merge(unchecked, checked, key=lambda r: r.path):
-                    record = photo_record(r, thr)
+                    record = photo_record(r)
                     report.add(r)
                     writer.writerows(map(csv_row, result_rows(record)))
                     fjson.write(json.dumps(record) + "\n")

@@ -1,6 +1,6 @@
 """Evaluate a model on a labelled set: the dataset contract (composed, or real photos labelled by
 hand), a COCO JSON or a YOLO set (see stampcheck.formats). The presence and IoU metrics of
-stampcheck.train.metrics, COCO AP from pycocotools, and a threshold sweep with its precision-recall curve."""
+stampcheck.engine.scores, COCO AP from pycocotools, and a threshold sweep with its precision-recall curve."""
 
 from __future__ import annotations
 
@@ -42,10 +42,10 @@ def evaluate(model_dir: Path, dataset: Path, out: Path | None = None, split: str
         if log:
             log(note)
     # torch and fastai load in seconds: only now, so that a bad labelled set is answered at once
-    from stampcheck.train.metrics import by_stamp_size, summarise
-    from stampcheck.train.predict import Predictor, judge_photos
+    from stampcheck.engine import load_engine
+    from stampcheck.engine.scores import by_stamp_size, judge_photos, summarise
 
-    predictor = Predictor(model_dir, device)
+    predictor = load_engine(model_dir, "torch", device)
     match_classes(items, predictor.classes, dataset)
     files = [labelled.root / i.file for i in items]
     results, sizes, detections, errors = [], [], [], []

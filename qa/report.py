@@ -18,7 +18,7 @@ from stampcheck.draw import draw_boxes
 from stampcheck.images import ImageRejected, jpeg_bytes, open_checked
 from stampcheck.paths import refuse_links
 from stampcheck.progress import printable, shown
-from stampcheck.runtime import PHOTO_LIMITS
+from stampcheck.engine.photos import PHOTO_LIMITS
 
 PAGE = (Path(__file__).with_name("page.html")).read_bytes()  # index.html: the same for every run
 DATA, THUMBS = "data", "thumbs"
@@ -42,13 +42,13 @@ def csv_row(row: dict) -> dict:
     return cells
 
 
-def thumbnail_jpeg(r, threshold: float) -> bytes | None:
+def thumbnail_jpeg(r) -> bytes | None:
     """The report's thumbnail: the result's preview with its boxes drawn (the stamps found, else
     the best guess in orange), as JPEG; held instead of the preview's pixels."""
     if r.preview is None:
         return None
     img = r.preview
-    found = r.found(threshold)
+    found = r.found()
     if r.top_box and r.width:
         sx, sy = img.width / r.width, img.height / r.height
         boxes = [b for _, _, b in found] or [r.top_box]
@@ -103,7 +103,7 @@ class Report:
         if len(self.rows) == CHUNK:  # the open chunk is full: written one last time, then let go
             self._write_chunk()
             self.rows, self.heats = [], []
-        thumb = thumbnail_jpeg(r, self.threshold)
+        thumb = thumbnail_jpeg(r)
         r.preview = None
         if thumb:
             atomic_write_bytes(self.out / THUMBS / f"{self.count:06d}.jpg", thumb)
@@ -133,7 +133,7 @@ class Report:
                "o": original_url(r.path, self.out), "t": int(thumb)}
         if r.error:
             return {**row, "k": "unreadable", "e": shown(r.error)}, None
-        found = r.found(self.threshold)
+        found = r.found()
         row.update(k="stamped" if found else "missing", s=round(r.score, 4), w=r.width, h=r.height,
                    d=[[round(s, 4), shown(c), *(round(v, 1) for v in b)] for s, c, b in found],
                    b=[round(v, 1) for v in r.top_box] if r.top_box else None)
@@ -286,7 +286,7 @@ def write_annotated(summary, folder: Path) -> list[tuple[Path, str]]:
             continue
         try:
             img = open_checked(r.path, PHOTO_LIMITS)
-            boxes = [b for _, _, b in r.found(summary.threshold)]
+            boxes = [b for _, _, b in r.found()]
             img = draw_boxes(img, boxes, width=max(2, img.width // 200))
             atomic_write_bytes(folder / annotated_name(k, r.path), jpeg_bytes(img, 90, subsampling=0))
         except Exception as e:  # noqa: BLE001 - one photo's copy is not worth the others'

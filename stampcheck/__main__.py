@@ -1,3 +1,3 @@
-from stampcheck.cli import main
+from stampcheck.app.cli import main
 
 main()

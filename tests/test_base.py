@@ -22,9 +22,11 @@ from stampcheck.compose.seals import seal_design
 from tests.conftest import photo
 from stampcheck.train.budget import TimeBudget
 from stampcheck.train.learner import TrainConfig, build_learner, train
-from stampcheck.train.model import ModelError, base_path, build_model, load_base
+from stampcheck.engine.config import ModelError
+from stampcheck.train.model import base_path, build_model, load_base
 from stampcheck.train import synthetic
-from stampcheck.train.pretrain import PretrainConfig, pretrain, save_base
+from stampcheck.train.checkpoint import save_base
+from stampcheck.train.pretrain import PretrainConfig, pretrain
 from stampcheck.train.synthetic import Loader, SyntheticStamps, collate
 
 ROOT = Path(__file__).resolve().parents[1]

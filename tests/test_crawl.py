@@ -260,7 +260,7 @@ from tests.test_crawl import engine_hook
 import stampcheck.crawler.run as run
 original = run.crawl_engine
 run.crawl_engine = lambda *a, **k: original(*a[:5], session_hook=engine_hook({base!r}))
-from stampcheck.cli import main
+from stampcheck.app.cli import main
 main()
 """], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == errors.CRAWL_EMPTY, r.stderr  # nothing kept: not a success a script can miss

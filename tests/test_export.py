@@ -14,16 +14,21 @@ import torch
 from PIL import Image
 
 from stampcheck.compose.composer import ComposeConfig, compose_dataset
-from stampcheck.api import Detector
-from stampcheck.cli import FULL_ONLY
+from stampcheck.app.api import Detector
+from stampcheck.app.cli import FULL_ONLY
 from stampcheck.images import find_images
-from stampcheck.runtime import ModelError, OnnxModel, PhotoResult, find_stamps, predict_photos, read_photo
+from stampcheck.engine.config import ModelError
+from stampcheck.engine.decode import PhotoResult, find_stamps
+from stampcheck.engine.onnx import OnnxModel
+from stampcheck.engine.photos import read_photo
+from stampcheck.engine.run import predict_photos
 from tests.conftest import SHARED_PHOTOS, dead_pid, photo, write_exif_rotated
 from tests.test_train import EASY
-from stampcheck.train.detect import detect, split_output, to_pixels
+from stampcheck.engine.graph import split_output
+from stampcheck.train.detect import detect, to_pixels
 from stampcheck.train.export import export
 from stampcheck.train.learner import TrainConfig, train
-from stampcheck.train.predict import Predictor
+from stampcheck.engine.torch_engine import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 SCORE_TOL, BOX_TOL = 1e-3, 0.5  # what the ONNX engine may differ from torch's (fp32) by; boxes in px
@@ -31,7 +36,7 @@ SCORE_TOL, BOX_TOL = 1e-3, 0.5  # what the ONNX engine may differ from torch's (
 
 def run_cli(*args, code: str | None = None):
     """The CLI in a fresh interpreter; ``code`` runs first (the import blocker)."""
-    prog = (code or "") + "\nimport sys\nsys.argv[0] = 'stampcheck'\nfrom stampcheck.cli import main\nmain()"
+    prog = (code or "") + "\nimport sys\nsys.argv[0] = 'stampcheck'\nfrom stampcheck.app.cli import main\nmain()"
     return subprocess.run([sys.executable, "-c", prog, *map(str, args)], capture_output=True, text=True,
                           cwd=ROOT, timeout=300)
 
@@ -98,8 +103,8 @@ def test_onnx_gives_torchs_detections_on_real_and_generated_photos(tiny):
     assert np.ptp(ts) > 1e-3  # the photos tell the cells apart: a graph that ignored its input would fail
     # whole photos, in the photos' own pixels, batches of 3 against batches of 32; threshold 0 keeps
     # every cell, so NMS is compared too
-    by_torch = list(predict_photos(torch_engine, files, threshold=0.0))
-    by_onnx = list(predict_photos(onnx_engine, files, bs=3, threshold=0.0, workers=2))
+    by_torch = list(predict_photos(torch_engine, files, low_threshold=0.0))
+    by_onnx = list(predict_photos(onnx_engine, files, bs=3, low_threshold=0.0, workers=2))
     assert [r.path for r in by_onnx] == files and sum(r.error is not None for r in by_onnx) == 1
     for a, b in zip(by_torch, by_onnx):
         assert_same_detections(a, b)
@@ -107,6 +112,7 @@ def test_onnx_gives_torchs_detections_on_real_and_generated_photos(tiny):
     assert (large.width, large.height) == (4000, 3000) and large.top_box[2] <= 4000
 
 
+@pytest.mark.slow
 def test_the_onnx_example_gives_qas_numbers_with_numpy_pillow_and_onnxruntime_alone(tiny, tmp_path):
     model = tiny / "model" / "model.onnx"
     odd = tmp_path / "odd"  # what qa brings to 8-bit RGB its own way: 16-bit grey, float, large with alpha
@@ -120,7 +126,7 @@ def test_the_onnx_example_gives_qas_numbers_with_numpy_pillow_and_onnxruntime_al
     files = [f for f in find_images([tiny / "photos"]) if f.name != "corrupt.jpg"]  # large, rotated, CMYK, PNG
     files += sorted(odd.iterdir())
     engine = OnnxModel(model)
-    want = {str(r.path): r for r in predict_photos(engine, files, threshold=engine.threshold)}
+    want = {str(r.path): r for r in predict_photos(engine, files)}
     # torch, fastai, onnx and stampcheck itself unimportable: numpy, Pillow and onnxruntime are all it has
     blocked = sorted(FULL_ONLY | {"onnx", "stampcheck", "train", "qa", "compose", "crawler"})
     code = (f"import sys, runpy\nclass NotInstalled:\n    def find_spec(self, name, path=None, target=None):\n"
@@ -134,16 +140,16 @@ def test_the_onnx_example_gives_qas_numbers_with_numpy_pillow_and_onnxruntime_al
     assert [g["file"] for g in got] == [str(f) for f in files]
     for g in got:
         w = want[g["file"]]
-        assert abs(g["score"] - w.score) < 1e-6 and g["stamped"] == bool(w.found(engine.threshold)), g["file"]
-        assert len(g["found"]) == len(w.found(engine.threshold))
-        for (s1, c1, b1), (s2, c2, b2) in zip(g["found"], w.found(engine.threshold)):
+        assert abs(g["score"] - w.score) < 1e-6 and g["stamped"] == bool(w.found()), g["file"]
+        assert len(g["found"]) == len(w.found())
+        for (s1, c1, b1), (s2, c2, b2) in zip(g["found"], w.found()):
             assert c1 == c2 and abs(s1 - s2) < 1e-6 and np.allclose(b1, b2, atol=1e-3), g["file"]
 
 
 @pytest.mark.slow
 def test_qa_on_the_onnx_file_needs_no_torch_and_agrees_with_torch(tiny, tmp_path):
     expected = {r.path.name: r for r in predict_photos(Predictor(tiny / "model", "cpu", mixed_precision=False),
-                                                       find_images([tiny / "photos"]), threshold=0.0)}
+                                                       find_images([tiny / "photos"]), low_threshold=0.0)}
     # a threshold halfway between two photos' scores: some photos pass, some fail, none is near the cut
     tops = sorted({r.score for r in expected.values() if not r.error})
     k = max(range(1, len(tops)), key=lambda i: tops[i] - tops[i - 1])
@@ -159,7 +165,7 @@ def test_qa_on_the_onnx_file_needs_no_torch_and_agrees_with_torch(tiny, tmp_path
         if want.error:
             assert row["status"] == "error" and row["error"] == want.error
             continue
-        found = want.found(thr)
+        found = [d for d in want.detections if d[0] >= thr]
         assert row["has_stamp"] == str(int(bool(found)))
         if found:
             same = [f for f in found if abs(f[0] - float(row["score"])) <= SCORE_TOL + 1e-4]
@@ -167,7 +173,7 @@ def test_qa_on_the_onnx_file_needs_no_torch_and_agrees_with_torch(tiny, tmp_path
                                 for _, _, b in same)
         else:
             assert abs(float(row["score"]) - want.score) <= SCORE_TOL + 1e-4
-    assert 0 < sum(row["has_stamp"] == "1" for row in rows) == sum(len(r.found(thr)) for r in expected.values())
+    assert 0 < sum(row["has_stamp"] == "1" for row in rows) == sum(d[0] >= thr for r in expected.values() for d in r.detections or [])
 
     r = run_cli("qa", tiny / "model", tiny / "photos", "--out", tmp_path / "torch", code=NO_TORCH)
     out = (r.stdout + r.stderr).strip()
@@ -300,7 +306,7 @@ def bad_onnx(tiny, folder: Path, change: dict) -> Path:
     graph's input size too, as a file exported at that size would have it."""
     import onnx
 
-    from stampcheck.runtime import META_KEY
+    from stampcheck.engine.config import META_KEY
 
     model = onnx.load(str(tiny / "model" / "model.onnx"))
     prop = next(p for p in model.metadata_props if p.key == META_KEY)

@@ -6,7 +6,7 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from stampcheck.cli import app
+from stampcheck.app.cli import app
 
 COMMANDS = sorted(get_command(app).commands)
 

@@ -33,8 +33,10 @@ from stampcheck.train.data import MEAN, STD
 from stampcheck.train.detect import detect, to_pixels
 from stampcheck.train.callbacks import save_weights
 from stampcheck.train.plots import plot_samples
-from stampcheck.train.model import ModelError, build_model, load_model_dir
-from stampcheck.train.predict import PhotoResult
+from stampcheck.engine.config import ModelError
+from stampcheck.engine.network import load_model_dir
+from stampcheck.train.model import build_model
+from stampcheck.engine.decode import PhotoResult
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG_NAME = "L" * 236 + ".jpg"  # 240 bytes: with the annotated copy's prefix and temp suffix, over NAME_MAX

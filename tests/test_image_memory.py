@@ -72,7 +72,7 @@ def float_tiff(path: Path, width: int, height: int, rows: int = 100) -> None:
 # process's high-water mark read (VmHWM, what ru_maxrss reports unless a thread ended above it).
 MEASURE = """
 import importlib, json, sys
-import stampcheck.cli
+import stampcheck.app.cli
 for name in sys.argv[1].split(","):
     importlib.import_module(name)
 def high_water():
@@ -83,7 +83,7 @@ with open("/proc/self/clear_refs", "w") as f:
 base = high_water()
 sys.argv = ["stampcheck", *sys.argv[2:]]
 try:
-    stampcheck.cli.main()
+    stampcheck.app.cli.main()
 except SystemExit as e:
     code = e.code
 print("MEMORY " + json.dumps({"code": code, "grew": high_water() - base}))
@@ -112,7 +112,7 @@ def big(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_qa_checks_a_16_bit_photo_in_bounded_memory_and_refuses_a_float_one_by_its_bytes(big, tmp_path):
     model = model_folder(tmp_path / "model", ["qc-passed"])
-    code, grew, output = measured(["stampcheck.qa.batch", "stampcheck.train.predict"], "qa", model, big, "--out", tmp_path / "qa",
+    code, grew, output = measured(["stampcheck.qa.batch", "stampcheck.engine.torch_engine"], "qa", model, big, "--out", tmp_path / "qa",
                                   "--workers", "0")
     assert code == 1, output  # the untrained model finds no stamp: read, judged, missing
     rows = {Path(json.loads(line)["file"]).name: json.loads(line) for line in open(tmp_path / "qa" / "results.jsonl")}
@@ -164,7 +164,7 @@ def test_qa_flattens_a_photo_with_alpha_in_bounded_memory(tmp_path):
     photos.mkdir()
     grey_alpha_png(photos / "grey-alpha-100mp.png", 10000, 10000)
     model = model_folder(tmp_path / "model", ["qc-passed"])
-    code, grew, output = measured(["stampcheck.qa.batch", "stampcheck.train.predict"], "qa", model, photos, "--out", tmp_path / "qa",
+    code, grew, output = measured(["stampcheck.qa.batch", "stampcheck.engine.torch_engine"], "qa", model, photos, "--out", tmp_path / "qa",
                                   "--workers", "0")
     assert code == 1, output
     row = json.loads(open(tmp_path / "qa" / "results.jsonl").readline())

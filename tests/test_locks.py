@@ -252,8 +252,8 @@ def test_the_lock_needs_no_fcntl(tmp_path):
 import sys
 sys.modules["fcntl"] = None  # import fcntl fails, as on Windows
 from pathlib import Path
-import stampcheck.paths, stampcheck.atomic, stampcheck.runtime, stampcheck.api
-import stampcheck.qa.batch, stampcheck.qa.engines, stampcheck.qa.report, stampcheck.qa.watch
+import stampcheck.paths, stampcheck.atomic, stampcheck.engine.onnx, stampcheck.app.api
+import stampcheck.qa.batch, stampcheck.engine, stampcheck.qa.report, stampcheck.qa.watch
 from stampcheck.paths import check_output
 from stampcheck.atomic import remove_own_partials
 out = Path({str(tmp_path / "report")!r})

@@ -14,7 +14,8 @@ from stampcheck import errors
 from stampcheck.dataset import DatasetError, read_labels, upright_size
 from stampcheck.files import NotAFile, open_regular, read_bytes, read_text
 from stampcheck.images import ImageRejected, open_checked
-from stampcheck.runtime import ModelError, OnnxModel
+from stampcheck.engine.config import ModelError
+from stampcheck.engine.onnx import OnnxModel
 from tests.conftest import photo
 from tests.test_train import square_dataset
 
@@ -131,7 +132,9 @@ def test_train_refuses_weights_that_are_no_torch_file(dataset, tmp_path):
 
 def test_model_files_that_are_no_regular_files_are_refused(tmp_path):
     """--weights, --init's model folder and a base detector, as train and pretrain load them."""
-    from stampcheck.train.model import ModelError, build_model, load_base, load_model_dir
+    from stampcheck.engine.config import ModelError
+    from stampcheck.engine.network import load_model_dir
+    from stampcheck.train.model import build_model, load_base
 
     os.mkfifo(tmp_path / "pipe.pth")
     for weights in (tmp_path / "pipe.pth", tmp_path):

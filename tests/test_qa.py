@@ -16,7 +16,8 @@ from stampcheck.dataset import coco_dict, read_labels
 from tests.conftest import photo, write_exif_rotated
 from tests.test_train import EASY
 from stampcheck.train.learner import TrainConfig, train
-from stampcheck.train.metrics import DetectionMetric, ImageResult, best_threshold, by_stamp_size, detection_metrics, summarise
+from stampcheck.engine.scores import ImageResult, best_threshold, by_stamp_size, summarise
+from stampcheck.train.metrics import DetectionMetric, detection_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -200,10 +201,38 @@ def test_evaluate_writes_metrics_and_curve(tiny_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end_in_quick_mode(tmp_path):
-    r = run_cli("demo", "--quick", "--out", tmp_path)
+def test_demo_runs_end_to_end_in_quick_mode_beside_a_users_own_train_qa_and_compose(tmp_path):
+    """Run from a notebook's folder holding train.py, qa.py and compose.py of the user's own (Python puts
+    the working folder first on its path): the demo, fastai's load_learner + predict on its model.pkl,
+    and qa never import them; a model.pkl fastai cannot load is written anew by export --format fastai."""
+    for name in ("train.py", "qa.py", "compose.py"):
+        (tmp_path / name).write_text(f"raise SystemExit('the user\'s own {name} was imported')\n")
+
+    def run(*args):
+        return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=tmp_path,
+                              timeout=300)
+
+    r = run("-m", "stampcheck", "demo", "--quick", "--out", "demo")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    summary = json.loads((tmp_path / "demo.json").read_text())
+    out = tmp_path / "demo"
+    summary = json.loads((out / "demo.json").read_text())
     assert summary["photos"] == 8 and 0 <= summary["held_out_accuracy"] <= 1
-    assert (tmp_path / "report" / "index.html").exists() and (tmp_path / "model" / "model.pkl").exists()
+    assert (out / "report" / "index.html").exists() and (out / "model" / "model.pkl").exists()
     assert "held-out" in r.stdout
+    photo(3).save(tmp_path / "photo.jpg")
+    predict = ("import json, warnings; warnings.simplefilter('ignore'); from fastai.learner import load_learner; "
+               "l = load_learner('demo/model/model.pkl'); print(json.dumps(l.predict('photo.jpg')[2].tolist()))")
+    r = run("-c", predict)
+    assert r.returncode == 0, r.stderr[-2000:]
+    raw = json.loads(r.stdout.splitlines()[-1])
+    r = run("-m", "stampcheck", "qa", "demo/model", "photo.jpg", "--out", "qa")
+    assert r.returncode in (0, 1) and (tmp_path / "qa" / "results.csv").exists(), r.stdout[-2000:] + r.stderr[-2000:]
+    (out / "model" / "model.pkl").write_bytes(b"not a pickle fastai can load")
+    r = run("-m", "stampcheck", "export", "demo/model", "--format", "fastai")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    r = run("-c", predict)
+    assert r.returncode == 0 and json.loads(r.stdout.splitlines()[-1]) == raw, r.stderr[-2000:]
+    mine = tmp_path / "mine.pkl"
+    mine.write_bytes(b"the user's")
+    r = run("-m", "stampcheck", "export", "demo/model", "--format", "fastai", "--out", mine)
+    assert r.returncode == 2 and mine.read_bytes() == b"the user's", r.stdout + r.stderr

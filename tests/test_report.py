@@ -19,11 +19,13 @@ from stampcheck.compose.composer import ComposeConfig, compose_dataset
 from stampcheck.compose.looks import Looks
 from stampcheck.qa.report import CHUNK, Report, ReportError, near_band
 from stampcheck.dataset import read_labels
-from stampcheck.runtime import PhotoResult, predict_photos
+from stampcheck.engine.decode import PhotoResult
+from stampcheck.engine.run import predict_photos
 from tests.chromium import Chromium, chromium_path
 from tests.test_train import EASY
 from stampcheck.train.learner import TrainConfig, train
-from stampcheck.train.predict import THUMB_MAX, Predictor
+from stampcheck.engine.photos import THUMB_MAX
+from stampcheck.engine.torch_engine import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 # a file in a folder named "<": its path reads </script><img ...>, and must stay text everywhere
@@ -114,7 +116,7 @@ def test_scores_read_on_the_side_of_their_verdict_and_the_threshold_label_fits(t
             box = [10.0, 10.0, 50.0, 50.0]
             report.add(PhotoResult(Path(f"/cams/{i}-{s}.jpg"), 400, 300, s, box, [(s, "qc-passed", box)],
                                    preview=Image.new("RGB", (160, 120), "grey"),
-                                   heatmap=np.ones((8, 8), np.float32)))
+                                   heatmap=np.ones((8, 8), np.float32), threshold=threshold))
         report.write()
         with Chromium(tmp_path / "profile") as b:
             b.navigate((out / "index.html").as_uri())

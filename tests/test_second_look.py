@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from stampcheck.runtime import PhotoResult
-from stampcheck.modelconfig import verifier_problem
-from stampcheck.second_look import LookConfig, crop, crop_window, detail_view, rescore
+from stampcheck.engine.decode import PhotoResult
+from stampcheck.engine.config import verifier_problem
+from stampcheck.engine.second_look import LookConfig, crop, crop_window, detail_view, rescore
 
 RED = (220, 20, 20)
 
@@ -64,7 +64,9 @@ def test_the_verifier_decides_presence_box_and_class():
     assert r.detector_score == 0.9
     assert r.score == 0.8 and r.top_box == [50, 50, 90, 90]
     assert r.detections == [(0.8, "lab", [50, 50, 90, 90])]
-    assert r.found(0.5) == r.detections and r.found(0.85) == []
+    assert r.found() == r.detections
+    r.threshold = 0.85
+    assert r.found() == []
 
 
 def test_no_candidate_is_a_photo_without_stamp():

@@ -67,8 +67,8 @@ def test_mined_negatives_come_from_stamp_free_images_and_positives_hold_the_stam
     image, every positive overlaps a true box."""
     train(look_alikes, tmp_path / "m", TrainConfig(arch="resnet18", size=64, epochs=1, bs=16, workers=0,
                                                    verifier=False), log=lambda *a: None)
-    from stampcheck.train.predict import Predictor
-    from stampcheck.second_look import LookConfig
+    from stampcheck.engine.torch_engine import Predictor
+    from stampcheck.engine.second_look import LookConfig
 
     items = [i for i in read_labels(look_alikes) if i.split == "train"]
     look = LookConfig(detail=160)
@@ -137,7 +137,7 @@ def test_qa_torch_and_onnx_give_the_same_verdicts_and_onnx_needs_no_torch(two_st
     assert torch_run.returncode in (0, 1) and "second look" in torch_run.stdout, torch_run.stdout + torch_run.stderr
     # the dispatch PC's install: onnxruntime, no torch
     script = ("import sys; sys.modules['torch'] = None; sys.modules['fastai'] = None; "
-              "from stampcheck.cli import main; sys.argv = ['stampcheck'] + sys.argv[1:]; main()")
+              "from stampcheck.app.cli import main; sys.argv = ['stampcheck'] + sys.argv[1:]; main()")
     onnx_run = subprocess.run([sys.executable, "-c", script, "qa", str(out), str(look_alikes / "images"),
                                "--engine", "onnx", "--out", str(tmp_path / "onnx")], capture_output=True, text=True,
                               timeout=600)
@@ -168,9 +168,10 @@ def test_a_one_stage_model_folder_still_runs_and_says_so(two_stage, look_alikes,
     assert all(rec["detector_score"] is None for rec in records(tmp_path / "r").values())
 
 
+@pytest.mark.slow
 def test_the_python_api_judges_as_qa_does(two_stage, look_alikes, tmp_path):
     from stampcheck.qa.batch import run_qa
-    from stampcheck.api import Detector
+    from stampcheck.app.api import Detector
 
     out, _ = two_stage
     run_qa(out, [str(look_alikes / "images")], tmp_path / "r")
@@ -217,9 +218,9 @@ def hand_made(tmp_path_factory) -> Path:
 
     import torch
 
-    from stampcheck.second_look import LookConfig
+    from stampcheck.engine.second_look import LookConfig
     from stampcheck.train.model import build_model
-    from stampcheck.train.verifier import from_detector
+    from stampcheck.engine.verifier import from_detector
 
     out = tmp_path_factory.mktemp("hand-made") / "model"
     out.mkdir()
@@ -282,8 +283,8 @@ def test_a_verifier_pth_that_is_a_pipe_or_runs_code_is_one_line_and_never_read_a
 
     import torch
 
-    from stampcheck.train.model import ModelError
-    from stampcheck.train.verifier import load_verifier
+    from stampcheck.engine.config import ModelError
+    from stampcheck.engine.verifier import load_verifier
 
     model = copy_model(hand_made, tmp_path / "m")
     config = json.loads((model / "config.json").read_text())
@@ -306,7 +307,8 @@ def test_the_onnx_engine_holds_the_verifiers_graph_to_its_config_and_never_opens
 
     import onnx
 
-    from stampcheck.runtime import ModelError, OnnxModel
+    from stampcheck.engine.config import ModelError
+    from stampcheck.engine.onnx import OnnxModel
     from stampcheck.train.export import export
 
     model = copy_model(hand_made, tmp_path / "m")
@@ -340,8 +342,8 @@ def test_the_detail_size_train_chooses_is_one_the_config_check_accepts(tmp_path)
     ask for must not make a model that no command can load."""
     from dataclasses import asdict
 
-    from stampcheck.modelconfig import verifier_problem
-    from stampcheck.second_look import LookConfig
+    from stampcheck.engine.config import verifier_problem
+    from stampcheck.engine.second_look import LookConfig
 
     (tmp_path / "images").mkdir()
     for name, size in (("long.png", (9000, 40)), ("small.png", (20, 18))):

@@ -11,8 +11,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.tracker import TrackerCallback
 from fastai.torch_core import rank_distrib
 
 from stampcheck.atomic import atomic_path, atomic_write_bytes, json_text
@@ -22,29 +24,33 @@ MONITOR = "correct"  # see stampcheck.train.metrics: share of valid images judge
 # ties (common once it reaches 1.0 on small sets) go to the epoch with the better mean IoU
 
 
-class KeepBest(Callback):
+class KeepBest(TrackerCallback):
     """After each epoch, if MONITOR improved (ties broken by mean IoU), write model.pth and
-    config.json (atomically). The first time, the earlier model's files (``replaces``) go, and this
-    run's ``first_files`` (name: bytes, made before training) are written: until then the folder
-    holds the earlier model as it was, whatever ends the run."""
+    config.json (atomically), as fastai's SaveModelCallback saves its best. The first time, the
+    earlier model's files (``replaces``) go, and this run's ``first_files`` (name: bytes, made before
+    training) are written: until then the folder holds the earlier model as it was, whatever ends the run."""
 
-    order = 70  # after the Recorder has the epoch's metrics
+    order = TrackerCallback.order + 10  # after the Recorder has the epoch's metrics
 
     def __init__(self, out: Path, config: dict, replaces: list[Path] = (), first_files: dict | None = None):
-        self.out, self.config, self.best, self.best_epoch = Path(out), config, (-math.inf, -math.inf), -1
+        super().__init__(monitor=MONITOR, comp=np.greater)
+        self.out, self.config, self.best_iou, self.best_epoch = Path(out), config, -math.inf, -1
         self.replaces, self.first_files = list(replaces), dict(first_files or {})
 
     def after_epoch(self):
+        previous = self.best
+        super().after_epoch()  # new_best when MONITOR rose; a NaN never is
         row = dict(zip(self.recorder.metric_names[1:-1], self.recorder.values[-1]))
-        value = (float(row[MONITOR]), float(row["mean_iou"]))
-        if rank_distrib() != 0 or math.isnan(value[0]) or not value > self.best:
+        iou = float(row["mean_iou"])
+        tie = not self.new_best and float(row[MONITOR]) == previous and iou > self.best_iou
+        if rank_distrib() != 0 or not (self.new_best or tie):
             return
         first = self.best_epoch < 0
         # the threshold it was judged at: a run killed before finish() leaves a model that calls as chosen
-        save_weights(self.learn.model, self.out, {**self.config, "best_epoch": self.epoch, MONITOR: value[0],
+        save_weights(self.learn.model, self.out, {**self.config, "best_epoch": self.epoch, MONITOR: float(self.best),
                                                   "threshold": float(row["threshold"])},
                      replaces=self.replaces if first else ())
-        self.best, self.best_epoch = value, self.epoch
+        self.best_iou, self.best_epoch = iou, self.epoch
         if first:
             for name, data in self.first_files.items():
                 atomic_write_bytes(self.out / name, data)

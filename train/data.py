@@ -21,7 +21,7 @@ from stampcheck.dataset import IMAGES_DIR, DatasetError, ImageLabels, class_name
 from stampcheck.files import open_regular
 from stampcheck.images import ImageRejected, open_checked, to_rgb8
 from stampcheck.train.detect import plain, to_pixels
-from stampcheck.train.predict import PHOTO_LIMITS
+from stampcheck.engine.photos import PHOTO_LIMITS
 
 MEAN, STD = imagenet_stats
 NAMED = 20  # unreadable images named one per line; more are counted

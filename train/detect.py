@@ -11,35 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, box_iou, generalized_box_iou_loss, sigmoid_focal_loss
 
+from stampcheck.engine.graph import cell_centres, split_output
+
 CENTRE_RADIUS = 1.5  # cells: a cell owns a stamp when its centre is inside it and this near its centre
-MAX_LOG_DIST = 6.0   # clamp before exp: no box is e^6 = 400 cells wide
 
 
 def plain(t: torch.Tensor) -> torch.Tensor:
     """fastai's typed tensors (TensorBBox, TensorMultiCategory) as plain tensors, which index freely."""
     return t.as_subclass(torch.Tensor)
-
-
-def cell_centres(h: int, w: int, device) -> torch.Tensor:
-    """(h*w, 2) centres of the grid cells, row-major, in -1..1."""
-    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h * 2 - 1
-    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w * 2 - 1
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx.flatten(), gy.flatten()], -1)
-
-
-def split_output(out: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, C+4, H, W) -> score logits (B, HW, C) and boxes (B, HW, 4) in -1..1."""
-    b, _, h, w = out.shape
-    flat = out.float().flatten(2).transpose(1, 2)
-    return flat[..., :n_classes], decode_boxes(flat[..., n_classes:], h, w)
-
-
-def decode_boxes(raw: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Log distances (in cells) from each cell centre to the four edges -> boxes in -1..1."""
-    c = cell_centres(h, w, raw.device)
-    d = raw.clamp(max=MAX_LOG_DIST).exp() * torch.tensor([2 / w, 2 / h, 2 / w, 2 / h], device=raw.device)
-    return torch.stack([c[:, 0] - d[..., 0], c[:, 1] - d[..., 1], c[:, 0] + d[..., 2], c[:, 1] + d[..., 3]], -1)
 
 
 def assign(boxes: torch.Tensor, labels: torch.Tensor, h: int, w: int, n_classes: int):

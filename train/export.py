@@ -1,7 +1,7 @@
 """`stampcheck export`: the model as one graph that other tools load (ONNX, TorchScript).
 
 The graph is the torch engine's own (:class:`InferenceGraph`): uint8 photos in, per-cell scores and
-boxes in input pixels out; stampcheck.runtime does the rest (threshold, NMS, photo pixels).
+boxes in input pixels out; stampcheck.engine does the rest (threshold, NMS, photo pixels).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -18,42 +19,17 @@ import torch
 from torch import nn
 
 from stampcheck.atomic import atomic_path, remove_own_partials
+from stampcheck.engine.config import META_KEY, ONNX_NAME, TORCHSCRIPT_NAME, ModelError
+from stampcheck.engine.graph import load_graph
+from stampcheck.engine.network import load_model_dir
+from stampcheck.engine.onnx import source_digest, verifier_file
+from stampcheck.engine.verifier import load_verifier
 from stampcheck.paths import lock_output, refuse_held
-from stampcheck.runtime import META_KEY, ONNX_NAME, TORCHSCRIPT_NAME, ModelError, source_digest, verifier_file
-from stampcheck.train.detect import split_output
-from stampcheck.train.model import load_model_dir
-from stampcheck.train.verifier import load_verifier
+from stampcheck.train.finish import LEARNER_NAME, export_learner
 
-FORMATS = {"onnx": ONNX_NAME, "torchscript": TORCHSCRIPT_NAME}
+FORMATS = {"onnx": ONNX_NAME, "torchscript": TORCHSCRIPT_NAME, "fastai": LEARNER_NAME}
 OPSET = 17  # onnxruntime 1.14 and later, OpenCV 4.8, TensorRT 8.6 read it
 SCORE_TOLERANCE, BOX_TOLERANCE = 1e-3, 0.5  # px: what an export may differ from torch by
-
-
-class InferenceGraph(nn.Module):
-    """uint8 (B, 3, S, S) RGB photos squished to S x S -> ``scores`` (B, HW, C), probabilities, and
-    ``boxes`` (B, HW, 4), x0, y0, x1, y1 in input pixels, one per cell of the head's grid (row-major).
-    Normalising with the model's mean and std happens inside."""
-
-    def __init__(self, model: nn.Module, config: dict, size: int | None = None):
-        super().__init__()
-        self.model, self.n_classes = model, len(config["classes"])
-        self.size = int(config["size"] if size is None else size)
-        self.register_buffer("mean", torch.tensor(config["mean"]).view(1, 3, 1, 1) * 255)
-        self.register_buffer("std", torch.tensor(config["std"]).view(1, 3, 1, 1) * 255)
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.mean) / self.std
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, boxes = split_output(self.model(self.normalise(x)), self.n_classes)
-        return logits.sigmoid(), (boxes + 1) * (self.size / 2)
-
-
-def load_graph(model_dir: Path, size: int | None = None) -> tuple[dict, InferenceGraph]:
-    """The model folder's config and its inference graph, at ``size`` px (None: the config's)."""
-    config, model = load_model_dir(model_dir)
-    # a graph for inference only: tracing must see weights, not tensors waiting for gradients
-    return config, InferenceGraph(model, config, size).eval().requires_grad_(False)
 
 
 def metadata(model_dir: Path, config: dict) -> str:
@@ -92,6 +68,8 @@ def export(model_dir: Path, fmt: str = "onnx", out: Path | None = None) -> tuple
     out = Path(out) if out else model_dir / FORMATS[fmt]
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; give the path of the file to write")
+    if fmt == "fastai":
+        return export_fastai(model_dir, out), None
     if out.exists() and not is_export(out):
         raise ValueError(f"{out} exists and is not an earlier stampcheck export; it is left as it is "
                          "(choose another --out)")
@@ -191,3 +169,21 @@ def check(graph: nn.Module, path: Path, fmt: str, example: torch.Tensor,
     if len(got) == 1:
         got = (got[0], torch.zeros(1))
     return tuple(float((a - b).abs().max()) for a, b in zip(expected, got))
+
+
+def export_fastai(model_dir: Path, out: Path) -> Path:
+    """model.pkl written anew from the folder's model.pth and config.json (no pickle is read), as
+    train writes it: for a model.pkl that fastai's load_learner cannot open, or none. Only train's
+    own model.pkl is replaced; any other existing file is left as it is."""
+    from stampcheck.train.learner import learner_for
+
+    if (out.exists() or out.is_symlink()) and out.resolve() != (model_dir / LEARNER_NAME).resolve():
+        raise ValueError(f"{out} exists and is not the model's own {LEARNER_NAME}; it is left as it is "
+                         "(choose another --out)")
+    out = out.absolute()  # fastai writes the export under the learner's own (temporary) path otherwise
+    refuse_held(out.parent, "the folder")
+    config, model = load_model_dir(model_dir)
+    with lock_output(out.parent, "export", "the folder"), tempfile.TemporaryDirectory() as tmp:
+        remove_own_partials(out.parent, re.escape(out.name))
+        export_learner(learner_for(model, config, Path(tmp)), config, out)
+    return out

@@ -10,7 +10,6 @@ and only once the new run's first epoch is there to take their place.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import sys
@@ -22,26 +21,31 @@ from pathlib import Path
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle / lr_find)
 import numpy as np
 import torch
+from PIL import Image
 from fastai.callback.tracker import EarlyStoppingCallback
 from fastai.learner import Learner
 from fastai.optimizer import Adam
 from fastai.torch_core import rank_distrib
 
-from stampcheck.atomic import atomic_path, atomic_write_json, remove_own_partials
+from stampcheck.atomic import remove_own_partials
+from stampcheck.dataset import IMAGES_DIR, ImageLabels
 from stampcheck.device import autocast_dtype, cpu_count, pick_device
+from stampcheck.engine.config import ModelError
+from stampcheck.engine.network import load_model_dir
 from stampcheck.files import read_text
 from stampcheck.paths import MARKER, lock_output, refuse_held, refuse_overlap
 from stampcheck.train.budget import TimeBudget, batch_seconds
-from stampcheck.train.callbacks import MONITOR, EpochLog, KeepBest, StopOnInterrupt, unwrap
+from stampcheck.train.callbacks import MONITOR, EpochLog, KeepBest, StopOnInterrupt
 from stampcheck.train.config import LR, TrainConfig
-from stampcheck.train.data import MEAN, STD, ImagePath, predict_at, stamp_dataloaders
+from stampcheck.train.data import MEAN, STD, pad_boxes, stamp_datablock, stamp_dataloaders
 from stampcheck.train.detect import StampLoss
 from stampcheck.train.distributed import distributed_training, leave_process_group
+from stampcheck.train.finish import LEARNER_NAME, add_verifier, finish
 from stampcheck.train.metrics import detection_metrics
-from stampcheck.train.model import ModelError, build_model, load_model_dir
+from stampcheck.train.model import build_model
+from stampcheck.train.plots import current_figure_png
 from stampcheck.train.precision import set_precision
-from stampcheck.train.plots import current_figure_png, plot_curves, plot_samples
-from stampcheck.train.views import choose_view, view_sizes
+from stampcheck.train.views import view_sizes
 
 VERIFIER_SHARE = 0.3  # of --minutes: mining crops for the verifier, training and judging it
 
@@ -49,7 +53,7 @@ VERIFIER_SHARE = 0.3  # of --minutes: mining crops for the verifier, training an
 # CPU_CROP pixels while small stamps keep CPU_SIZE's (how many pixels a stamp gets, not how many
 # steps, bounds a 15-minute training; see BENCHMARKS.md). On a GPU more pixels cost little.
 CPU_SIZE, CPU_CROP, GPU_SIZE = 256, 160, 256
-OUTPUTS = ("model.pth", "config.json", "model.pkl", "metrics.json", "curves.png", "samples.png", "lr_find.png",
+OUTPUTS = ("model.pth", "config.json", LEARNER_NAME, "metrics.json", "curves.png", "samples.png", "lr_find.png",
            "verifier.pth")
 
 
@@ -110,6 +114,18 @@ def stamp_learner(dls, model, n_classes: int, out: Path, device, mixed_precision
                     path=out, model_dir=".")
     set_precision(learn, device, mixed_precision)
     return learn
+
+
+def learner_for(model, config: dict, root: Path) -> Learner:
+    """A Learner of ``model`` to export without its training data: the DataBlock needs an image per
+    split to set itself up, so a blank one is written in ``root`` (the export keeps none of it)."""
+    size, classes, cpu = config["size"], config["classes"], torch.device("cpu")
+    (root / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), "white").save(root / IMAGES_DIR / "blank.png")
+    items = [ImageLabels("blank.png", split, "") for split in ("train", "valid")]
+    dls = stamp_datablock(root, classes, size, augment=False).dataloaders(
+        items, bs=1, num_workers=0, device=cpu, before_batch=pad_boxes)
+    return stamp_learner(dls, model, len(classes), root, cpu, mixed_precision=False)
 
 
 def plan_epochs(learn: Learner, budget: float, size: int, log=print, before_fit: int = 0) -> tuple[int, TimeBudget]:
@@ -210,6 +226,7 @@ def train(dataset: Path, out: Path, cfg: TrainConfig, log=print, overwrite: bool
     log(f"{cfg.arch} at {cfg.size} px on {device} ({precision}), starting from {weights_source}; "
         f"{len(dls.train_ds)} train / {len(dls.valid_ds)} valid images"
         + (f"; training on {cfg.crop} px windows of the {cfg.size} px image" if cfg.crop else ""))
+    # "size" is always the size the model predicts at: its training size (train.size) until finish chooses
     config = {"arch": cfg.arch, "size": cfg.size, "classes": classes, "mean": list(MEAN), "std": list(STD),
               "threshold": 0.5, "weights_source": weights_source, "train": asdict(cfg),
               "dataset": str(Path(dataset).resolve())}
@@ -299,63 +316,3 @@ def _fit(learn: Learner, cfg: TrainConfig, keep: KeepBest, budget: TimeBudget | 
     if interrupted:
         log("interrupted: keeping the best epoch saved so far")
     return interrupted, time.time() - start
-
-
-def add_verifier(out: Path, dataset: Path, dls, classes: list[str], device, seconds: float | None,
-                 cfg: TrainConfig, log=print) -> dict:
-    """Train the second look on the finished detector in ``out`` and record it in config.json (how
-    photos are judged: stampcheck.train.predict reads it) and metrics.json (both stages' valid figures)."""
-    from stampcheck.train.verifier_training import train_verifier
-
-    figures = train_verifier(out, dataset, list(dls.train.items), list(dls.valid.items), classes, device, seconds,
-                             cfg.mixed_precision, cfg.seed, log)
-    if figures is None:
-        return json.loads((out / "metrics.json").read_text())
-    config = json.loads((out / "config.json").read_text())
-    config["verifier"] = {**figures["look"], "one_stage_valid": config.get("valid")}
-    config["valid"] = figures["valid"]
-    atomic_write_json(out / "config.json", config)
-    metrics = json.loads((out / "metrics.json").read_text())
-    metrics["verifier"] = figures
-    metrics["one_stage"] = metrics["final"]
-    metrics["final"] = figures["valid"]
-    atomic_write_json(out / "metrics.json", metrics)
-    return metrics
-
-
-def finish(learn: Learner, out: Path, dataset: Path, classes: list[str], dls, device, train_seconds: float,
-           interrupted: bool, log=print) -> dict:
-    """Reload the best epoch, choose on valid the size it predicts at and the threshold, export, plot
-    and write metrics."""
-    config = json.loads((out / "config.json").read_text())
-    model = unwrap(learn.model)
-    model.load_state_dict(torch.load(out / "model.pth", map_location=device, weights_only=True))
-    items = list(dls.valid.items)
-    view = choose_view(out, config["size"], items, [ImagePath(dataset)(i) for i in items], MONITOR, device,
-                       config["train"]["bs"], log)
-    trained_threshold = view["views"][0]["threshold"]  # the training size is the first view
-    config["size"], config["threshold"], config["valid"] = view["size"], view["threshold"], view["metrics"]
-    final = view["metrics"]
-    atomic_write_json(out / "config.json", config)
-    history = [dict(zip(learn.recorder.metric_names[1:-1], [_num(v) for v in row]))
-               for row in learn.recorder.values]
-    metrics = {"final": final, "best_epoch": config.get("best_epoch"), "epochs": history,
-               "monitor": MONITOR, "train_seconds": round(train_seconds, 1), "interrupted": interrupted,
-               "device": str(device), "views": view["views"]}
-    atomic_write_json(out / "metrics.json", metrics)
-    plot_curves(history, out / "curves.png")
-    plot_samples(model, dls.valid, len(classes), device, trained_threshold, out / "samples.png")
-    learn.model = model
-    # learn.predict judges as qa's detector does: at config.json's size and threshold (StampLoss.decodes)
-    learn.loss_func.threshold = config["threshold"]
-    predict_at(learn.dls, config["size"])
-    with atomic_path(out / "model.pkl") as tmp:
-        learn.export(tmp)
-    log(f"valid: accuracy {final['accuracy']:.3f}, mean IoU {final['mean_iou']:.3f}, "
-        f"IoU>=0.5 {final['iou50']:.3f} at {config['size']} px, threshold {config['threshold']:.2f} -> {out}")
-    return metrics
-
-
-def _num(v):
-    v = float(v) if v is not None else float("nan")
-    return None if math.isnan(v) else v

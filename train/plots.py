@@ -9,7 +9,7 @@ import torch
 
 from stampcheck.atomic import atomic_path
 from stampcheck.train.data import MEAN, STD
-from stampcheck.train.metrics import METRIC_KEYS
+from stampcheck.engine.scores import METRIC_KEYS
 
 
 def current_figure_png() -> bytes:

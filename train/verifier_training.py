@@ -1,9 +1,9 @@
-"""Training the verifier (train/verifier.py): a second, small fastai learner that looks closely at each candidate the detector
+"""Training the verifier (stampcheck.engine.verifier): a second, small fastai learner that looks closely at each candidate the detector
 proposes and says which stamp it is, or that it is none of ours.
 
 At 256-320 px a stamp of a sixth of the photo is about 45 px wide: the detector learns "a round mark
 is here", and bottle caps and round logos score as high as the stamp. On a crop of the photo itself
-(stampcheck.second_look) the same stamp is a hundred pixels wide and shows its lettering.
+(stampcheck.engine.second_look) the same stamp is a hundred pixels wide and shows its lettering.
 
 It is trained on what fools the detector, cut as the detector's candidates are cut at check time:
 - positives: the detector's candidates that overlap a true stamp, and the true boxes jittered
@@ -43,13 +43,15 @@ from torchvision.ops import box_iou
 from stampcheck.atomic import atomic_write_bytes
 from stampcheck.dataset import IMAGES_DIR
 from stampcheck.images import open_checked
-from stampcheck.modelconfig import DETAILS
-from stampcheck.second_look import LookConfig, crop, detail_view
+from stampcheck.engine.config import DETAILS
+from stampcheck.engine.second_look import LookConfig, crop, detail_view
 from stampcheck.train.budget import TimeBudget, batch_seconds
 from stampcheck.train.data import MEAN, STD
-from stampcheck.train.metrics import ImageResult, best_threshold, summarise
-from stampcheck.train.predict import PHOTO_LIMITS, Predictor, predict_photos
-from stampcheck.train.verifier import WEIGHTS_NAME, VerifierGraph, from_detector
+from stampcheck.engine.scores import ImageResult, best_threshold, summarise
+from stampcheck.engine.photos import PHOTO_LIMITS
+from stampcheck.engine.run import predict_photos
+from stampcheck.engine.torch_engine import Predictor
+from stampcheck.engine.verifier import VerifierGraph, WEIGHTS_NAME, from_detector
 
 EPOCHS = 10          # without --minutes
 LR = 2e-3

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stampcheck.modelconfig import SIZES
-from stampcheck.train.metrics import best_threshold, summarise, within_one_se
-from stampcheck.train.predict import Predictor, judge_photos
+from stampcheck.engine.config import SIZES
+from stampcheck.engine.scores import best_threshold, summarise, within_one_se
+from stampcheck.engine.scores import judge_photos
+from stampcheck.engine.torch_engine import Predictor
 
 SCALES = (1.0, 1.125, 1.25)  # of the training size; the grid's stride (16) rounds them
 

@@ -1,7 +1,7 @@
 """The second look, without torch: the close crops a verifier judges and what its answers make of a photo.
 
 The detector proposes a few candidate boxes per photo at a low score; the verifier (a small
-classifier, train/verifier.py) looks again at each one on a crop of the photo itself, where a stamp
+classifier, stampcheck.engine.verifier) looks again at each one on a crop of the photo itself, where a stamp
 of a sixth of the photo is a hundred pixels wide and shows its lettering, and says which stamp it is
 or that it is none of ours. Crops are cut the same way for training and for checking photos: from
 the photo brought to the ``detail`` size (long side) the training images had, a square around the

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from stampcheck.qa.engines import load_engine
+from stampcheck.engine import load_engine
 from stampcheck.images import to_rgb8
-from stampcheck.runtime import Photo, judge_batch, open_photo, to_input
-from stampcheck.second_look import detail_view
+from stampcheck.engine.photos import Photo, open_photo, to_input
+from stampcheck.engine.run import judge_batch
+from stampcheck.engine.second_look import detail_view
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,9 @@ class Detector:
 
     def __init__(self, model: str | Path, engine: str = "torch", device: str | None = None,
                  threshold: float | None = None):
-        self.engine = load_engine(Path(model), engine, device)
+        self.engine = load_engine(Path(model), engine, device, threshold)
         self.classes = list(self.engine.classes)
-        self.threshold = self.engine.threshold if threshold is None else float(threshold)
+        self.threshold = self.engine.threshold
 
     def predict(self, image: str | Path | Image.Image | np.ndarray,
                 threshold: float | None = None) -> list[Detection]:
@@ -57,5 +58,5 @@ class Detector:
             w, h = img.info["source_size"]
         view = detail_view(img, look.detail) if look else None
         photo = Photo(to_input(img, self.engine.size), (w, h), None, None, view)
-        r = judge_batch(self.engine, [Path()], [photo], self.threshold if threshold is None else threshold)[0]
+        r = judge_batch(self.engine, [Path()], [photo], threshold)[0]
         return [Detection(s, c, tuple(b)) for s, c, b in r.detections]

@@ -1,6 +1,6 @@
 """The verifier's network: a ResNet body and a small head that says, for a close crop of a detector's
-candidate, which stamp it is or that it is none of ours (class 0). Trained by train/verifier_training.py;
-run by the torch engine (train/predict.py) through stampcheck.second_look.
+candidate, which stamp it is or that it is none of ours (class 0). Trained by
+stampcheck.train.verifier_training; run by the torch back-end through stampcheck.engine.second_look.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from fastai.layers import AdaptiveConcatPool2d, Flatten
 from fastai.vision.learner import num_features_model
 from torch import nn
 
-from stampcheck.second_look import LookConfig
-from stampcheck.train.model import ModelError, build_model, read_weights
+from stampcheck.engine.config import VERIFIER_WEIGHTS, ModelError
+from stampcheck.engine.network import make_net, read_weights
+from stampcheck.engine.second_look import LookConfig
 
-WEIGHTS_NAME = "verifier.pth"
+WEIGHTS_NAME = VERIFIER_WEIGHTS
 
 
 class Verifier(nn.Module):
@@ -56,7 +57,7 @@ def from_detector(detector: nn.Module, n_classes: int) -> Verifier:
 
 def load_verifier(model_dir: Path, config: dict) -> tuple[LookConfig, VerifierGraph] | None:
     """The model folder's verifier, or None when it has none (a one-stage model)."""
-    v = config.get("verifier")  # checked with the rest of the config (stampcheck.modelconfig)
+    v = config.get("verifier")  # checked with the rest of the config (stampcheck.engine.config)
     if v is None:
         return None
     path = Path(model_dir) / WEIGHTS_NAME
@@ -64,7 +65,7 @@ def load_verifier(model_dir: Path, config: dict) -> tuple[LookConfig, VerifierGr
     state = read_weights(path, "train the model again (or remove the verifier section of its config.json "
                          "to judge by the detector alone)")
     with torch.device("meta"):
-        detector, _ = build_model(config["arch"], len(config["classes"]), pretrained="none")
+        detector = make_net(config["arch"], len(config["classes"]))
         model = from_detector(detector, len(config["classes"]))
     try:
         model.load_state_dict(state, assign=True)

@@ -1,6 +1,6 @@
 """What a model's config says, and when it can be trusted: one check for a model folder's
-config.json (stampcheck.train.model) and for the copy an ONNX export carries in its metadata
-(stampcheck.runtime), which someone else may have written. No torch here: the runtime imports it.
+config.json and for the copy an ONNX export carries in its metadata, which someone else may have
+written; and the threshold photos are judged at. No torch here: the ONNX back-end imports it.
 """
 
 from __future__ import annotations
@@ -12,6 +12,22 @@ SIZES = (32, 2048)  # input sizes a config may ask for: past 2048 one photo's ac
 # the long sides a verifier may ask photos to be brought to for its crops: qa holds each photo of a
 # batch (and those read ahead) at that size until its crops are cut, so 8192 px would take GBs
 DETAILS = (32, 1024)
+ONNX_NAME, TORCHSCRIPT_NAME = "model.onnx", "model.torchscript"
+VERIFIER_WEIGHTS = "verifier.pth"  # a model folder's second look (stampcheck.engine.verifier)
+META_KEY = "stampcheck"  # the exported file's metadata: the model's config.json, and what it was made from
+
+
+class ModelError(ValueError):
+    """A model folder or file that cannot be used: missing, corrupt, or not what the caller needs."""
+
+
+def judging_threshold(config: dict, given: float | None = None, second_look: bool = True) -> float:
+    """The score that makes a stamp: ``given`` when the user gives one, else the model's own: its
+    verifier's when it is run in two stages (``second_look``), its detector's otherwise."""
+    if given is not None:
+        return float(given)
+    look = config.get("verifier") if second_look else None
+    return float(look["threshold"] if look is not None else config["threshold"])
 
 
 def _number(v) -> bool:
@@ -51,7 +67,7 @@ def config_problem(config) -> str | None:
 
 
 def verifier_problem(v) -> str | None:
-    """What makes a stored verifier config (config.json's ``verifier``: stampcheck.second_look.LookConfig)
+    """What makes a stored verifier config (config.json's ``verifier``: stampcheck.engine.second_look.LookConfig)
     unusable, or None."""
     if not isinstance(v, dict):
         return "verifier must be a JSON object"
