@@ -27,7 +27,7 @@ from stampcheck.crawler.parsers import (CountingBaiduParser, CountingBingParser,
 from stampcheck.crawler.site import Robots, SiteFeeder, SiteParser
 from stampcheck.crawler.stats import CrawlStats
 from stampcheck.crawler.store import ImageStore
-from stampcheck.files import NotAFile, open_regular, read_bytes
+from stampcheck.files import NotAFile, TextUnreadable, open_regular, read_user_text
 from stampcheck.images import IMAGE_SUFFIXES
 from stampcheck.paths import refuse_overlap
 
@@ -44,17 +44,10 @@ SUGGEST = {"google": "bing", "bing": "baidu", "baidu": "bing", "flickr": "bing"}
 
 def read_list(path: Path, option: str) -> list[str]:
     """The non-blank lines of a UTF-8 text file; ValueError with a one-line reason otherwise."""
-    path = Path(path)
     try:
-        if not path.exists():
-            raise ValueError(f"{option} {path}: no such file")
-        text = read_bytes(path).decode("utf-8-sig")  # a FIFO or a device would block or never end: refused
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{option} {path} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    except NotAFile as e:
-        raise ValueError(f"{option} {path}: not a regular file ({e.kind})") from None
-    except OSError as e:
-        raise ValueError(f"{option} {path} cannot be read: {e.strerror or e}") from None
+        text = read_user_text(path)
+    except TextUnreadable as e:
+        raise ValueError(f"{option} {path}: {e}") from None
     items = [line.strip() for line in text.splitlines() if line.strip()]
     if not items:
         raise ValueError(f"{option} {path} is empty: write one entry per line")

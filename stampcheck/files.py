@@ -65,3 +65,28 @@ def read_text(path: str | Path, encoding: str | None = None, errors: str | None 
     """As Path.read_text, universal newlines included; NotAFile for anything but a regular file."""
     with open_regular(path, "r", encoding=encoding, errors=errors) as f:
         return f.read()
+
+
+class TextUnreadable(ValueError):
+    """A user's text file that cannot be taken; the message is the reason, for the caller to put after
+    the file's name in its own words."""
+
+
+def read_user_text(path: str | Path, limit: int | None = None, what: str = "file", encoding: str = "utf-8-sig",
+                   errors: str | None = None) -> str:
+    """A text file a user gave (a list, a labelling tool's file): TextUnreadable saying why not when it
+    is missing, not a regular file (a named pipe is never opened), over ``limit`` bytes, unreadable or
+    not UTF-8 (a byte order mark is dropped)."""
+    try:
+        size = os.stat(path).st_size
+        if limit is not None and size > limit:
+            raise TextUnreadable(f"{size} bytes, more than a {what} holds ({limit} at most)")
+        return read_text(path, encoding=encoding, errors=errors)
+    except FileNotFoundError:
+        raise TextUnreadable("no such file") from None
+    except NotAFile as e:
+        raise TextUnreadable(f"not a regular file ({e.kind})") from None
+    except UnicodeDecodeError as e:
+        raise TextUnreadable(f"not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise TextUnreadable(f"cannot be read ({e.strerror or e})") from None

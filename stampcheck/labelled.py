@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from stampcheck.dataset import DatasetError, ImageLabels
-from stampcheck.files import NotAFile, read_text
+from stampcheck.files import TextUnreadable, read_user_text
 from stampcheck.images import find_images
 
 NAMED = 20  # problems named one per line; more are counted
@@ -116,14 +116,6 @@ def read_label_text(path: Path, kind: str, encoding: str = "utf-8-sig", errors: 
     """A labelling tool's text file, or a DatasetError naming it: larger than ``TEXT_LIMITS[kind]``,
     not a regular file (a named pipe is never opened), unreadable, or not UTF-8."""
     try:
-        size = os.stat(path).st_size
-        if size > TEXT_LIMITS[kind]:
-            raise DatasetError(f"{path}: {size} bytes, more than a {kind} file of a labelled set holds "
-                               f"({TEXT_LIMITS[kind]} at most)")
-        return read_text(path, encoding=encoding, errors=errors)
-    except NotAFile as e:
-        raise DatasetError(f"{path}: not a regular file ({e.kind})") from e
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot be read ({e.strerror or e})") from e
+        return read_user_text(path, TEXT_LIMITS[kind], f"{kind} file of a labelled set", encoding, errors)
+    except TextUnreadable as e:
+        raise DatasetError(f"{path}: {e}") from None
